@@ -1,0 +1,682 @@
+#include "dataplane/lane.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "dataplane/internal/check.h"
+#include "dataplane/internal/shm_access.h"
+
+namespace shmlane::dataplane {
+namespace {
+
+using internal::kFlagOrder;
+using internal::kIndexLoad;
+using internal::kIndexStore;
+using internal::Load;
+using internal::Store;
+using internal::StoreLoadFence;
+
+using internal::MonotonicNs;
+using internal::RecordBytes;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Spins calling `ready` until it returns true or `spin` elapses; the clock is
+// read once every 64 probes so the probe stays a few nanoseconds.
+template <typename F>
+bool SpinUntil(absl::Duration spin, absl::Time deadline, F ready) {
+  if (spin <= absl::ZeroDuration()) return ready();
+  const absl::Time stop = std::min(absl::Now() + spin, deadline);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      CpuRelax();
+    }
+    if (absl::Now() >= stop) return ready();
+  }
+}
+
+// Broken-lane reason codes stored in the counters block for observers.
+enum BrokenCode : uint32_t {
+  kBadTail = 1,
+  kBadHead = 2,
+  kBadFrameLength = 3,
+  kBadFrameFlags = 4,
+  kBadPadding = 5,
+};
+
+}  // namespace
+
+const char* ToString(WriteResult r) {
+  switch (r) {
+    case WriteResult::kOk:
+      return "ok";
+    case WriteResult::kFull:
+      return "full";
+    case WriteResult::kTooLarge:
+      return "too large";
+    case WriteResult::kClosed:
+      return "closed";
+    case WriteResult::kBroken:
+      return "broken";
+    case WriteResult::kTimeout:
+      return "timeout";
+    case WriteResult::kDropped:
+      return "dropped";
+  }
+  return "unknown";
+}
+
+const char* ToString(ReadResult r) {
+  switch (r) {
+    case ReadResult::kOk:
+      return "ok";
+    case ReadResult::kEmpty:
+      return "empty";
+    case ReadResult::kClosed:
+      return "closed";
+    case ReadResult::kBroken:
+      return "broken";
+    case ReadResult::kTimeout:
+      return "timeout";
+    case ReadResult::kTooSmall:
+      return "buffer too small";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateLaneOptions(const LaneOptions& o) {
+  if (o.ring_bytes < kMinRingBytes || o.ring_bytes > kMaxRingBytes ||
+      (o.ring_bytes & (o.ring_bytes - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("ring_bytes ", o.ring_bytes,
+                                                   " must be a power of two between ",
+                                                   kMinRingBytes, " and ", kMaxRingBytes));
+  }
+  if (o.max_frame_bytes > MaxFrameBytesFor(o.ring_bytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_frame_bytes ", o.max_frame_bytes, " exceeds ",
+                     MaxFrameBytesFor(o.ring_bytes), ", the limit for a ring of ", o.ring_bytes,
+                     " bytes (half the ring minus 16): use a bigger ring or smaller frames"));
+  }
+  switch (o.policy) {
+    case BackpressurePolicy::kBlock:
+    case BackpressurePolicy::kFailFast:
+    case BackpressurePolicy::kDrop:
+      break;
+    default:
+      return absl::InvalidArgumentError("unknown backpressure policy");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Segment> CreateLaneSegment(const LaneOptions& options) {
+  if (absl::Status s = ValidateLaneOptions(options); !s.ok()) return s;
+  absl::StatusOr<Segment> seg = Segment::Create(absl::StrCat("lane-", options.lane_id),
+                                                kLaneHeaderBytes + options.ring_bytes);
+  if (!seg.ok()) return seg.status();
+  // A fresh memfd is zero-filled: indices, flags and counters start at 0.
+  auto* blocks = reinterpret_cast<LaneBlocks*>(seg->data());
+  LaneHeader& h = blocks->header;
+  h.magic = kLaneMagic;
+  h.header_bytes = kLaneHeaderBytes;
+  h.ring_bytes = options.ring_bytes;
+  h.max_frame_bytes = options.max_frame_bytes;
+  h.policy = static_cast<uint32_t>(options.policy);
+  h.sample_every = options.sample_every;
+  h.created_unix_ns = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  h.lane_id = options.lane_id;
+  // Version last, with release: a reader that sees it sees everything above.
+  Store(h.version, (uint32_t{kLayoutMajor} << 16) | kLayoutMinor, std::memory_order_release);
+  return seg;
+}
+
+namespace internal {
+
+uint64_t MonotonicNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+absl::StatusOr<LaneGeometry> ReadGeometry(const Segment& segment) {
+  if (!segment.valid() || segment.size() < kLaneHeaderBytes) {
+    return absl::DataLossError(
+        absl::StrCat("segment of ", segment.size(), " bytes is too small to hold a lane header"));
+  }
+  auto* blocks = reinterpret_cast<LaneBlocks*>(segment.data());
+  const LaneHeader& h = blocks->header;
+  const uint32_t version = Load(h.version, std::memory_order_acquire);
+  const uint64_t magic = Load(h.magic, std::memory_order_relaxed);
+  if (magic != kLaneMagic) {
+    return absl::DataLossError("segment is not a shmlane lane (bad magic)");
+  }
+  if ((version >> 16) != kLayoutMajor) {
+    return absl::DataLossError(absl::StrCat(
+        "lane layout version ", version >> 16, ".", version & 0xffff,
+        " is not supported (this build ", "speaks ", kLayoutMajor, ".x): upgrade the older side"));
+  }
+  LaneGeometry g;
+  g.base = segment.data();
+  g.blocks = blocks;
+  const uint32_t header_bytes = Load(h.header_bytes, std::memory_order_relaxed);
+  g.ring_bytes = Load(h.ring_bytes, std::memory_order_relaxed);
+  g.max_frame_bytes = Load(h.max_frame_bytes, std::memory_order_relaxed);
+  g.sample_every = Load(h.sample_every, std::memory_order_relaxed);
+  const uint32_t policy = Load(h.policy, std::memory_order_relaxed);
+  if (header_bytes != kLaneHeaderBytes) {
+    return absl::DataLossError(
+        absl::StrCat("lane header_bytes ", header_bytes, " != ", kLaneHeaderBytes));
+  }
+  if (g.ring_bytes < kMinRingBytes || g.ring_bytes > kMaxRingBytes ||
+      (g.ring_bytes & (g.ring_bytes - 1)) != 0 ||
+      g.ring_bytes != segment.size() - kLaneHeaderBytes) {
+    return absl::DataLossError(absl::StrCat("lane ring_bytes ", g.ring_bytes,
+                                            " does not match a segment of ", segment.size(),
+                                            " bytes"));
+  }
+  if (g.max_frame_bytes > MaxFrameBytesFor(g.ring_bytes)) {
+    return absl::DataLossError(
+        absl::StrCat("lane max_frame_bytes ", g.max_frame_bytes, " is too large for its ring"));
+  }
+  if (policy < 1 || policy > 3) {
+    return absl::DataLossError(absl::StrCat("lane backpressure policy ", policy, " is unknown"));
+  }
+  g.policy = static_cast<BackpressurePolicy>(policy);
+  g.ring = segment.data() + kLaneHeaderBytes;
+  g.mask = g.ring_bytes - 1;
+  return g;
+}
+
+}  // namespace internal
+
+// ---------------------------------------------------------------------------
+// Wake-up protocol (both directions are the same Dekker pattern):
+//
+//   publisher                          sleeper
+//   store index (release)              store waiting = seq   (relaxed)
+//   fence(seq_cst)                     fence(seq_cst)
+//   load waiting                       load index (acquire)
+//   if set and not yet rung: Ring()    if nothing new: block on its eventfd
+//
+// The two seq_cst fences order each side's store before its load, so at least
+// one side sees the other's store: either the sleeper sees the new index and
+// does not sleep, or the publisher sees the flag and rings. The publisher
+// rings at most once per park episode (`seq` changes each time the sleeper
+// parks), and never while the sleeper is awake, so a busy pipeline makes no
+// system call. The fence is one per publish, which is why batching pays.
+// ---------------------------------------------------------------------------
+
+// ------------------------------- Producer ---------------------------------
+
+absl::StatusOr<Producer> Producer::Attach(Segment segment, LaneBells bells, WaitOptions wait) {
+  if (segment.access() != Access::kReadWrite) {
+    return absl::InvalidArgumentError("a producer needs a read-write mapping");
+  }
+  if (bells.own == nullptr || bells.peer == nullptr) {
+    return absl::InvalidArgumentError("a producer needs its own and the consumer's doorbell");
+  }
+  absl::StatusOr<internal::LaneGeometry> geo = internal::ReadGeometry(segment);
+  if (!geo.ok()) return geo.status();
+  Producer p(std::move(segment), *geo, std::move(bells), wait);
+  // Resume from the shared indices (zero on a fresh lane); they are
+  // untrusted, so check them against each other before use.
+  const uint64_t tail = Load(p.geo_.blocks->producer_index.tail, std::memory_order_relaxed);
+  const uint64_t head = Load(p.geo_.blocks->consumer_index.head, std::memory_order_acquire);
+  if (head > tail || tail - head > p.geo_.ring_bytes || (tail % kRecordAlign) != 0) {
+    return absl::DataLossError(
+        absl::StrCat("lane indices are inconsistent (head ", head, ", tail ", tail, ")"));
+  }
+  p.tail_ = p.published_tail_ = tail;
+  p.cached_head_ = head;
+  return p;
+}
+
+Producer::Producer(Segment segment, internal::LaneGeometry geo, LaneBells bells, WaitOptions wait)
+    : segment_(std::move(segment)),
+      geo_(geo),
+      bells_(std::move(bells)),
+      wait_(wait),
+      until_sample_(geo.sample_every) {}
+
+Producer::~Producer() {
+  if (segment_.valid() && !closed_) Close();
+}
+
+bool Producer::Fail(uint32_t code, std::string message) {
+  if (!broken_) {
+    broken_ = true;
+    broken_message_ = std::move(message);
+    Store(geo_.blocks->producer_counters.broken, code, std::memory_order_relaxed);
+  }
+  return false;
+}
+
+absl::Status Producer::status() const {
+  if (broken_) return absl::DataLossError(absl::StrCat("lane broken: ", broken_message_));
+  return absl::OkStatus();
+}
+
+bool Producer::PeerClosed() const {
+  if (!segment_.valid()) return true;
+  return Load(geo_.blocks->consumer_control.closed, std::memory_order_acquire) != 0 ||
+         (Load(geo_.blocks->supervisor.closed_by, std::memory_order_acquire) &
+          (kClosedConsumerGone | kClosedDeleted)) != 0;
+}
+
+WriteResult Producer::Claim(uint64_t record_bytes, uint64_t* position) {
+  const uint64_t offset = tail_ & geo_.mask;
+  const uint64_t to_end = geo_.ring_bytes - offset;
+  const uint64_t needed = record_bytes <= to_end ? record_bytes : to_end + record_bytes;
+  if (tail_ + needed - cached_head_ > geo_.ring_bytes) {
+    // One shared-line read per "looks full", not per frame.
+    const uint64_t head = Load(geo_.blocks->consumer_index.head, kIndexLoad);
+    if (head < cached_head_ || head > published_tail_ || (head % kRecordAlign) != 0) {
+      Fail(kBadHead, absl::StrCat("consumer head ", head, " is outside [", cached_head_, ", ",
+                                  published_tail_, "] or misaligned"));
+      return WriteResult::kBroken;
+    }
+    cached_head_ = head;
+    if (tail_ + needed - head > geo_.ring_bytes) return WriteResult::kFull;
+  }
+  if (needed != record_bytes) {
+    // The record does not fit before the end: pad to the end and wrap.
+    FrameHeader pad{static_cast<uint32_t>(to_end), kFrameFlagPadding};
+    std::memcpy(geo_.ring + offset, &pad, sizeof(pad));
+    tail_ += to_end;
+  }
+  *position = tail_;
+  return WriteResult::kOk;
+}
+
+Reservation Producer::ReserveSlow(size_t n) {
+  if (broken_) return {WriteResult::kBroken, {}};
+  if (n > geo_.max_frame_bytes) return {WriteResult::kTooLarge, {}};
+  const bool stamped = until_sample_ == 1;
+  uint64_t pos = 0;
+  WriteResult r = Claim(RecordBytes(n, stamped), &pos);
+  if (r == WriteResult::kFull) {
+    Store(geo_.blocks->producer_counters.backpressure_events, ++backpressure_events_,
+          std::memory_order_relaxed);
+    if (PeerClosed()) r = WriteResult::kClosed;
+  }
+  if (r != WriteResult::kOk) return {r, {}};
+  reservation_open_ = true;
+  reservation_stamped_ = stamped;
+  reserved_bytes_ = n;
+  std::byte* payload = geo_.ring + (pos & geo_.mask) + sizeof(FrameHeader) + (stamped ? 8 : 0);
+  return {WriteResult::kOk, std::span<std::byte>(payload, n)};
+}
+
+void Producer::StampAndCount(uint64_t offset) {
+  const uint64_t now = MonotonicNs();
+  std::memcpy(geo_.ring + offset + sizeof(FrameHeader), &now, sizeof(now));
+  until_sample_ = geo_.sample_every;
+}
+
+void Producer::RingConsumer(uint32_t waiting) {
+  last_rung_ = waiting;
+  bells_.peer->Ring();
+  Store(geo_.blocks->producer_counters.wakeups_sent, ++wakeups_sent_, std::memory_order_relaxed);
+}
+
+size_t Producer::TryWriteBatch(std::span<const std::span<const std::byte>> frames,
+                               WriteResult* result) {
+  size_t written = 0;
+  WriteResult last = WriteResult::kOk;
+  for (std::span<const std::byte> frame : frames) {
+    Reservation r = Reserve(frame.size());
+    if (r.result != WriteResult::kOk) {
+      last = r.result;
+      break;
+    }
+    if (!frame.empty()) std::memcpy(r.data.data(), frame.data(), frame.size());
+    Commit(frame.size(), PublishMode::kDefer);
+    ++written;
+  }
+  Publish();
+  if (result != nullptr) *result = last;
+  return written;
+}
+
+WriteResult Producer::Write(std::span<const std::byte> frame, absl::Time deadline) {
+  for (;;) {
+    const WriteResult r = TryWrite(frame);
+    if (r != WriteResult::kFull) return r;
+    switch (geo_.policy) {
+      case BackpressurePolicy::kFailFast:
+        return WriteResult::kFull;
+      case BackpressurePolicy::kDrop:
+        Store(geo_.blocks->producer_counters.dropped_frames, ++dropped_frames_,
+              std::memory_order_relaxed);
+        return WriteResult::kDropped;
+      case BackpressurePolicy::kBlock:
+        break;
+    }
+    const bool stamped = until_sample_ == 1;
+    const WriteResult w = WaitForSpace(RecordBytes(frame.size(), stamped), deadline);
+    if (w != WriteResult::kOk) return w;
+  }
+}
+
+WriteResult Producer::WaitForSpace(uint64_t record_bytes, absl::Time deadline) {
+  // Enough space for the record even if it has to wrap (worst case).
+  const uint64_t needed = 2 * record_bytes;
+  auto has_space = [&] {
+    const uint64_t offset = tail_ & geo_.mask;
+    const uint64_t to_end = geo_.ring_bytes - offset;
+    const uint64_t want =
+        std::min(needed, record_bytes <= to_end ? record_bytes : to_end + record_bytes);
+    const uint64_t head = Load(geo_.blocks->consumer_index.head, kIndexLoad);
+    return tail_ + want - head <= geo_.ring_bytes;
+  };
+  if (SpinUntil(wait_.spin, deadline, has_space)) return WriteResult::kOk;
+  ProducerControl& me = geo_.blocks->producer_control;
+  for (;;) {
+    if (++park_seq_ == 0) park_seq_ = 1;
+    Store(me.waiting, park_seq_, kFlagOrder);
+    StoreLoadFence();  // pairs with Consumer::PublishHead
+    if (has_space()) break;
+    if (PeerClosed()) {
+      Store(me.waiting, 0u, std::memory_order_relaxed);
+      return WriteResult::kClosed;
+    }
+    Store(geo_.blocks->producer_counters.full_waits, ++full_waits_, std::memory_order_relaxed);
+    const bool rung = bells_.own->Wait(deadline);
+    if (rung) {
+      Store(geo_.blocks->producer_counters.wakeups_received, ++wakeups_received_,
+            std::memory_order_relaxed);
+    } else if (!has_space()) {
+      Store(me.waiting, 0u, std::memory_order_relaxed);
+      return PeerClosed() ? WriteResult::kClosed : WriteResult::kTimeout;
+    }
+  }
+  Store(me.waiting, 0u, std::memory_order_relaxed);
+  return WriteResult::kOk;
+}
+
+void Producer::Close() {
+  if (closed_ || !segment_.valid()) return;
+  if (reservation_open_) Commit(0, PublishMode::kDefer);  // an empty frame; never a torn one
+  Publish();
+  closed_ = true;
+  // Release: the consumer that sees `closed` also sees the final tail.
+  Store(geo_.blocks->producer_control.closed, 1u, std::memory_order_release);
+  bells_.peer->Ring();
+}
+
+// ------------------------------- Consumer ---------------------------------
+
+absl::StatusOr<Consumer> Consumer::Attach(Segment segment, LaneBells bells, WaitOptions wait) {
+  if (segment.access() != Access::kReadWrite) {
+    return absl::InvalidArgumentError("a consumer needs a read-write mapping (it writes head)");
+  }
+  if (bells.own == nullptr || bells.peer == nullptr) {
+    return absl::InvalidArgumentError("a consumer needs its own and the producer's doorbell");
+  }
+  absl::StatusOr<internal::LaneGeometry> geo = internal::ReadGeometry(segment);
+  if (!geo.ok()) return geo.status();
+  Consumer c(std::move(segment), *geo, std::move(bells), wait);
+  const uint64_t head = Load(c.geo_.blocks->consumer_index.head, std::memory_order_relaxed);
+  if ((head % kRecordAlign) != 0) {
+    return absl::DataLossError(absl::StrCat("lane head ", head, " is misaligned"));
+  }
+  c.head_ = c.published_head_ = c.cached_tail_ = head;
+  return c;
+}
+
+Consumer::Consumer(Segment segment, internal::LaneGeometry geo, LaneBells bells, WaitOptions wait)
+    : segment_(std::move(segment)), geo_(geo), bells_(std::move(bells)), wait_(wait) {}
+
+Consumer::~Consumer() {
+  if (segment_.valid() && !closed_) Close();
+}
+
+bool Consumer::Fail(uint32_t code, std::string message) {
+  if (!broken_) {
+    broken_ = true;
+    broken_message_ = std::move(message);
+    Store(geo_.blocks->consumer_counters.broken, code, std::memory_order_relaxed);
+  }
+  return false;
+}
+
+absl::Status Consumer::status() const {
+  if (broken_) return absl::DataLossError(absl::StrCat("lane broken: ", broken_message_));
+  return absl::OkStatus();
+}
+
+bool Consumer::ProducerClosed() const {
+  return Load(geo_.blocks->producer_control.closed, std::memory_order_acquire) != 0 ||
+         (Load(geo_.blocks->supervisor.closed_by, std::memory_order_acquire) &
+          (kClosedProducerGone | kClosedDeleted)) != 0;
+}
+
+ReadResult Consumer::Refresh() {
+  const uint64_t tail = Load(geo_.blocks->producer_index.tail, kIndexLoad);
+  if (tail < cached_tail_ || tail - head_ > geo_.ring_bytes || (tail % kRecordAlign) != 0) {
+    Fail(kBadTail, absl::StrCat("producer tail ", tail, " is behind ", cached_tail_,
+                                ", more than a ring ahead of head ", head_, ", or misaligned"));
+    return ReadResult::kBroken;
+  }
+  cached_tail_ = tail;
+  return tail != head_ ? ReadResult::kOk : ReadResult::kEmpty;
+}
+
+ReadResult Consumer::PeekAt(PeekResult* out) {
+  if (broken_) return ReadResult::kBroken;
+  // At most two records: a padding record, then the frame at offset 0. The
+  // bound makes a hostile producer unable to keep us looping.
+  for (int step = 0; step < 2; ++step) {
+    if (head_ == cached_tail_) {
+      ReadResult r = Refresh();
+      if (r == ReadResult::kEmpty && ProducerClosed()) {
+        // Closed is stored after the final tail: look once more, then end.
+        r = Refresh();
+        if (r == ReadResult::kEmpty) return ReadResult::kClosed;
+      }
+      if (r != ReadResult::kOk) return r;
+    }
+    const uint64_t offset = head_ & geo_.mask;
+    const uint64_t available = cached_tail_ - head_;
+    const uint64_t to_end = geo_.ring_bytes - offset;
+    FrameHeader h;
+    std::memcpy(&h, geo_.ring + offset, sizeof(h));  // one load; used only after checks
+    if ((h.flags & ~kFrameFlagsKnown) != 0) {
+      Fail(kBadFrameFlags, absl::StrCat("frame at ", head_, " has unknown flags ", h.flags));
+      return ReadResult::kBroken;
+    }
+    if ((h.flags & kFrameFlagPadding) != 0) {
+      if (h.flags != kFrameFlagPadding || h.length != to_end || available < to_end) {
+        Fail(kBadPadding, absl::StrCat("padding record at ", head_, " of ", h.length,
+                                       " bytes does not end the ring (", to_end, " left, ",
+                                       available, " published)"));
+        return ReadResult::kBroken;
+      }
+      head_ += to_end;
+      continue;
+    }
+    const bool stamped = (h.flags & kFrameFlagTimestamp) != 0;
+    const uint64_t record = RecordBytes(h.length, stamped);
+    if (h.length > geo_.max_frame_bytes || record > to_end || record > available) {
+      Fail(kBadFrameLength, absl::StrCat("frame at ", head_, " claims ", h.length, " bytes (max ",
+                                         geo_.max_frame_bytes, ", ", available, " published, ",
+                                         to_end, " to the ring's end)"));
+      return ReadResult::kBroken;
+    }
+    const std::byte* payload = geo_.ring + offset + sizeof(FrameHeader);
+    if (stamped) {
+      if (peeked_bytes_ == 0) RecordLatency(payload);
+      payload += 8;
+    }
+    peeked_bytes_ = record;
+    peeked_payload_ = h.length;
+    out->data = std::span<const std::byte>(payload, h.length);
+    return ReadResult::kOk;
+  }
+  // Two paddings in a row cannot happen in a well-formed lane.
+  Fail(kBadPadding, absl::StrCat("padding record follows padding at ", head_));
+  return ReadResult::kBroken;
+}
+
+void Consumer::RecordLatency(const std::byte* stamp) {
+  uint64_t sent = 0;
+  std::memcpy(&sent, stamp, sizeof(sent));
+  const uint64_t now = MonotonicNs();
+  const uint64_t delay = now > sent ? now - sent : 0;  // a hostile stamp only skews a metric
+  ConsumerCounters& c = geo_.blocks->consumer_counters;
+  const uint32_t b = LatencyBucketFor(delay);
+  Store(c.latency_buckets[b], ++latency_buckets_[b], std::memory_order_relaxed);
+  Store(c.latency_count, ++latency_count_, std::memory_order_relaxed);
+  latency_sum_ns_ += delay;
+  Store(c.latency_sum_ns, latency_sum_ns_, std::memory_order_relaxed);
+}
+
+void Consumer::RingProducer(uint32_t waiting) {
+  last_rung_ = waiting;
+  bells_.peer->Ring();
+  Store(geo_.blocks->consumer_counters.wakeups_sent, ++wakeups_sent_, std::memory_order_relaxed);
+}
+
+ReadResult Consumer::Read(std::span<std::byte> out, size_t* length, absl::Time deadline) {
+  for (;;) {
+    const ReadResult r = TryRead(out, length);
+    if (r != ReadResult::kEmpty) return r;
+    const ReadResult w = WaitReadable(deadline);
+    if (w != ReadResult::kOk) return w;
+  }
+}
+
+ReadResult Consumer::PrepareToPark() {
+  if (broken_) return ReadResult::kBroken;
+  if (++park_seq_ == 0) park_seq_ = 1;
+  Store(geo_.blocks->consumer_control.waiting, park_seq_, kFlagOrder);
+  StoreLoadFence();  // pairs with Producer::Publish
+  PeekResult p{ReadResult::kEmpty, {}};
+  const ReadResult r = head_ != cached_tail_ ? ReadResult::kOk : PeekAt(&p);
+  if (r != ReadResult::kEmpty) FinishPark(false);
+  return r;
+}
+
+void Consumer::FinishPark(bool rung) {
+  ConsumerCounters& c = geo_.blocks->consumer_counters;
+  Store(geo_.blocks->consumer_control.waiting, 0u, std::memory_order_relaxed);
+  if (rung) Store(c.wakeups_received, ++wakeups_received_, std::memory_order_relaxed);
+}
+
+void Consumer::CountPark() {
+  Store(geo_.blocks->consumer_counters.empty_waits, ++empty_waits_, std::memory_order_relaxed);
+}
+
+ReadResult Consumer::WaitReadable(absl::Time deadline) {
+  if (broken_) return ReadResult::kBroken;
+  if (head_ != cached_tail_) return ReadResult::kOk;
+  bool ready = SpinUntil(wait_.spin, deadline, [&] {
+    const uint64_t tail = Load(geo_.blocks->producer_index.tail, std::memory_order_relaxed);
+    return tail != head_;
+  });
+  if (ready) {
+    PeekResult p{ReadResult::kEmpty, {}};
+    const ReadResult r = PeekAt(&p);  // validates the tail it saw
+    if (r != ReadResult::kEmpty) return r;
+  }
+  for (;;) {
+    const ReadResult r = PrepareToPark();
+    if (r != ReadResult::kEmpty) return r;
+    CountPark();
+    const bool rung = bells_.own->Wait(deadline);
+    FinishPark(rung);
+    if (!rung) {
+      PeekResult p{ReadResult::kEmpty, {}};
+      const ReadResult last = PeekAt(&p);
+      return last == ReadResult::kEmpty ? ReadResult::kTimeout : last;
+    }
+  }
+}
+
+void Consumer::Close() {
+  if (closed_ || !segment_.valid()) return;
+  PublishHead();
+  closed_ = true;
+  Store(geo_.blocks->consumer_control.closed, 1u, std::memory_order_release);
+  bells_.peer->Ring();
+}
+
+// ------------------------------ Supervisor --------------------------------
+
+void SupervisorClose(const Segment& segment, uint32_t reason, const Doorbell* producer_bell,
+                     const Doorbell* consumer_bell) {
+  if (segment.valid() && segment.access() == Access::kReadWrite &&
+      segment.size() >= kLaneHeaderBytes) {
+    auto* blocks = reinterpret_cast<LaneBlocks*>(segment.data());
+    // The supervisor is this word's only writer, so load + store is enough.
+    const uint32_t old = Load(blocks->supervisor.closed_by, std::memory_order_relaxed);
+    Store(blocks->supervisor.closed_by, old | reason, std::memory_order_release);
+  }
+  StoreLoadFence();
+  if (producer_bell != nullptr && producer_bell->valid()) producer_bell->Ring();
+  if (consumer_bell != nullptr && consumer_bell->valid()) consumer_bell->Ring();
+}
+
+absl::StatusOr<LaneSnapshot> Observe(const Segment& segment) {
+  absl::StatusOr<internal::LaneGeometry> geo = internal::ReadGeometry(segment);
+  if (!geo.ok()) return geo.status();
+  const LaneBlocks& b = *geo->blocks;
+  LaneSnapshot s;
+  s.lane_id = Load(b.header.lane_id, std::memory_order_relaxed);
+  s.ring_bytes = geo->ring_bytes;
+  s.max_frame_bytes = geo->max_frame_bytes;
+  const uint64_t head = Load(b.consumer_index.head, std::memory_order_relaxed);
+  const uint64_t tail = Load(b.producer_index.tail, std::memory_order_relaxed);
+  s.occupancy_bytes = tail >= head ? std::min(tail - head, geo->ring_bytes) : 0;
+  auto copy = [](const auto& from, auto& to) {
+    // Field by field with relaxed loads: the writers are live.
+    using T = std::remove_cvref_t<decltype(from)>;
+    static_assert(sizeof(T) % sizeof(uint64_t) == 0);
+    const auto* src = reinterpret_cast<const uint64_t*>(&from);
+    auto* dst = reinterpret_cast<uint64_t*>(&to);
+    for (size_t i = 0; i < sizeof(T) / sizeof(uint64_t); ++i) {
+      dst[i] = Load(src[i], std::memory_order_relaxed);
+    }
+  };
+  copy(b.producer_counters, s.producer);
+  copy(b.consumer_counters, s.consumer);
+  s.producer_closed = Load(b.producer_control.closed, std::memory_order_relaxed);
+  s.consumer_closed = Load(b.consumer_control.closed, std::memory_order_relaxed);
+  s.producer_waiting = Load(b.producer_control.waiting, std::memory_order_relaxed);
+  s.consumer_waiting = Load(b.consumer_control.waiting, std::memory_order_relaxed);
+  s.supervisor_closed_by = Load(b.supervisor.closed_by, std::memory_order_relaxed);
+  return s;
+}
+
+double LatencyQuantileNs(std::span<const uint64_t, kLatencyBuckets> buckets, double q) {
+  uint64_t total = 0;
+  for (uint64_t b : buckets) total += b;
+  if (total == 0) return 0;
+  const double rank = std::clamp(q, 0.0, 1.0) * static_cast<double>(total);
+  double seen = 0;
+  for (uint32_t i = 0; i < kLatencyBuckets; ++i) {
+    const auto count = static_cast<double>(buckets[i]);
+    if (count > 0 && seen + count >= rank) {
+      const double lower = i == 0 ? 0.0 : static_cast<double>(LatencyBucketUpperNs(i - 1));
+      // The open last bucket: report its lower bound rather than invent one.
+      if (i + 1 == kLatencyBuckets) return lower;
+      const auto upper = static_cast<double>(LatencyBucketUpperNs(i));
+      return lower + (upper - lower) * ((rank - seen) / count);
+    }
+    seen += count;
+  }
+  return static_cast<double>(LatencyBucketUpperNs(kLatencyBuckets - 2));
+}
+
+}  // namespace shmlane::dataplane

@@ -1,0 +1,133 @@
+#include "dataplane/lane_set.h"
+
+#include <cstring>
+#include <map>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace shmlane::dataplane {
+namespace {
+
+struct Lane {
+  Segment observer;
+  std::shared_ptr<const Doorbell> producer_bell;
+  std::optional<Producer> producer;
+};
+
+// Builds `count` lanes whose consumers share `consumer_bell`, added to `set`.
+std::vector<Lane> MakeLanes(int count, LaneSet& set, LaneOptions options = {}) {
+  std::vector<Lane> lanes(count);
+  for (int i = 0; i < count; ++i) {
+    options.lane_id = i;
+    lanes[i].observer = *CreateLaneSegment(options);
+    lanes[i].producer_bell = std::make_shared<Doorbell>(*Doorbell::Create());
+    auto p = Producer::Attach(*Segment::Map(*lanes[i].observer.DupFd(), Access::kReadWrite),
+                              {lanes[i].producer_bell, set.doorbell()});
+    EXPECT_TRUE(p.ok()) << p.status();
+    lanes[i].producer.emplace(std::move(*p));
+    auto c = Consumer::Attach(*Segment::Map(*lanes[i].observer.DupFd(), Access::kReadWrite),
+                              {set.doorbell(), lanes[i].producer_bell});
+    EXPECT_TRUE(c.ok()) << c.status();
+    set.Add(i, std::move(*c));
+  }
+  return lanes;
+}
+
+TEST(LaneSetTest, FairRoundRobinWithBatchCap) {
+  LaneSet set(std::make_shared<Doorbell>(*Doorbell::Create()), /*per_lane_batch=*/4);
+  std::vector<Lane> lanes = MakeLanes(3, set, {.sample_every = 0});
+  std::byte b[8] = {};
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(lanes[0].producer->TryWrite(b), WriteResult::kOk);
+  ASSERT_EQ(lanes[1].producer->TryWrite(b), WriteResult::kOk);
+  ASSERT_EQ(lanes[2].producer->TryWrite(b), WriteResult::kOk);
+  std::map<uint64_t, int> got;
+  auto on_frame = [&](uint64_t id, std::span<const std::byte>) { ++got[id]; };
+  auto on_end = [](uint64_t, ReadResult, const absl::Status&) {};
+  EXPECT_EQ(set.Poll(on_frame, on_end), 6u);  // 4 from the busy lane, 1 from each other
+  EXPECT_EQ(got[0], 4);
+  EXPECT_EQ(got[1], 1);
+  EXPECT_EQ(got[2], 1);
+}
+
+TEST(LaneSetTest, ClosedLanesAreReportedAndRemoved) {
+  LaneSet set(std::make_shared<Doorbell>(*Doorbell::Create()));
+  std::vector<Lane> lanes = MakeLanes(2, set);
+  std::byte b[8] = {};
+  ASSERT_EQ(lanes[1].producer->TryWrite(b), WriteResult::kOk);
+  lanes[1].producer->Close();
+  std::vector<uint64_t> ended;
+  int frames = 0;
+  set.Poll([&](uint64_t, std::span<const std::byte>) { ++frames; },
+           [&](uint64_t id, ReadResult r, const absl::Status&) {
+             EXPECT_EQ(r, ReadResult::kClosed);
+             ended.push_back(id);
+           });
+  EXPECT_EQ(frames, 1);  // the frame before the close is delivered
+  EXPECT_EQ(ended, std::vector<uint64_t>{1});
+  EXPECT_EQ(set.size(), 1u);
+  EXPECT_TRUE(set.Remove(0));
+  EXPECT_FALSE(set.Remove(0));
+}
+
+TEST(LaneSetTest, WaitWakesOnAnyLane) {
+  LaneSet set(std::make_shared<Doorbell>(*Doorbell::Create()), 64, {.spin = absl::Microseconds(5)});
+  std::vector<Lane> lanes = MakeLanes(8, set);
+  std::thread writer([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    std::byte b[8] = {};
+    EXPECT_EQ(lanes[5].producer->TryWrite(b), WriteResult::kOk);
+  });
+  uint64_t from = 99;
+  const size_t n =
+      set.Wait([&](uint64_t id, std::span<const std::byte>) { from = id; },
+               [](uint64_t, ReadResult, const absl::Status&) {}, absl::Now() + absl::Seconds(10));
+  writer.join();
+  EXPECT_EQ(n, 1u);
+  EXPECT_EQ(from, 5u);
+  EXPECT_EQ(set.Wait([](uint64_t, std::span<const std::byte>) {},
+                     [](uint64_t, ReadResult, const absl::Status&) {},
+                     absl::Now() + absl::Milliseconds(5)),
+            0u);
+}
+
+TEST(LaneSetTest, ManyThreadsFanIn) {
+  constexpr int kLanes = 8;
+  const uint64_t per_lane = 20'000;
+  LaneSet set(std::make_shared<Doorbell>(*Doorbell::Create()), 32, {.spin = absl::Microseconds(2)});
+  std::vector<Lane> lanes = MakeLanes(kLanes, set, {.ring_bytes = 8192, .max_frame_bytes = 64});
+  std::vector<std::thread> writers;
+  for (int i = 0; i < kLanes; ++i) {
+    writers.emplace_back([&, i] {
+      for (uint64_t s = 0; s < per_lane; ++s) {
+        ASSERT_EQ(lanes[i].producer->Write({reinterpret_cast<std::byte*>(&s), 8}),
+                  WriteResult::kOk);
+      }
+      lanes[i].producer->Close();
+    });
+  }
+  std::vector<uint64_t> next(kLanes, 0);
+  int ended = 0;
+  while (!set.empty()) {
+    set.Wait(
+        [&](uint64_t id, std::span<const std::byte> f) {
+          uint64_t s;
+          std::memcpy(&s, f.data(), 8);
+          ASSERT_EQ(s, next[id]);
+          ++next[id];
+        },
+        [&](uint64_t, ReadResult r, const absl::Status&) {
+          EXPECT_EQ(r, ReadResult::kClosed);
+          ++ended;
+        },
+        absl::Now() + absl::Seconds(30));
+  }
+  for (auto& w : writers) w.join();
+  EXPECT_EQ(ended, kLanes);
+  for (int i = 0; i < kLanes; ++i) EXPECT_EQ(next[i], per_lane);
+}
+
+}  // namespace
+}  // namespace shmlane::dataplane
