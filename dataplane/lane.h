@@ -120,6 +120,25 @@ constexpr uint64_t RecordBytes(uint64_t payload, bool stamped) {
 }
 // CLOCK_MONOTONIC in nanoseconds (the send timestamp of sampled frames).
 uint64_t MonotonicNs();
+
+// memcpy for payloads: sizes up to 64 bytes are copied inline with two
+// overlapping fixed-size moves (no call, no dispatch), larger ones by libc.
+inline void CopyPayload(std::byte* dst, const std::byte* src, size_t n) {
+  if (n >= 16 && n <= 64) {
+    if (n >= 32) {
+      std::memcpy(dst, src, 32);
+      std::memcpy(dst + n - 32, src + n - 32, 32);
+    } else {
+      std::memcpy(dst, src, 16);
+      std::memcpy(dst + n - 16, src + n - 16, 16);
+    }
+  } else if (n >= 8 && n < 16) {
+    std::memcpy(dst, src, 8);
+    std::memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n != 0) {
+    std::memcpy(dst, src, n);
+  }
+}
 }  // namespace internal
 
 // A reserved, not yet committed region for zero-copy writes.
@@ -391,7 +410,7 @@ inline WriteResult Producer::TryWrite(std::span<const std::byte> frame) {
   Reservation r = Reserve(frame.size());
   if (r.result != WriteResult::kOk) [[unlikely]]
     return r.result;
-  if (!frame.empty()) std::memcpy(r.data.data(), frame.data(), frame.size());
+  internal::CopyPayload(r.data.data(), frame.data(), frame.size());
   Commit(frame.size(), PublishMode::kNow);
   return WriteResult::kOk;
 }
@@ -460,7 +479,7 @@ inline ReadResult Consumer::TryRead(std::span<std::byte> out, size_t* length) {
   *length = p.data.size();
   if (p.data.size() > out.size()) [[unlikely]]
     return ReadResult::kTooSmall;
-  if (!p.data.empty()) std::memcpy(out.data(), p.data.data(), p.data.size());
+  internal::CopyPayload(out.data(), p.data.data(), p.data.size());
   Release();
   return ReadResult::kOk;
 }
