@@ -301,6 +301,7 @@ WriteResult Producer::Claim(uint64_t record_bytes, uint64_t* position) {
 
 Reservation Producer::ReserveSlow(size_t n) {
   if (broken_) return {WriteResult::kBroken, {}};
+  if (peer_closed_) return {WriteResult::kClosed, {}};
   if (n > geo_.max_frame_bytes) return {WriteResult::kTooLarge, {}};
   const bool stamped = until_sample_ == 1;
   uint64_t pos = 0;

@@ -158,7 +158,8 @@ class Producer {
   Producer& operator=(Producer&&) noexcept = default;
   ~Producer();
 
-  // Copies one frame and publishes it. Never blocks.
+  // Copies one frame and publishes it. Never blocks. Returns kClosed once a
+  // publish has seen that the consumer or the supervisor closed the lane.
   WriteResult TryWrite(std::span<const std::byte> frame);
 
   // Copies one frame and publishes it, applying the lane's backpressure
@@ -214,6 +215,7 @@ class Producer {
   bool reservation_stamped_ = false;
   bool broken_ = false;
   bool closed_ = false;
+  bool peer_closed_ = false;   // the consumer or supervisor closed the lane
   uint32_t until_sample_ = 0;  // frames left before the next timestamped one
   uint32_t park_seq_ = 0;      // our waiting-flag value for the current park
   uint32_t last_rung_ = 0;     // consumer park episode we last rang for
@@ -360,8 +362,9 @@ inline Reservation Producer::Reserve(size_t n) {
   const bool stamped = until_sample_ == 1;
   const uint64_t record = internal::RecordBytes(n, stamped);
   const uint64_t offset = tail_ & geo_.mask;
-  if (n <= geo_.max_frame_bytes && !broken_ && record <= geo_.ring_bytes - offset &&
-      tail_ + record - cached_head_ <= geo_.ring_bytes) [[likely]] {
+  if (n <= geo_.max_frame_bytes && !broken_ && !peer_closed_ &&
+      record <= geo_.ring_bytes - offset && tail_ + record - cached_head_ <= geo_.ring_bytes)
+      [[likely]] {
     reservation_open_ = true;
     reservation_stamped_ = stamped;
     reserved_bytes_ = n;
@@ -404,6 +407,14 @@ inline void Producer::Publish() {
       internal::Load(geo_.blocks->consumer_control.waiting, internal::kFlagOrder);
   if (waiting != 0 && waiting != last_rung_) [[unlikely]]
     RingConsumer(waiting);
+  // Two loads of lines that are almost never written (so they stay in our
+  // cache): a producer learns that its consumer is gone at its next publish,
+  // not only when the ring fills.
+  if (internal::Load(geo_.blocks->consumer_control.closed, std::memory_order_relaxed) != 0 ||
+      internal::Load(geo_.blocks->supervisor.closed_by, std::memory_order_relaxed) != 0)
+      [[unlikely]] {
+    peer_closed_ = PeerClosed();
+  }
 }
 
 inline WriteResult Producer::TryWrite(std::span<const std::byte> frame) {

@@ -318,6 +318,29 @@ TEST(LaneTest, ConsumerCloseWakesBlockedProducer) {
   EXPECT_TRUE(p.producer->PeerClosed());
 }
 
+TEST(LaneTest, ProducerSeesClosedAtNextPublishWithRoomLeft) {
+  Pair p = MakePair();
+  ASSERT_EQ(p.producer->TryWrite(Bytes(Pattern(8, 0))), WriteResult::kOk);
+  p.consumer->Close();
+  // The publish that follows the close notices it; every later write is refused.
+  (void)p.producer->TryWrite(Bytes(Pattern(8, 1)));
+  EXPECT_EQ(p.producer->TryWrite(Bytes(Pattern(8, 2))), WriteResult::kClosed);
+  EXPECT_EQ(p.producer->Write(Bytes(Pattern(8, 3))), WriteResult::kClosed);
+}
+
+TEST(LaneTest, SupervisorDeleteClosesBothSides) {
+  Pair p = MakePair();
+  ASSERT_EQ(p.producer->TryWrite(Bytes(Pattern(8, 0))), WriteResult::kOk);
+  SupervisorClose(p.observer, kClosedDeleted, p.producer_bell.get(), p.consumer_bell.get());
+  (void)p.producer->TryWrite(Bytes(Pattern(8, 1)));
+  EXPECT_EQ(p.producer->TryWrite(Bytes(Pattern(8, 2))), WriteResult::kClosed);
+  std::vector<std::byte> out(64);
+  size_t n;
+  EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kOk);
+  EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kOk);  // published before it noticed
+  EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kClosed);
+}
+
 TEST(LaneTest, SupervisorCloseWakesParkedConsumer) {
   Pair p = MakePair({}, {.spin = absl::Microseconds(10)});
   ASSERT_EQ(p.producer->TryWrite(Bytes(Pattern(16, 0))), WriteResult::kOk);

@@ -1,0 +1,63 @@
+// Options every shmlane client shares: where the daemon is, who we are, how
+// long attaching may take and how blocking calls wait.
+//
+// The runtime directory is resolved in this order: AttachOptions::runtime_dir,
+// then $SHMLANE_RUNTIME_DIR, then $XDG_RUNTIME_DIR/shmlane, then /run/shmlane.
+// The attach socket is <runtime directory>/attach.sock.
+//
+// Thread safety: plain values and a pure function of the environment.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "dataplane/lane.h"
+
+namespace shmlane::client {
+
+struct AttachOptions {
+  // Runtime directory of the daemon; empty: resolve from the environment.
+  std::string runtime_dir;
+  // For humans (events, metrics, the peer's view); empty: the program's name.
+  // At most 63 bytes; longer names are cut.
+  std::string client_name;
+  // Bound on connecting and the attach handshake.
+  absl::Duration attach_timeout = absl::Seconds(5);
+  // How blocking calls wait: spin this long, then park on the doorbell.
+  dataplane::WaitOptions wait;
+};
+
+// The runtime directory `explicit_dir` (when not empty) or the environment
+// names (see above).
+std::string ResolveRuntimeDir(std::string_view explicit_dir = {});
+
+// <ResolveRuntimeDir(explicit_dir)>/attach.sock
+std::string AttachSocketPath(std::string_view explicit_dir = {});
+
+// The other end of a lane, as the daemon described it.
+struct Peer {
+  uint64_t lane_id = 0;        // the lane (unique within the daemon's lifetime)
+  uint64_t attachment_id = 0;  // the peer's attachment
+  std::string name;            // the peer's client_name
+};
+
+// A peer came or went. Delivered on the thread that called the consumer's or
+// server's Read/Poll/Wait/Serve, from inside that call.
+struct PeerEvent {
+  enum class Kind { kAttached, kDetached };
+  Kind kind = Kind::kAttached;
+  Peer peer;
+  // kDetached: OK when the peer closed cleanly and every frame was read;
+  // Unavailable when the daemon removed the lane (the reason says why);
+  // DataLoss when the lane was corrupt. A kDetached event with lane_id 0
+  // reports lanes the daemon offered that could not be used (status says
+  // why); they were never attached.
+  absl::Status status;
+};
+using PeerEventFn = std::function<void(const PeerEvent&)>;
+
+}  // namespace shmlane::client

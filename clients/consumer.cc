@@ -1,0 +1,125 @@
+#include "clients/consumer.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "clients/internal/attachment.h"
+#include "clients/internal/inbox.h"
+
+namespace shmlane::client {
+
+absl::StatusOr<Consumer> Consumer::Attach(std::string_view channel, Options options) {
+  auto handshake = internal::Attach(channel, v1::ROLE_CONSUMER, options);
+  if (!handshake.ok()) return handshake.status();
+  auto inbox = internal::Inbox::Create(std::move(*handshake), v1::ROLE_CONSUMER, options,
+                                       std::move(options.on_peer_event));
+  if (!inbox.ok()) return inbox.status();
+  return Consumer(std::move(*inbox));
+}
+
+Consumer::Consumer(std::unique_ptr<internal::Inbox> inbox) : inbox_(std::move(inbox)) {}
+Consumer::Consumer(Consumer&&) noexcept = default;
+Consumer& Consumer::operator=(Consumer&& other) noexcept {
+  if (this != &other) {
+    Close();
+    inbox_ = std::move(other.inbox_);
+    pending_ = std::move(other.pending_);
+    pending_head_ = std::exchange(other.pending_head_, 0);
+    pending_count_ = std::exchange(other.pending_count_, 0);
+  }
+  return *this;
+}
+Consumer::~Consumer() { Close(); }
+
+void Consumer::Close() {
+  if (inbox_ != nullptr) inbox_->Close();
+}
+
+void Consumer::Interrupt() {
+  if (inbox_ != nullptr) inbox_->Interrupt();
+}
+
+bool Consumer::PopPending(Frame* frame) {
+  if (pending_count_ == 0) return false;
+  Frame& slot = pending_[pending_head_];
+  // Swap rather than move so the caller's old buffer becomes the slot's
+  // spare capacity.
+  std::swap(frame->data, slot.data);
+  frame->peer = slot.peer;
+  pending_head_ = (pending_head_ + 1) % pending_.size();
+  --pending_count_;
+  return true;
+}
+
+absl::Status Consumer::Read(Frame* frame, absl::Time deadline) {
+  if (inbox_ == nullptr) return absl::FailedPreconditionError("consumer is moved-from");
+  if (PopPending(frame)) return absl::OkStatus();
+  pending_head_ = 0;
+  auto copy = [&](const Peer& peer, std::span<const std::byte> data) {
+    if (pending_count_ == pending_.size()) pending_.emplace_back();
+    Frame& slot = pending_[pending_count_++];
+    slot.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+    if (slot.peer.lane_id != peer.lane_id || slot.peer.name != peer.name) slot.peer = peer;
+  };
+  for (;;) {
+    auto n = inbox_->Wait(copy, deadline);
+    if (!n.ok()) return n.status();
+    if (*n > 0) {
+      PopPending(frame);
+      return absl::OkStatus();
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no frame on ", internal::ChannelLabel(inbox_->channel()), " before the deadline"));
+    }
+  }
+}
+
+absl::StatusOr<Frame> Consumer::Read(absl::Time deadline) {
+  Frame frame;
+  if (absl::Status s = Read(&frame, deadline); !s.ok()) return s;
+  return frame;
+}
+
+size_t Consumer::Poll(FrameFn fn) {
+  if (inbox_ == nullptr) return 0;
+  size_t n = 0;
+  Frame frame;
+  while (PopPending(&frame)) {
+    fn(frame.peer, std::as_bytes(std::span(frame.data)));
+    ++n;
+  }
+  return n + inbox_->Poll(fn);
+}
+
+absl::StatusOr<size_t> Consumer::Wait(FrameFn fn, absl::Time deadline) {
+  if (inbox_ == nullptr) return absl::FailedPreconditionError("consumer is moved-from");
+  const size_t pending = Poll(fn);
+  if (pending > 0) return pending;
+  return inbox_->Wait(fn, deadline);
+}
+
+size_t Consumer::Drain(FrameFn fn, size_t max_frames) {
+  size_t total = 0;
+  while (total < max_frames) {
+    const size_t n = Poll(fn);
+    if (n == 0) break;
+    total += n;
+  }
+  return total;
+}
+
+std::vector<Peer> Consumer::peers() const {
+  return inbox_ == nullptr ? std::vector<Peer>() : inbox_->peers();
+}
+uint64_t Consumer::attachment_id() const { return inbox_ == nullptr ? 0 : inbox_->attachment_id(); }
+const std::string& Consumer::channel() const {
+  static const std::string no_channel;
+  return inbox_ == nullptr ? no_channel : inbox_->channel();
+}
+absl::Status Consumer::attach_status() const {
+  return inbox_ == nullptr ? absl::FailedPreconditionError("consumer is moved-from")
+                           : inbox_->attach_status();
+}
+
+}  // namespace shmlane::client

@@ -1,0 +1,122 @@
+// shmlane::client::Consumer: the reading end of a STREAM channel. It reads
+// every producer's lane (fan-in) and learns of producers that attach or go
+// away by itself, from inside Read/Poll/Wait: the application only reads.
+//
+//   auto consumer = shmlane::client::Consumer::Attach("telemetry");
+//   if (!consumer.ok()) return consumer.status();   // Unavailable, PermissionDenied, ...
+//   for (;;) {
+//     auto frame = consumer->Read(absl::Now() + absl::Seconds(1));
+//     if (absl::IsDeadlineExceeded(frame.status())) continue;
+//     if (!frame.ok()) break;                        // no producer left, daemon gone
+//     Handle(frame->peer.name, frame->data);
+//   }
+//
+// Zero-copy reading is Poll()/Wait()/Drain() with a callback: the bytes live
+// in shared memory, valid only during the callback, and are untrusted input
+// (a hostile producer may change them while you look). Read() copies.
+//
+// When the daemon goes away (crash, restart, Goodbye) the lanes already
+// attached keep delivering until their producers close; Read() then returns
+// Unavailable. A producer's death is seen after every frame it committed has
+// been delivered.
+//
+// Thread safety: a Consumer is used by one thread at a time, except
+// Interrupt(), which any thread may call while the Consumer lives. Peer events are
+// delivered on that thread, inside the call that noticed them; do not call
+// back into the Consumer from the event callback.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "clients/attach_options.h"
+
+namespace shmlane::client {
+
+namespace internal {
+class Inbox;
+}  // namespace internal
+
+// A copied frame and where it came from.
+struct Frame {
+  std::string data;
+  Peer peer;
+};
+
+class Consumer {
+ public:
+  struct Options : AttachOptions {
+    // Called when a producer attaches or goes (see PeerEvent).
+    PeerEventFn on_peer_event;
+  };
+
+  // Attaches to `channel` as its consumer. Errors: Unavailable (no daemon),
+  // PermissionDenied (no consume grant), NotFound (no such channel),
+  // FailedPrecondition (wrong pattern, a consumer already attached), ...
+  static absl::StatusOr<Consumer> Attach(std::string_view channel, Options options);
+  static absl::StatusOr<Consumer> Attach(std::string_view channel) {
+    return Attach(channel, Options());
+  }
+
+  Consumer(Consumer&&) noexcept;
+  Consumer& operator=(Consumer&&) noexcept;
+  ~Consumer();
+
+  // The next frame from any producer, copied. DeadlineExceeded on timeout,
+  // Cancelled after Interrupt(), Unavailable when no producer is left and
+  // none can come (the daemon is gone or said goodbye).
+  absl::StatusOr<Frame> Read(absl::Time deadline = absl::InfiniteFuture());
+  // As above into `*frame`, reusing its buffer's capacity.
+  absl::Status Read(Frame* frame, absl::Time deadline = absl::InfiniteFuture());
+
+  // Zero-copy callback: `data` points into shared memory, valid during the call.
+  using FrameFn = absl::FunctionRef<void(const Peer& peer, std::span<const std::byte> data)>;
+
+  // One fair pass over all lanes without blocking; returns frames delivered.
+  size_t Poll(FrameFn fn);
+  // Polls; when nothing is there, spins, then sleeps until a frame, a new
+  // producer, or `deadline`. Returns frames delivered (0 at the deadline);
+  // Cancelled and Unavailable as for Read.
+  absl::StatusOr<size_t> Wait(FrameFn fn, absl::Time deadline = absl::InfiniteFuture());
+  // Polls until every lane is empty or at least `max_frames` were delivered
+  // (a pass takes up to 64 frames per lane). Never blocks.
+  size_t Drain(FrameFn fn, size_t max_frames = SIZE_MAX);
+
+  // Producers currently attached.
+  std::vector<Peer> peers() const;
+  uint64_t attachment_id() const;
+  const std::string& channel() const;
+  // OK while attached to the daemon; Unavailable (why) once it is gone.
+  absl::Status attach_status() const;
+
+  // Makes the blocked (or the next) Read/Wait return Cancelled, once. The
+  // only call that may come from another thread (e.g. a signal watcher).
+  void Interrupt();
+
+  // Detaches: producers blocked on this consumer return kClosed. Idempotent;
+  // the destructor calls it.
+  void Close();
+
+ private:
+  explicit Consumer(std::unique_ptr<internal::Inbox> inbox);
+  bool PopPending(Frame* frame);
+
+  std::unique_ptr<internal::Inbox> inbox_;
+  // Frames copied by Read() ahead of the caller (one fair pass takes up to
+  // 64 frames per lane); slots are reused so that a steady stream does not
+  // allocate.
+  std::vector<Frame> pending_;
+  size_t pending_head_ = 0;
+  size_t pending_count_ = 0;
+};
+
+}  // namespace shmlane::client

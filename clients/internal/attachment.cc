@@ -1,0 +1,170 @@
+#include "clients/internal/attachment.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+
+namespace shmlane::client::internal {
+namespace {
+
+constexpr size_t kMaxClientNameBytes = 63;
+
+// A new close-on-exec fd for the fd at `index`, leaving the packet's copy to
+// be closed with the packet (an index may be referenced more than once).
+absl::StatusOr<dataplane::UniqueFd> DupAt(const std::vector<dataplane::UniqueFd>& fds,
+                                          uint32_t index, const char* what) {
+  if (index >= fds.size()) {
+    return absl::DataLossError(absl::StrCat("shmlaned referred to fd index ", index, " for ", what,
+                                            " but sent only ", fds.size(), " fds"));
+  }
+  const int fd = ::fcntl(fds[index].get(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot duplicate the ", what, " fd: ", strerror(errno)));
+  }
+  return dataplane::UniqueFd(fd);
+}
+
+std::string DefaultClientName() {
+  std::string name = program_invocation_short_name != nullptr ? program_invocation_short_name : "";
+  if (name.empty()) name = "shmlane-client";
+  return name;
+}
+
+}  // namespace
+
+std::string ChannelLabel(std::string_view channel) {
+  return absl::StrCat("channel '", std::string(channel), "'");
+}
+
+absl::StatusOr<std::vector<LaneEnd>> TakeLanes(
+    const google::protobuf::RepeatedPtrField<v1::LaneDescription>& lanes,
+    const std::vector<dataplane::UniqueFd>& fds) {
+  std::vector<LaneEnd> out;
+  out.reserve(static_cast<size_t>(lanes.size()));
+  absl::flat_hash_map<uint32_t, std::shared_ptr<const dataplane::Doorbell>> bells;
+  absl::flat_hash_set<uint32_t> segment_indices;
+  absl::flat_hash_set<uint64_t> lane_ids;
+  for (const v1::LaneDescription& d : lanes) {
+    if (!lane_ids.insert(d.lane_id()).second) {
+      return absl::DataLossError(absl::StrCat("shmlaned described lane ", d.lane_id(), " twice"));
+    }
+    if (d.direction() != v1::LANE_DIRECTION_READ && d.direction() != v1::LANE_DIRECTION_WRITE) {
+      return absl::DataLossError(
+          absl::StrCat("lane ", d.lane_id(), " has no valid direction (", d.direction(), ")"));
+    }
+    if (!segment_indices.insert(d.segment_fd_index()).second) {
+      return absl::DataLossError(
+          absl::StrCat("lane ", d.lane_id(), " shares its segment fd with another lane"));
+    }
+    LaneEnd lane;
+    lane.direction = d.direction();
+    lane.peer = Peer{.lane_id = d.lane_id(),
+                     .attachment_id = d.peer_attachment_id(),
+                     .name = d.peer_name().substr(0, kMaxClientNameBytes)};
+    lane.ring_bytes = d.ring_bytes();
+    lane.max_frame_bytes = d.max_frame_bytes();
+
+    auto segment_fd = DupAt(fds, d.segment_fd_index(), "lane segment");
+    if (!segment_fd.ok()) return segment_fd.status();
+    auto segment = dataplane::Segment::Map(std::move(*segment_fd), dataplane::Access::kReadWrite);
+    if (!segment.ok()) {
+      return absl::Status(segment.status().code(),
+                          absl::StrCat("lane ", d.lane_id(), ": ", segment.status().message()));
+    }
+    lane.segment = std::move(*segment);
+
+    auto it = bells.find(d.peer_doorbell_fd_index());
+    if (it == bells.end()) {
+      auto bell_fd = DupAt(fds, d.peer_doorbell_fd_index(), "peer doorbell");
+      if (!bell_fd.ok()) return bell_fd.status();
+      auto bell = dataplane::Doorbell::Adopt(std::move(*bell_fd));
+      if (!bell.ok()) return bell.status();
+      it = bells
+               .emplace(d.peer_doorbell_fd_index(),
+                        std::make_shared<const dataplane::Doorbell>(std::move(*bell)))
+               .first;
+    }
+    lane.peer_bell = it->second;
+    out.push_back(std::move(lane));
+  }
+  return out;
+}
+
+absl::Status CheckDirections(v1::Role role, const std::vector<LaneEnd>& lanes) {
+  for (const LaneEnd& lane : lanes) {
+    const bool ok = (role == v1::ROLE_PRODUCER && lane.direction == v1::LANE_DIRECTION_WRITE) ||
+                    (role == v1::ROLE_CONSUMER && lane.direction == v1::LANE_DIRECTION_READ) ||
+                    role == v1::ROLE_CLIENT || role == v1::ROLE_SERVER;
+    if (!ok) {
+      return absl::DataLossError(
+          absl::StrCat("shmlaned handed lane ", lane.peer.lane_id, " with direction ",
+                       v1::LaneDirection_Name(lane.direction), " to a ", v1::Role_Name(role)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
+                                 const AttachOptions& options) {
+  if (channel.empty()) return absl::InvalidArgumentError("channel name is empty");
+  const absl::Time deadline = absl::Now() + options.attach_timeout;
+  auto socket =
+      AttachSocket::Connect(AttachSocketPath(options.runtime_dir), options.attach_timeout);
+  if (!socket.ok()) return socket.status();
+
+  v1::AttachMessage request;
+  v1::AttachRequest* req = request.mutable_attach_request();
+  req->set_protocol_version(v1::ATTACH_PROTOCOL_VERSION_1);
+  req->set_channel(std::string(channel));
+  req->set_role(role);
+  std::string name = options.client_name.empty() ? DefaultClientName() : options.client_name;
+  req->set_client_name(name.substr(0, kMaxClientNameBytes));
+  if (absl::Status s = socket->Send(request); !s.ok()) return s;
+
+  auto received = socket->Receive(deadline);
+  if (!received.ok()) {
+    if (absl::IsDeadlineExceeded(received.status())) {
+      return absl::DeadlineExceededError(absl::StrCat("attaching to ", ChannelLabel(channel),
+                                                      " at ", socket->path(), ": ",
+                                                      received.status().message()));
+    }
+    return received.status();
+  }
+  if (!received->message.has_attach_reply()) {
+    return absl::DataLossError(absl::StrCat("shmlaned answered the attach request for ",
+                                            ChannelLabel(channel),
+                                            " with something other than an AttachReply"));
+  }
+  const v1::AttachReply& reply = received->message.attach_reply();
+  if (reply.code() != 0) {
+    std::string message = reply.message().empty() ? absl::StrCat("shmlaned refused to attach to ",
+                                                                 ChannelLabel(channel))
+                                                  : reply.message();
+    return absl::Status(CodeFromRpc(reply.code()), message);
+  }
+
+  Handshake out;
+  out.channel = std::string(channel);
+  out.attachment_id = reply.attachment_id();
+  out.max_frame_bytes = reply.max_frame_bytes();
+  out.ring_bytes = reply.ring_bytes();
+  auto bell_fd = DupAt(received->fds, reply.doorbell_fd_index(), "own doorbell");
+  if (!bell_fd.ok()) return bell_fd.status();
+  auto bell = dataplane::Doorbell::Adopt(std::move(*bell_fd));
+  if (!bell.ok()) return bell.status();
+  out.own_bell = std::make_shared<const dataplane::Doorbell>(std::move(*bell));
+  auto lanes = TakeLanes(reply.lanes(), received->fds);
+  if (!lanes.ok()) return lanes.status();
+  if (absl::Status s = CheckDirections(role, *lanes); !s.ok()) return s;
+  out.lanes = std::move(*lanes);
+  out.socket = std::move(*socket);
+  return out;
+}
+
+}  // namespace shmlane::client::internal

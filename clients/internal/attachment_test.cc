@@ -1,0 +1,304 @@
+// The attach handshake against a scripted fake daemon: what the client sends,
+// and how it treats every kind of bad or hostile answer (bounds, fd indices,
+// stray fds, truncation, silence, hang-up).
+#include "clients/internal/attachment.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "dataplane/lane.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace shmlane::client::internal {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Listens on DIR/attach.sock; for one connection, reads the request and runs
+// `script(conn_fd, request)`.
+class FakeDaemon {
+ public:
+  using Script = std::function<void(int fd, const v1::AttachRequest& request)>;
+
+  explicit FakeDaemon(Script script) : script_(std::move(script)) {
+    char tmpl[] = "/tmp/shmlane-attach-test-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    listen_fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = dir_ + "/attach.sock";
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(::listen(listen_fd_, 4), 0);
+    thread_ = std::thread([this] {
+      const int conn = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn < 0) return;
+      char buf[70000];
+      const ssize_t n = ::recv(conn, buf, sizeof(buf), 0);
+      v1::AttachMessage m;
+      if (n > 0 && m.ParseFromArray(buf, static_cast<int>(n))) {
+        request_ = m.attach_request();
+        script_(conn, request_);
+      }
+      ::close(conn);
+    });
+  }
+  ~FakeDaemon() {
+    thread_.join();
+    ::close(listen_fd_);
+    ::unlink((dir_ + "/attach.sock").c_str());
+    ::rmdir(dir_.c_str());
+  }
+  const std::string& dir() const { return dir_; }
+  const v1::AttachRequest& request() const { return request_; }  // after the attach
+
+ private:
+  Script script_;
+  std::string dir_;
+  int listen_fd_ = -1;
+  std::thread thread_;
+  v1::AttachRequest request_;
+};
+
+void SendPacket(int fd, const std::string& bytes, const std::vector<int>& fds) {
+  iovec iov{.iov_base = const_cast<char*>(bytes.data()), .iov_len = bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  ASSERT_EQ(::sendmsg(fd, &msg, MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+}
+
+void Send(int fd, const v1::AttachMessage& m, const std::vector<int>& fds = {}) {
+  SendPacket(fd, m.SerializeAsString(), fds);
+}
+
+AttachOptions OptionsFor(const FakeDaemon& d) {
+  AttachOptions o;
+  o.runtime_dir = d.dir();
+  o.attach_timeout = absl::Seconds(5);
+  return o;
+}
+
+// A real lane segment and doorbells, as a daemon would hand them out.
+struct LaneFds {
+  dataplane::Segment segment;
+  int own_bell = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int peer_bell = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  LaneFds()
+      : segment(*dataplane::CreateLaneSegment({.ring_bytes = 4096, .max_frame_bytes = 1024})) {}
+  ~LaneFds() {
+    ::close(own_bell);
+    ::close(peer_bell);
+  }
+};
+
+TEST(AttachTest, SendsAVersionedRequestAndMapsTheReply) {
+  LaneFds lane;
+  int stray[2];
+  ASSERT_EQ(::pipe2(stray, O_CLOEXEC), 0);
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    v1::AttachReply* r = m.mutable_attach_reply();
+    r->set_attachment_id(42);
+    r->set_doorbell_fd_index(1);
+    v1::LaneDescription* d = r->add_lanes();
+    d->set_lane_id(7);
+    d->set_direction(v1::LANE_DIRECTION_WRITE);
+    d->set_segment_fd_index(0);
+    d->set_peer_doorbell_fd_index(2);
+    d->set_peer_attachment_id(9);
+    d->set_peer_name("the-consumer");
+    // fd 3, the pipe's write end, is referred to by nothing: the client must
+    // close it.
+    Send(fd, m, {lane.segment.fd(), lane.own_bell, lane.peer_bell, stray[1]});
+  });
+  AttachOptions options = OptionsFor(daemon);
+  options.client_name = std::string(100, 'n');
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, options);
+  ASSERT_TRUE(hs.ok()) << hs.status();
+  EXPECT_EQ(hs->attachment_id, 42u);
+  ASSERT_EQ(hs->lanes.size(), 1u);
+  EXPECT_EQ(hs->lanes[0].peer.lane_id, 7u);
+  EXPECT_EQ(hs->lanes[0].peer.attachment_id, 9u);
+  EXPECT_EQ(hs->lanes[0].peer.name, "the-consumer");
+  EXPECT_TRUE(hs->lanes[0].segment.valid());
+  EXPECT_TRUE(hs->own_bell->valid());
+
+  ::close(stray[1]);
+  char byte;
+  EXPECT_EQ(::read(stray[0], &byte, 1), 0) << "the unreferenced fd was left open";
+  ::close(stray[0]);
+  hs->socket.Close();
+}
+
+TEST(AttachTest, RequestCarriesVersionRoleAndABoundedName) {
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    m.mutable_attach_reply()->set_code(5);
+    Send(fd, m);
+  });
+  AttachOptions options = OptionsFor(daemon);
+  options.client_name = std::string(100, 'n');
+  EXPECT_TRUE(absl::IsNotFound(Attach("chan", v1::ROLE_SERVER, options).status()));
+  const v1::AttachRequest& req = daemon.request();
+  EXPECT_EQ(req.protocol_version(), static_cast<uint32_t>(v1::ATTACH_PROTOCOL_VERSION_1));
+  EXPECT_EQ(req.channel(), "chan");
+  EXPECT_EQ(req.role(), v1::ROLE_SERVER);
+  EXPECT_EQ(req.client_name(), std::string(63, 'n'));
+}
+
+TEST(AttachTest, ErrorCodeAndMessageComeFromTheDaemon) {
+  FakeDaemon daemon([](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    m.mutable_attach_reply()->set_code(7);
+    m.mutable_attach_reply()->set_message("uid 65534 lacks PRODUCE");
+    Send(fd, m);
+  });
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsPermissionDenied(hs.status())) << hs.status();
+  EXPECT_EQ(hs.status().message(), "uid 65534 lacks PRODUCE");
+}
+
+TEST(AttachTest, UnknownCodesBecomeUnknown) {
+  EXPECT_EQ(CodeFromRpc(14), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(CodeFromRpc(99), absl::StatusCode::kUnknown);
+  EXPECT_EQ(CodeFromRpc(-1), absl::StatusCode::kUnknown);
+}
+
+TEST(AttachTest, FdIndexOutOfRangeIsDataLoss) {
+  LaneFds lane;
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    v1::AttachReply* r = m.mutable_attach_reply();
+    r->set_doorbell_fd_index(0);
+    v1::LaneDescription* d = r->add_lanes();
+    d->set_lane_id(1);
+    d->set_direction(v1::LANE_DIRECTION_READ);
+    d->set_segment_fd_index(5);  // only 1 fd comes
+    Send(fd, m, {lane.own_bell});
+  });
+  auto hs = Attach("chan", v1::ROLE_CONSUMER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsDataLoss(hs.status())) << hs.status();
+  EXPECT_THAT(std::string(hs.status().message()), HasSubstr("fd index 5"));
+}
+
+TEST(AttachTest, ADoorbellThatIsNotAMemfdIsRefusedAsASegment) {
+  LaneFds lane;
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    v1::AttachReply* r = m.mutable_attach_reply();
+    r->set_doorbell_fd_index(0);
+    v1::LaneDescription* d = r->add_lanes();
+    d->set_lane_id(1);
+    d->set_direction(v1::LANE_DIRECTION_READ);
+    d->set_segment_fd_index(1);  // an eventfd, not a sealed memfd
+    d->set_peer_doorbell_fd_index(0);
+    Send(fd, m, {lane.own_bell, lane.peer_bell});
+  });
+  auto hs = Attach("chan", v1::ROLE_CONSUMER, OptionsFor(daemon));
+  EXPECT_FALSE(hs.ok());
+  EXPECT_THAT(std::string(hs.status().message()), HasSubstr("lane 1"));
+}
+
+TEST(AttachTest, WrongDirectionForTheRoleIsDataLoss) {
+  LaneFds lane;
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    v1::AttachReply* r = m.mutable_attach_reply();
+    r->set_doorbell_fd_index(1);
+    v1::LaneDescription* d = r->add_lanes();
+    d->set_lane_id(3);
+    d->set_direction(v1::LANE_DIRECTION_READ);  // a producer never reads
+    d->set_segment_fd_index(0);
+    d->set_peer_doorbell_fd_index(2);
+    Send(fd, m, {lane.segment.fd(), lane.own_bell, lane.peer_bell});
+  });
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsDataLoss(hs.status())) << hs.status();
+}
+
+TEST(AttachTest, OversizedPacketIsDataLoss) {
+  FakeDaemon daemon([](int fd, const v1::AttachRequest&) {
+    SendPacket(fd, std::string(kMaxAttachMessageBytes + 100, 'x'), {});
+  });
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsDataLoss(hs.status())) << hs.status();
+  EXPECT_THAT(std::string(hs.status().message()), HasSubstr("limit"));
+}
+
+TEST(AttachTest, GarbageIsDataLoss) {
+  FakeDaemon daemon([](int fd, const v1::AttachRequest&) { SendPacket(fd, "\xff\xff\xff", {}); });
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsDataLoss(hs.status())) << hs.status();
+}
+
+TEST(AttachTest, AnswerOtherThanAReplyIsDataLoss) {
+  FakeDaemon daemon([](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    m.mutable_goodbye()->set_reason("bye");
+    Send(fd, m);
+  });
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsDataLoss(hs.status())) << hs.status();
+}
+
+TEST(AttachTest, HangUpIsUnavailable) {
+  FakeDaemon daemon([](int, const v1::AttachRequest&) {});
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsUnavailable(hs.status())) << hs.status();
+}
+
+TEST(AttachTest, SilenceHitsTheTimeout) {
+  int wake[2];
+  ASSERT_EQ(::pipe2(wake, O_CLOEXEC), 0);
+  FakeDaemon daemon([&](int, const v1::AttachRequest&) {
+    char byte;
+    (void)!::read(wake[0], &byte, 1);  // hold the connection open, say nothing
+  });
+  AttachOptions options = OptionsFor(daemon);
+  options.attach_timeout = absl::Milliseconds(100);
+  const absl::Time start = absl::Now();
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, options);
+  EXPECT_TRUE(absl::IsDeadlineExceeded(hs.status())) << hs.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  (void)!::write(wake[1], "x", 1);
+  ::close(wake[1]);
+  ::close(wake[0]);
+}
+
+TEST(AttachTest, NoDaemonIsUnavailableWithAdvice) {
+  char tmpl[] = "/tmp/shmlane-attach-test-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  AttachOptions options;
+  options.runtime_dir = dir;
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, options);
+  EXPECT_TRUE(absl::IsUnavailable(hs.status())) << hs.status();
+  EXPECT_THAT(std::string(hs.status().message()),
+              HasSubstr("shmlaned is not running at " + dir + "/attach.sock"));
+  ::rmdir(dir.c_str());
+}
+
+}  // namespace
+}  // namespace shmlane::client::internal

@@ -1,0 +1,175 @@
+#include "clients/producer.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "clients/internal/attach_socket.h"
+#include "clients/internal/attachment.h"
+
+namespace shmlane::client {
+
+absl::Status ToStatus(WriteResult result, std::string_view context) {
+  const std::string prefix =
+      context.empty() ? std::string() : absl::StrCat(std::string(context), ": ");
+  switch (result) {
+    case WriteResult::kOk:
+      return absl::OkStatus();
+    case WriteResult::kFull:
+      return absl::ResourceExhaustedError(
+          absl::StrCat(prefix, "the lane is full (the consumer is behind); retry or use Write"));
+    case WriteResult::kDropped:
+      return absl::ResourceExhaustedError(absl::StrCat(
+          prefix, "the lane is full and its policy drops frames; this one was dropped"));
+    case WriteResult::kTooLarge:
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, "frame larger than the channel's max_frame_bytes"));
+    case WriteResult::kClosed:
+      return absl::UnavailableError(absl::StrCat(prefix, "the lane is closed (peer gone)"));
+    case WriteResult::kBroken:
+      return absl::DataLossError(absl::StrCat(prefix, "the lane is corrupt"));
+    case WriteResult::kTimeout:
+      return absl::DeadlineExceededError(
+          absl::StrCat(prefix, "the lane stayed full until the deadline"));
+  }
+  return absl::UnknownError(absl::StrCat(prefix, "unknown write result"));
+}
+
+absl::StatusOr<Producer> Producer::Attach(std::string_view channel, const Options& options) {
+  auto handshake = internal::Attach(channel, v1::ROLE_PRODUCER, options);
+  if (!handshake.ok()) return handshake.status();
+  if (handshake->lanes.size() != 1) {
+    return absl::DataLossError(absl::StrCat("shmlaned handed this producer ",
+                                            handshake->lanes.size(), " lanes on ",
+                                            internal::ChannelLabel(channel), "; expected one"));
+  }
+  internal::LaneEnd& end = handshake->lanes.front();
+  auto lane = dataplane::Producer::Attach(
+      std::move(end.segment), {.own = handshake->own_bell, .peer = end.peer_bell}, options.wait);
+  if (!lane.ok()) return lane.status();
+  Producer p;
+  p.channel_ = handshake->channel;
+  p.attachment_id_ = handshake->attachment_id;
+  p.options_ = options;
+  p.socket_ = std::make_unique<internal::AttachSocket>(std::move(handshake->socket));
+  p.own_bell_ = handshake->own_bell;
+  p.peer_ = end.peer;
+  p.lane_.emplace(std::move(*lane));
+  return p;
+}
+
+Producer::Producer(Producer&&) noexcept = default;
+Producer& Producer::operator=(Producer&& other) noexcept {
+  if (this != &other) {
+    Close();
+    channel_ = std::move(other.channel_);
+    attachment_id_ = other.attachment_id_;
+    options_ = std::move(other.options_);
+    socket_ = std::move(other.socket_);
+    own_bell_ = std::move(other.own_bell_);
+    lane_ = std::move(other.lane_);
+    other.lane_.reset();
+    peer_ = std::move(other.peer_);
+    closed_reason_ = std::move(other.closed_reason_);
+    closed_here_ = other.closed_here_;
+  }
+  return *this;
+}
+Producer::~Producer() { Close(); }
+
+void Producer::Note() {
+  if (socket_ == nullptr || !socket_->is_open()) return;
+  for (int i = 0; i < 16; ++i) {
+    auto got = socket_->TryReceive();
+    if (!got.ok()) {
+      if (closed_reason_.empty()) {
+        closed_reason_.assign(got.status().message().data(), got.status().message().size());
+      }
+      break;
+    }
+    if (!got->has_value()) break;
+    const v1::AttachMessage& m = (*got)->message;
+    if (m.has_lane_removed()) closed_reason_ = m.lane_removed().reason();
+    if (m.has_goodbye()) closed_reason_ = m.goodbye().reason();
+  }
+}
+
+WriteResult Producer::TryWrite(std::span<const std::byte> frame) {
+  if (!lane_.has_value() || ClosedCheckDue()) return WriteResult::kClosed;
+  const WriteResult r = lane_->TryWrite(frame);
+  if (r == WriteResult::kClosed) Note();
+  return r;
+}
+
+WriteResult Producer::Write(std::span<const std::byte> frame, absl::Time deadline) {
+  if (!lane_.has_value() || ClosedCheckDue()) return WriteResult::kClosed;
+  const WriteResult r = lane_->Write(frame, deadline);
+  if (r == WriteResult::kClosed) Note();
+  return r;
+}
+
+size_t Producer::TryWriteBatch(std::span<const std::span<const std::byte>> frames,
+                               WriteResult* result) {
+  if (!lane_.has_value() || ClosedCheckDue()) {
+    if (result != nullptr) *result = WriteResult::kClosed;
+    return 0;
+  }
+  WriteResult r = WriteResult::kOk;
+  const size_t n = lane_->TryWriteBatch(frames, &r);
+  if (r == WriteResult::kClosed) Note();
+  if (result != nullptr) *result = r;
+  return n;
+}
+
+Reservation Producer::Reserve(size_t n) {
+  if (!lane_.has_value() || ClosedCheckDue()) return Reservation{WriteResult::kClosed, {}};
+  Reservation r = lane_->Reserve(n);
+  if (r.result == WriteResult::kClosed) Note();
+  return r;
+}
+
+void Producer::Commit(size_t used, dataplane::PublishMode mode) {
+  if (lane_.has_value()) lane_->Commit(used, mode);
+}
+
+void Producer::Publish() {
+  if (lane_.has_value()) lane_->Publish();
+}
+
+void Producer::Close() {
+  if (lane_.has_value()) {
+    lane_->Close();  // the consumer drains what we committed, then sees us go
+    lane_.reset();
+    closed_here_ = true;
+  }
+  if (socket_ != nullptr && socket_->is_open()) {
+    v1::AttachMessage detach;
+    detach.mutable_detach();
+    (void)socket_->Send(detach);  // best effort: the hang-up says the same
+    socket_->Close();
+  }
+}
+
+bool Producer::PeerClosed() const { return !lane_.has_value() || lane_->PeerClosed(); }
+
+absl::Status Producer::status() const {
+  if (!lane_.has_value()) {
+    return absl::FailedPreconditionError(
+        closed_here_ ? absl::StrCat("the producer on ", internal::ChannelLabel(channel_),
+                                    " was closed by this process")
+                     : std::string("the producer is moved-from"));
+  }
+  if (absl::Status s = lane_->status(); !s.ok()) return s;
+  if (lane_->PeerClosed()) {
+    return absl::UnavailableError(absl::StrCat("the consumer of ", internal::ChannelLabel(channel_),
+                                               " ('", peer_.name, "') closed the lane",
+                                               closed_reason_.empty() ? "" : ": ", closed_reason_,
+                                               "; attach again to write to the next consumer"));
+  }
+  return absl::OkStatus();
+}
+
+uint32_t Producer::max_frame_bytes() const {
+  return lane_.has_value() ? lane_->max_frame_bytes() : 0;
+}
+
+}  // namespace shmlane::client

@@ -1,0 +1,297 @@
+#include "clients/request_reply.h"
+
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "clients/internal/attach_socket.h"
+#include "clients/internal/attachment.h"
+#include "clients/internal/framing.h"
+#include "clients/internal/inbox.h"
+#include "clients/producer.h"
+
+namespace shmlane::client {
+namespace internal {
+
+// The server's reply lanes, keyed by the client attachment they lead to.
+// Owned by the Server behind a stable pointer, because the Inbox's lane hooks
+// point at it.
+struct ServerReplies {
+  std::shared_ptr<const dataplane::Doorbell> own_bell;
+  dataplane::WaitOptions wait;
+  absl::flat_hash_map<uint64_t, dataplane::Producer> by_client;
+  absl::flat_hash_map<uint64_t, uint64_t> client_of_lane;  // reply lane id -> client
+  std::vector<std::byte> scratch;
+  uint64_t dropped = 0;
+
+  absl::Status Add(LaneEnd lane) {
+    auto producer = dataplane::Producer::Attach(std::move(lane.segment),
+                                                {.own = own_bell, .peer = lane.peer_bell}, wait);
+    if (!producer.ok()) return producer.status();
+    const uint64_t client = lane.peer.attachment_id;
+    by_client.erase(client);  // a replaced lane closes the old one
+    by_client.emplace(client, std::move(*producer));
+    client_of_lane[lane.peer.lane_id] = client;
+    return absl::OkStatus();
+  }
+  void Remove(uint64_t lane_id) {
+    auto it = client_of_lane.find(lane_id);
+    if (it == client_of_lane.end()) return;
+    by_client.erase(it->second);
+    client_of_lane.erase(it);
+  }
+};
+
+}  // namespace internal
+
+// ------------------------------- Client -----------------------------------
+
+absl::StatusOr<Client> Client::Attach(std::string_view channel, const Options& options) {
+  auto handshake = internal::Attach(channel, v1::ROLE_CLIENT, options);
+  if (!handshake.ok()) return handshake.status();
+  Client c;
+  for (internal::LaneEnd& end : handshake->lanes) {
+    const dataplane::LaneBells bells{.own = handshake->own_bell, .peer = end.peer_bell};
+    if (end.direction == v1::LANE_DIRECTION_WRITE && !c.requests_.has_value()) {
+      auto lane = dataplane::Producer::Attach(std::move(end.segment), bells, options.wait);
+      if (!lane.ok()) return lane.status();
+      c.requests_.emplace(std::move(*lane));
+      c.server_ = end.peer;
+    } else if (end.direction == v1::LANE_DIRECTION_READ && !c.replies_.has_value()) {
+      auto lane = dataplane::Consumer::Attach(std::move(end.segment), bells, options.wait);
+      if (!lane.ok()) return lane.status();
+      c.replies_.emplace(std::move(*lane));
+    } else {
+      return absl::DataLossError(absl::StrCat("shmlaned handed this client an extra lane (",
+                                              end.peer.lane_id, ") on ",
+                                              internal::ChannelLabel(channel)));
+    }
+  }
+  if (!c.requests_.has_value() || !c.replies_.has_value()) {
+    return absl::DataLossError(
+        absl::StrCat("shmlaned did not hand this client both a request and a reply lane on ",
+                     internal::ChannelLabel(channel)));
+  }
+  c.channel_ = handshake->channel;
+  c.attachment_id_ = handshake->attachment_id;
+  c.socket_ = std::make_unique<internal::AttachSocket>(std::move(handshake->socket));
+  c.inbound_.resize(4096);
+  return c;
+}
+
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&& other) noexcept {
+  if (this != &other) {
+    Close();
+    channel_ = std::move(other.channel_);
+    attachment_id_ = other.attachment_id_;
+    socket_ = std::move(other.socket_);
+    requests_ = std::move(other.requests_);
+    other.requests_.reset();
+    replies_ = std::move(other.replies_);
+    other.replies_.reset();
+    server_ = std::move(other.server_);
+    next_call_id_ = other.next_call_id_;
+    scratch_ = std::move(other.scratch_);
+    inbound_ = std::move(other.inbound_);
+  }
+  return *this;
+}
+Client::~Client() { Close(); }
+
+void Client::Close() {
+  if (requests_.has_value()) requests_->Close();
+  if (replies_.has_value()) replies_->Close();
+  requests_.reset();
+  replies_.reset();
+  if (socket_ != nullptr && socket_->is_open()) {
+    v1::AttachMessage detach;
+    detach.mutable_detach();
+    (void)socket_->Send(detach);
+    socket_->Close();
+  }
+}
+
+size_t Client::max_request_bytes() const {
+  if (!requests_.has_value() || requests_->max_frame_bytes() < kCallHeaderBytes) return 0;
+  return requests_->max_frame_bytes() - kCallHeaderBytes;
+}
+
+absl::Status Client::Call(std::span<const std::byte> request, std::string* reply,
+                          absl::Time deadline) {
+  if (!requests_.has_value() || !replies_.has_value()) {
+    return absl::FailedPreconditionError("the client is closed");
+  }
+  const std::string context = absl::StrCat("call on ", internal::ChannelLabel(channel_));
+  const uint64_t call_id = next_call_id_++;
+  const dataplane::WriteResult w = internal::WriteFramed(
+      *requests_, internal::CallHeader{.call_id = call_id}, request, deadline, &scratch_);
+  if (w != dataplane::WriteResult::kOk) {
+    if (w == dataplane::WriteResult::kClosed) {
+      return absl::UnavailableError(absl::StrCat(context, ": the server closed the channel"));
+    }
+    if (w == dataplane::WriteResult::kBroken) return requests_->status();
+    return ToStatus(w, context);
+  }
+  for (;;) {
+    size_t length = 0;
+    const dataplane::ReadResult r = replies_->Read(inbound_, &length, deadline);
+    switch (r) {
+      case dataplane::ReadResult::kOk:
+        break;
+      case dataplane::ReadResult::kTooSmall:
+        // The frame stays; read it again with room for it (bounded by the
+        // lane's max frame, which the data plane enforces).
+        inbound_.resize(length);
+        continue;
+      case dataplane::ReadResult::kTimeout:
+        return absl::DeadlineExceededError(absl::StrCat(context, ": no reply before the deadline"));
+      case dataplane::ReadResult::kClosed:
+        return absl::UnavailableError(absl::StrCat(context, ": the server went away"));
+      case dataplane::ReadResult::kBroken:
+        return replies_->status();
+      case dataplane::ReadResult::kEmpty:
+        continue;
+    }
+    std::span<const std::byte> frame(inbound_.data(), length);
+    internal::CallHeader header;
+    if (!internal::DecodeCallHeader(frame, &header)) {
+      return absl::DataLossError(
+          absl::StrCat(context, ": reply of ", length, " bytes is shorter than its header"));
+    }
+    if (header.call_id != call_id) continue;  // the late reply of an earlier, timed-out call
+    const std::span<const std::byte> body = frame.subspan(kCallHeaderBytes);
+    if (header.code != 0) {
+      return {internal::CodeFromRpc(header.code),
+              absl::string_view(reinterpret_cast<const char*>(body.data()), body.size())};
+    }
+    reply->assign(reinterpret_cast<const char*>(body.data()), body.size());
+    return absl::OkStatus();
+  }
+}
+
+absl::StatusOr<std::string> Client::Call(std::string_view request, absl::Time deadline) {
+  std::string reply;
+  if (absl::Status s = Call(std::as_bytes(std::span(request)), &reply, deadline); !s.ok()) {
+    return s;
+  }
+  return reply;
+}
+
+// ------------------------------- Server -----------------------------------
+
+absl::StatusOr<Server> Server::Attach(std::string_view channel, Options options) {
+  auto handshake = internal::Attach(channel, v1::ROLE_SERVER, options);
+  if (!handshake.ok()) return handshake.status();
+  Server s;
+  s.reply_timeout_ = options.reply_timeout;
+  s.replies_ = std::make_unique<internal::ServerReplies>();
+  s.replies_->own_bell = handshake->own_bell;
+  s.replies_->wait = options.wait;
+  internal::ServerReplies* replies = s.replies_.get();
+  internal::Inbox::WriteLaneHooks hooks{
+      .add = [replies](internal::LaneEnd lane) { return replies->Add(std::move(lane)); },
+      .remove = [replies](uint64_t lane_id) { replies->Remove(lane_id); },
+  };
+  auto inbox = internal::Inbox::Create(std::move(*handshake), v1::ROLE_SERVER, options,
+                                       std::move(options.on_peer_event), std::move(hooks));
+  if (!inbox.ok()) return inbox.status();
+  s.inbox_ = std::move(*inbox);
+  return s;
+}
+
+Server::Server(Server&&) noexcept = default;
+Server& Server::operator=(Server&& other) noexcept {
+  if (this != &other) {
+    Close();
+    inbox_ = std::move(other.inbox_);
+    replies_ = std::move(other.replies_);
+    reply_timeout_ = other.reply_timeout_;
+    reply_ = std::move(other.reply_);
+  }
+  return *this;
+}
+Server::~Server() { Close(); }
+
+void Server::Close() {
+  if (inbox_ != nullptr) inbox_->Close();
+  if (replies_ != nullptr) {
+    for (auto& [client, lane] : replies_->by_client) lane.Close();
+    replies_->by_client.clear();
+    replies_->client_of_lane.clear();
+  }
+}
+
+void Server::Handle(Handler handler, const Peer& peer, std::span<const std::byte> frame) {
+  internal::CallHeader header;
+  auto it = replies_->by_client.find(peer.attachment_id);
+  if (!internal::DecodeCallHeader(frame, &header) || it == replies_->by_client.end()) {
+    // A request too short to carry its call id cannot be answered; neither
+    // can one from a client whose reply lane is gone.
+    ++replies_->dropped;
+    return;
+  }
+  reply_.clear();
+  const Request request{
+      .client = peer, .call_id = header.call_id, .data = frame.subspan(kCallHeaderBytes)};
+  const absl::Status status = handler(request, &reply_);
+  internal::CallHeader out{.call_id = header.call_id, .code = static_cast<int32_t>(status.code())};
+  std::span<const std::byte> body =
+      status.ok() ? std::as_bytes(std::span(reply_)) : std::as_bytes(std::span(status.message()));
+  if (!status.ok()) {
+    // Error text must fit one frame; cut it rather than lose the status.
+    const size_t room = it->second.max_frame_bytes() - kCallHeaderBytes;
+    if (body.size() > room) body = body.first(room);
+  }
+  const dataplane::WriteResult w = internal::WriteFramed(
+      it->second, out, body, absl::Now() + reply_timeout_, &replies_->scratch);
+  if (w == dataplane::WriteResult::kTooLarge) {
+    const std::string text =
+        absl::StrCat("reply of ", body.size(), " bytes exceeds the channel's max frame");
+    out.code = static_cast<int32_t>(absl::StatusCode::kResourceExhausted);
+    if (internal::WriteFramed(it->second, out, std::as_bytes(std::span(text)),
+                              absl::Now() + reply_timeout_,
+                              &replies_->scratch) != dataplane::WriteResult::kOk) {
+      ++replies_->dropped;
+    }
+    return;
+  }
+  if (w != dataplane::WriteResult::kOk) ++replies_->dropped;
+}
+
+size_t Server::ServeReady(Handler handler) {
+  if (inbox_ == nullptr) return 0;
+  return inbox_->Poll(
+      [&](const Peer& peer, std::span<const std::byte> frame) { Handle(handler, peer, frame); });
+}
+
+absl::StatusOr<size_t> Server::ServeOnce(Handler handler, absl::Time deadline) {
+  if (inbox_ == nullptr) return absl::FailedPreconditionError("the server is closed");
+  return inbox_->Wait(
+      [&](const Peer& peer, std::span<const std::byte> frame) { Handle(handler, peer, frame); },
+      deadline);
+}
+
+absl::Status Server::Serve(Handler handler, absl::Time deadline) {
+  for (;;) {
+    auto n = ServeOnce(handler, deadline);
+    if (!n.ok()) return absl::IsCancelled(n.status()) ? absl::OkStatus() : n.status();
+    if (*n == 0 && absl::Now() >= deadline) return absl::OkStatus();
+  }
+}
+
+void Server::Stop() {
+  if (inbox_ != nullptr) inbox_->Interrupt();
+}
+
+std::vector<Peer> Server::clients() const {
+  return inbox_ == nullptr ? std::vector<Peer>() : inbox_->peers();
+}
+uint64_t Server::attachment_id() const { return inbox_ == nullptr ? 0 : inbox_->attachment_id(); }
+const std::string& Server::channel() const {
+  static const std::string no_channel;
+  return inbox_ == nullptr ? no_channel : inbox_->channel();
+}
+uint64_t Server::dropped_replies() const { return replies_ == nullptr ? 0 : replies_->dropped; }
+
+}  // namespace shmlane::client

@@ -1,0 +1,89 @@
+// AttachServer: the SOCK_SEQPACKET Unix socket applications attach through.
+//
+// One thread runs an epoll loop over the listening socket and every
+// connection. A connection must send one AttachRequest within the handshake
+// timeout; the Registry decides (grants, quotas) and replies with the lane
+// fds. The connection then stays open for the life of the attachment: a
+// Detach message ends it cleanly, a hang-up means the process died. Garbage,
+// oversized packets, unexpected fds or a wrong protocol version get an error
+// reply and the connection is closed; nothing a client sends can crash the
+// loop. EMFILE while accepting is survived by shedding the newest connection.
+//
+// Thread safety: Start() and Stop() from one owner thread; the loop thread is
+// internal. Stop() sends Goodbye to every attachment before returning.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "control/daemon_metrics.h"
+#include "control/registry.h"
+#include "dataplane/unique_fd.h"
+
+namespace shmlane::control {
+
+struct AttachServerOptions {
+  std::string socket_path;
+  uint32_t socket_mode = 0666;  // file mode of the socket
+  int socket_gid = -1;          // chown group, -1 = keep
+  absl::Duration handshake_timeout = absl::Seconds(5);
+  size_t max_connections = 4096;
+  // How often lanes are checked for backpressure transitions (events).
+  absl::Duration backpressure_check_interval = absl::Seconds(1);
+};
+
+class AttachServer {
+ public:
+  AttachServer(AttachServerOptions options, Registry* registry, DaemonMetrics* metrics);
+  ~AttachServer();
+  AttachServer(const AttachServer&) = delete;
+  AttachServer& operator=(const AttachServer&) = delete;
+
+  // Binds the socket (the caller removed any stale one) and starts the loop.
+  absl::Status Start();
+  // Stops accepting, ends every attachment with Goodbye, closes every
+  // connection and joins the loop thread.
+  void Stop();
+
+ private:
+  struct Connection {
+    dataplane::UniqueFd fd;
+    PeerCredentials peer;
+    absl::Time deadline;  // handshake deadline while attachment_id == 0
+    uint64_t attachment_id = 0;
+  };
+
+  void Loop();
+  void AcceptAll();
+  void OnReadable(int fd);
+  // Replies with an error AttachReply (best effort) and closes.
+  void Reject(int fd, const absl::Status& status);
+  // Closes a connection; an attached one is detached with `kind` first.
+  void Close(int fd, Registry::DetachKind kind);
+  int NextTimeoutMs() const;
+  void ExpireHandshakes();
+
+  const AttachServerOptions options_;
+  Registry* const registry_;
+  DaemonMetrics* const metrics_;
+  dataplane::UniqueFd listen_fd_;
+  dataplane::UniqueFd epoll_fd_;
+  dataplane::UniqueFd wake_fd_;   // eventfd: Stop() rings it
+  dataplane::UniqueFd spare_fd_;  // released to accept-and-close on EMFILE
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+  // Loop-thread state.
+  std::map<int, Connection> connections_;
+  std::set<std::pair<absl::Time, int>> handshake_deadlines_;
+  absl::Time next_backpressure_check_;
+  std::string receive_buffer_;  // one packet
+};
+
+}  // namespace shmlane::control

@@ -1,0 +1,264 @@
+#include "control/daemon.h"
+
+#include <grp.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <exception>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "control/attach_server.h"
+#include "control/daemon_metrics.h"
+#include "control/event_bus.h"
+#include "control/exporter.h"
+#include "control/registry.h"
+#include "control/runtime_dir.h"
+#include "control/services.h"
+#include "prometheus/exposer.h"
+#include "shmlane/version.h"
+
+namespace shmlane::control {
+namespace {
+
+constexpr size_t kMaxStateBytes = 64 << 20;
+constexpr int kMaxControlMessageBytes = 1 << 20;
+
+absl::StatusOr<int> LookUpGroup(const std::string& name, const char* flag) {
+  if (name.empty()) return -1;
+  std::vector<char> buf(16384);
+  group gr{};
+  group* result = nullptr;
+  if (::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &result) != 0 || result == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": no group named \"", name, "\""));
+  }
+  return static_cast<int>(result->gr_gid);
+}
+
+bool IsLoopback(const std::string& host_port) {
+  const size_t colon = host_port.rfind(':');
+  const std::string host = colon == std::string::npos ? host_port : host_port.substr(0, colon);
+  return host == "localhost" || absl::StartsWith(host, "127.") || host == "[::1]" || host == "::1";
+}
+
+}  // namespace
+
+struct Daemon::Impl {
+  Config config;
+  dataplane::UniqueFd dir_fd;
+  dataplane::UniqueFd lock_fd;
+  std::string control_path;
+  std::string attach_path;
+  std::string metrics_url = "disabled";
+  std::string tcp_address;  // host:bound-port of --listen
+  DaemonMetrics metrics;
+  EventBus events;
+  std::unique_ptr<Registry> registry;
+  std::unique_ptr<AttachServer> attach;
+  std::unique_ptr<ChannelServiceImpl> channel_service;
+  std::unique_ptr<AccessServiceImpl> access_service;
+  std::unique_ptr<grpc::Server> server;
+  std::shared_ptr<Exporter> exporter;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  absl::Mutex save_mu;
+  bool shut_down = false;
+
+  absl::Status Save() ABSL_LOCKS_EXCLUDED(save_mu) {
+    absl::MutexLock lock(&save_mu);
+    std::string bytes;
+    if (!registry->ExportState().SerializeToString(&bytes)) {
+      return absl::InternalError("cannot serialize the daemon state");
+    }
+    return WriteFileAtomically(config.state_file, bytes);
+  }
+};
+
+Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Daemon::~Daemon() { (void)Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  // Everything we create is private unless we widen it on purpose (chmod).
+  ::umask(077);
+  absl::StatusOr<dataplane::UniqueFd> dir = OpenRuntimeDir(config.runtime_dir);
+  if (!dir.ok()) return dir.status();
+  impl->dir_fd = *std::move(dir);
+  absl::StatusOr<dataplane::UniqueFd> lock = LockRuntimeDir(config.runtime_dir);
+  if (!lock.ok()) return lock.status();
+  impl->lock_fd = *std::move(lock);
+  impl->control_path = config.runtime_dir + "/control.sock";
+  impl->attach_path = config.runtime_dir + "/attach.sock";
+  // We hold the lock, so these belong to a dead daemon.
+  for (const std::string& path : {impl->control_path, impl->attach_path}) {
+    if (absl::Status s = RemoveStaleSocket(path); !s.ok()) return s;
+  }
+  absl::StatusOr<int> admin_gid = LookUpGroup(config.admin_group, "admin-group");
+  if (!admin_gid.ok()) return admin_gid.status();
+  absl::StatusOr<int> attach_gid = LookUpGroup(config.attach_group, "attach-group");
+  if (!attach_gid.ok()) return attach_gid.status();
+  if (!config.listen.empty() && config.tls_cert.empty() && !IsLoopback(config.listen)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", config.listen,
+        " is not a loopback address; serving the control API on the network needs --tls-cert "
+        "and --tls-key (and ideally --tls-client-ca)"));
+  }
+
+  RegistryOptions registry_options;
+  registry_options.daemon_uid = ::geteuid();
+  registry_options.metrics = &impl->metrics;
+  registry_options.events = &impl->events;
+  impl->registry = std::make_unique<Registry>(registry_options);
+
+  absl::StatusOr<std::string> state = ReadSmallFile(config.state_file, kMaxStateBytes);
+  if (state.ok()) {
+    shmlane::v1::DaemonState parsed;
+    if (!parsed.ParseFromString(*state)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "state file ", config.state_file,
+          " is corrupt; move it away to start empty (channels, grants and quotas are lost)"));
+    }
+    if (absl::Status s = impl->registry->RestoreState(parsed); !s.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("state file ", config.state_file, ": ", s.message()));
+    }
+  } else if (!absl::IsNotFound(state.status())) {
+    return state.status();
+  }
+
+  AttachServerOptions attach_options;
+  attach_options.socket_path = impl->attach_path;
+  attach_options.socket_mode = *attach_gid >= 0 ? 0660 : 0666;
+  attach_options.socket_gid = *attach_gid;
+  attach_options.handshake_timeout = config.handshake_timeout;
+  attach_options.max_connections = config.max_connections;
+  impl->attach =
+      std::make_unique<AttachServer>(attach_options, impl->registry.get(), &impl->metrics);
+  if (absl::Status s = impl->attach->Start(); !s.ok()) return s;
+
+  Impl* raw = impl.get();
+  PersistFn persist = [raw] { return raw->Save(); };
+  impl->channel_service = std::make_unique<ChannelServiceImpl>(impl->registry.get(), &impl->events,
+                                                               &impl->metrics, persist);
+  impl->access_service =
+      std::make_unique<AccessServiceImpl>(impl->registry.get(), &impl->metrics, persist);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + impl->control_path, grpc::InsecureServerCredentials());
+  int tcp_port = 0;
+  if (!config.listen.empty()) {
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    if (!config.tls_cert.empty()) {
+      grpc::SslServerCredentialsOptions ssl;
+      absl::StatusOr<std::string> cert = ReadSmallFile(config.tls_cert, 1 << 20);
+      absl::StatusOr<std::string> key = ReadSmallFile(config.tls_key, 1 << 20);
+      if (!cert.ok()) return absl::InvalidArgumentError(cert.status().message());
+      if (!key.ok()) return absl::InvalidArgumentError(key.status().message());
+      ssl.pem_key_cert_pairs.push_back({*key, *cert});
+      if (!config.tls_client_ca.empty()) {
+        absl::StatusOr<std::string> ca = ReadSmallFile(config.tls_client_ca, 1 << 20);
+        if (!ca.ok()) return absl::InvalidArgumentError(ca.status().message());
+        ssl.pem_root_certs = *ca;
+        ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+      }
+      creds = grpc::SslServerCredentials(ssl);
+    }
+    builder.AddListeningPort(config.listen, creds, &tcp_port);
+  }
+  builder.SetMaxReceiveMessageSize(kMaxControlMessageBytes);
+  builder.RegisterService(impl->channel_service.get());
+  builder.RegisterService(impl->access_service.get());
+  impl->server = builder.BuildAndStart();
+  if (impl->server == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve the control API on unix:", impl->control_path,
+                     config.listen.empty() ? "" : absl::StrCat(" and ", config.listen),
+                     " (address in use or not permitted?)"));
+  }
+  if (!config.listen.empty()) {
+    if (tcp_port == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen));
+    }
+    impl->tcp_address =
+        absl::StrCat(config.listen.substr(0, config.listen.rfind(':')), ":", tcp_port);
+  }
+  if (*admin_gid >= 0) {
+    if (::chown(impl->control_path.c_str(), static_cast<uid_t>(-1),
+                static_cast<gid_t>(*admin_gid)) != 0 ||
+        ::chmod(impl->control_path.c_str(), 0660) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot give ", impl->control_path, " to --admin-group"));
+    }
+  } else {
+    ::chmod(impl->control_path.c_str(), 0600);
+  }
+  if (grpc::HealthCheckServiceInterface* health = impl->server->GetHealthCheckService()) {
+    health->SetServingStatus("", true);
+    health->SetServingStatus("shmlane.v1.ChannelService", true);
+    health->SetServingStatus("shmlane.v1.AccessService", true);
+  }
+
+  if (config.metrics_listen != "none") {
+    impl->exporter =
+        std::make_shared<Exporter>(impl->registry.get(), &impl->metrics, config.per_lane_metrics);
+    try {
+      // civetweb reports bind failures by throwing; nothing else here does.
+      impl->exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen, 2);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", config.metrics_listen,
+                                                 ": ", e.what(),
+                                                 " (use --metrics-listen HOST:PORT or none)"));
+    }
+    impl->exposer->RegisterCollectable(impl->exporter);
+    const std::vector<int> ports = impl->exposer->GetListeningPorts();
+    const size_t colon = config.metrics_listen.rfind(':');
+    const std::string host =
+        colon == std::string::npos ? "0.0.0.0" : config.metrics_listen.substr(0, colon);
+    impl->metrics_url =
+        absl::StrCat("http://", host, ":", ports.empty() ? 0 : ports[0], "/metrics");
+  }
+  // Record that the state file exists and is writable now, not at the first change.
+  if (absl::Status s = impl->Save(); !s.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write the state file: ", s.message(), " (see --state-file)"));
+  }
+  return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
+}
+
+absl::Status Daemon::Shutdown() {
+  if (impl_ == nullptr || impl_->shut_down) return absl::OkStatus();
+  impl_->shut_down = true;
+  impl_->attach->Stop();
+  // Open WatchEvents streams are cancelled after a short grace period.
+  impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(200)));
+  absl::Status saved = impl_->Save();
+  ::unlink(impl_->control_path.c_str());
+  // The metrics listener stays up: civetweb needs about a second to stop, so
+  // shmlaned exits without waiting for it (~Daemon stops it when embedded).
+  return saved;
+}
+
+std::string Daemon::Describe() const {
+  std::string out = absl::StrCat("shmlaned ", SHMLANE_VERSION, " (pid ", ::getpid(), ") ready\n");
+  absl::StrAppend(&out, "  control:  unix:", impl_->control_path, "\n");
+  if (!impl_->config.listen.empty()) {
+    absl::StrAppend(&out, "  control:  ", impl_->tcp_address,
+                    impl_->config.tls_cert.empty() ? " (plaintext, loopback)\n" : " (TLS)\n");
+  }
+  absl::StrAppend(&out, "  attach:   ", impl_->attach_path, "\n");
+  absl::StrAppend(&out, "  metrics:  ", impl_->metrics_url, "\n");
+  absl::StrAppend(&out, "  state:    ", impl_->config.state_file, "\n");
+  return out;
+}
+
+}  // namespace shmlane::control
