@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "dataplane/internal/check.h"
 #include "dataplane/internal/shm_access.h"
+#include "dataplane/internal/spin.h"
 
 namespace shmlane::dataplane {
 namespace {
@@ -24,28 +25,7 @@ using internal::StoreLoadFence;
 using internal::MonotonicNs;
 using internal::RecordBytes;
 
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
-
-// Spins calling `ready` until it returns true or `spin` elapses; the clock is
-// read once every 64 probes so the probe stays a few nanoseconds.
-template <typename F>
-bool SpinUntil(absl::Duration spin, absl::Time deadline, F ready) {
-  if (spin <= absl::ZeroDuration()) return ready();
-  const absl::Time stop = std::min(absl::Now() + spin, deadline);
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      if (ready()) return true;
-      CpuRelax();
-    }
-    if (absl::Now() >= stop) return ready();
-  }
-}
+using internal::SpinUntil;
 
 // Broken-lane reason codes stored in the counters block for observers.
 enum BrokenCode : uint32_t {

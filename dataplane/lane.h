@@ -60,10 +60,12 @@ absl::Status ValidateLaneOptions(const LaneOptions& options);
 absl::StatusOr<Segment> CreateLaneSegment(const LaneOptions& options);
 
 // How a blocking call waits: spin (checking the ring) for up to `spin`, then
-// announce itself in the waiter flag and park on its eventfd. The default
-// comes from measurements on 2-vCPU machines (docs/architecture.md): a
-// cross-core eventfd wake-up costs ~90 us, so spinning up to 50 us wins
-// whenever the peer is about to act.
+// announce itself in the waiter flag and park on its eventfd. The first 2 us
+// of the spin busy-wait; the rest yields the CPU between probes, so a peer
+// sharing the core can run (internal/spin.h). The default comes from
+// measurements on 2-vCPU machines (docs/architecture.md): a cross-core
+// eventfd wake-up costs ~90 us, so spinning up to 50 us wins whenever the
+// peer is about to act. Zero parks at once.
 struct WaitOptions {
   absl::Duration spin = absl::Microseconds(50);
 };

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "dataplane/internal/spin.h"
+
 namespace shmlane::dataplane {
 
 LaneSet::LaneSet(std::shared_ptr<const Doorbell> doorbell, size_t per_lane_batch, WaitOptions wait)
@@ -58,12 +60,14 @@ size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int al
     size_t n = Poll(on_frame, on_end);
     if (n > 0 || lanes_.empty()) return n;
     // Spin: a pass costs one tail load per lane.
-    const absl::Time spin_end = std::min(absl::Now() + wait_.spin, deadline);
-    while (absl::Now() < spin_end) {
-      for (int i = 0; i < 16; ++i) {
-        n = Poll(on_frame, on_end);
-        if (n > 0 || lanes_.empty()) return n;
-      }
+    if (internal::SpinUntil(
+            wait_.spin, deadline,
+            [&] {
+              n = Poll(on_frame, on_end);
+              return n > 0 || lanes_.empty();
+            },
+            /*probes_per_check=*/4)) {
+      return n;
     }
     // Park: announce on every lane, re-check each (PrepareToPark does the
     // fence and the re-check), and sleep only if all are still empty.

@@ -1,0 +1,82 @@
+#include "bench/loadgen/spec.h"
+
+#include <time.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace shmlane::bench {
+
+const char* ToString(TransportKind t) {
+  switch (t) {
+    case TransportKind::kShm:
+      return "shm";
+    case TransportKind::kUds:
+      return "uds";
+    case TransportKind::kPipe:
+      return "pipe";
+    case TransportKind::kTcp:
+      return "tcp";
+    case TransportKind::kGrpc:
+      return "grpc";
+  }
+  return "?";
+}
+
+const char* ToString(Pattern p) {
+  switch (p) {
+    case Pattern::kStream:
+      return "stream";
+    case Pattern::kPingPong:
+      return "pingpong";
+    case Pattern::kOpenLoop:
+      return "openloop";
+  }
+  return "?";
+}
+
+const char* ToString(WaitMode w) {
+  switch (w) {
+    case WaitMode::kSpin:
+      return "spin";
+    case WaitMode::kPark:
+      return "park";
+    case WaitMode::kAdaptive:
+      return "adaptive";
+  }
+  return "?";
+}
+
+std::optional<TransportKind> ParseTransport(std::string_view s) {
+  for (TransportKind t : {TransportKind::kShm, TransportKind::kUds, TransportKind::kPipe,
+                          TransportKind::kTcp, TransportKind::kGrpc}) {
+    if (s == ToString(t)) return t;
+  }
+  return std::nullopt;
+}
+
+std::optional<Pattern> ParsePattern(std::string_view s) {
+  for (Pattern p : {Pattern::kStream, Pattern::kPingPong, Pattern::kOpenLoop}) {
+    if (s == ToString(p)) return p;
+  }
+  return std::nullopt;
+}
+
+std::optional<WaitMode> ParseWaitMode(std::string_view s) {
+  for (WaitMode w : {WaitMode::kSpin, WaitMode::kPark, WaitMode::kAdaptive}) {
+    if (s == ToString(w)) return w;
+  }
+  return std::nullopt;
+}
+
+std::string Label(const RunSpec& spec) {
+  return absl::StrCat(ToString(spec.transport), "/", ToString(spec.pattern), "/c", spec.clients,
+                      "/f", spec.frame_bytes);
+}
+
+int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace shmlane::bench

@@ -1,0 +1,247 @@
+#include "bench/loadgen/suite.h"
+
+#include <time.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "bench/loadgen/harness.h"
+#include "bench/loadgen/report.h"
+#include "bench/loadgen/transport.h"
+
+namespace shmlane::bench {
+namespace {
+
+bool Built(TransportKind t) { return MakeTransport(t).ok(); }
+
+std::string UtcStamp(const char* format) {
+  const time_t now = time(nullptr);
+  tm utc;
+  gmtime_r(&now, &utc);
+  char buf[64];
+  strftime(buf, sizeof(buf), format, &utc);
+  return buf;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
+  struct Axis {
+    std::vector<Pattern> patterns;
+    std::vector<int> clients;
+    std::vector<uint32_t> frames;
+    std::vector<TransportKind> transports;
+  };
+  const std::vector<TransportKind> all = {TransportKind::kShm, TransportKind::kUds,
+                                          TransportKind::kPipe, TransportKind::kTcp,
+                                          TransportKind::kGrpc};
+  std::vector<Axis> axes;
+  absl::Duration duration, warmup;
+  // Openloop's total rate: one that every transport sustains with one client
+  // on a small machine, so that latency rather than backlog is measured.
+  double rate = 20000;
+  bool pin = options.base.pin;
+  if (options.name == "quick") {
+    // ~2 minutes: 64-byte streaming across client counts (the gate's runs),
+    // one large-frame point, and latency at 1 and 8 clients.
+    duration = absl::Seconds(2);
+    warmup = absl::Milliseconds(500);
+    axes = {{{Pattern::kStream}, {1, 8, 32}, {64}, all},
+            {{Pattern::kStream}, {1}, {65536}, all},
+            {{Pattern::kPingPong, Pattern::kOpenLoop}, {1, 8}, {64}, all}};
+  } else if (options.name == "full") {
+    duration = absl::Seconds(5);
+    warmup = absl::Seconds(1);
+    axes = {{{Pattern::kStream, Pattern::kPingPong, Pattern::kOpenLoop},
+             {1, 8, 32, 128, 512},
+             {64, 1024, 65536},
+             all}};
+  } else if (options.name == "smoke") {
+    // The bench-smoke ctest (~30 s): only what the smoke targets compare,
+    // pinned so that the server and its client never share a CPU (on a
+    // small, busy machine two spinning peers on one CPU measure the
+    // scheduler, and the ping-pong tail flips between modes).
+    pin = true;
+    duration = absl::Seconds(3);
+    warmup = absl::Milliseconds(500);
+    axes = {{{Pattern::kStream, Pattern::kPingPong},
+             {1},
+             {64},
+             {TransportKind::kShm, TransportKind::kUds}}};
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown suite '", options.name, "' (quick, full, smoke)"));
+  }
+  if (options.duration) duration = *options.duration;
+  if (options.warmup) warmup = *options.warmup;
+  if (options.rate) rate = *options.rate;
+  std::vector<RunSpec> specs;
+  for (const Axis& axis : axes) {
+    for (Pattern p : axis.patterns) {
+      for (uint32_t f : axis.frames) {
+        for (int c : axis.clients) {
+          for (TransportKind t : axis.transports) {
+            if (!options.transports.empty() &&
+                std::find(options.transports.begin(), options.transports.end(), t) ==
+                    options.transports.end()) {
+              continue;
+            }
+            if (!Built(t)) {
+              if (options.name == "smoke") {
+                return absl::FailedPreconditionError(absl::StrCat(
+                    "the smoke suite needs the ", ToString(t), " transport, not built in"));
+              }
+              continue;
+            }
+            RunSpec s = options.base;
+            s.transport = t;
+            s.pattern = p;
+            s.clients = c;
+            s.frame_bytes = f;
+            s.duration = duration;
+            s.warmup = warmup;
+            s.rate = rate;
+            s.pin = pin;
+            specs.push_back(s);
+          }
+        }
+      }
+    }
+  }
+  return specs;
+}
+
+int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
+  const MachineInfo machine = GetMachineInfo();
+  const std::string started = UtcStamp("%Y-%m-%dT%H:%M:%SZ");
+  std::FILE* text = options.json ? stderr : stdout;
+  std::vector<JsonValue> runs;
+  JsonValue failures = JsonValue::Array();
+  int exit_code = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs.size() > 1)
+      absl::FPrintF(stderr, "[%d/%d] %s\n", i + 1, specs.size(), Label(specs[i]));
+    absl::StatusOr<RunResult> result = RunOne(specs[i]);
+    if (!result.ok()) {
+      absl::FPrintF(stderr, "FAILED %s: %s\n", Label(specs[i]), result.status().ToString());
+      JsonValue f = JsonValue::Object();
+      f.Set("run", Label(specs[i]));
+      f.Set("error", result.status().ToString());
+      failures.Append(std::move(f));
+      exit_code = 1;
+      continue;
+    }
+    PrintRun(text, *result, machine);
+    std::fflush(text);
+    JsonValue json = RunJson(*result);
+    if (options.json) {
+      std::printf("%s\n", json.Serialize().c_str());
+      std::fflush(stdout);
+    }
+    runs.push_back(std::move(json));
+  }
+
+  std::vector<GateCheck> checks;
+  bool gate_ok = true;
+  {
+    std::ifstream in(options.targets);
+    if (!in) {
+      if (options.gate) {
+        absl::FPrintF(stderr, "cannot read targets file %s\n", options.targets);
+        return 1;
+      }
+    } else {
+      std::stringstream ss;
+      ss << in.rdbuf();
+      absl::StatusOr<JsonValue> targets = ParseJson(ss.str());
+      absl::StatusOr<std::vector<GateCheck>> evaluated =
+          targets.ok() ? EvaluateTargets(*targets, runs, options.name == "smoke")
+                       : absl::StatusOr<std::vector<GateCheck>>(targets.status());
+      if (!evaluated.ok()) {
+        absl::FPrintF(stderr, "%s: %s\n", options.targets, evaluated.status().ToString());
+        return 1;
+      }
+      checks = std::move(*evaluated);
+      bool any_found = false;
+      for (const auto& c : checks) {
+        any_found |= c.found;
+        if (!c.found || !c.passed) gate_ok = false;
+      }
+      if (options.gate || any_found) PrintGate(text, checks);
+    }
+  }
+  if (options.gate && !gate_ok) exit_code = 1;
+
+  if (!options.write_files) return exit_code;
+  std::error_code ec;
+  std::filesystem::create_directories(options.out_dir, ec);
+  const std::string prefix =
+      absl::StrCat(options.out_dir, "/", machine.host, "-", UtcStamp("%Y%m%d-%H%M%S"));
+  JsonValue method = JsonValue::Object();
+  method.Set("machine", MachineJson(machine));
+  method.Set("suite", options.name.empty() ? "single" : options.name);
+  method.Set("started", started);
+  method.Set("wait", ToString(options.base.wait));
+  method.Set("spin_us", absl::ToDoubleMicroseconds(options.base.spin));
+  method.SetBool("pin", options.base.pin);
+  method.Set("notes",
+             "each client is a process; one server process reads all connections; frames/s "
+             "counts frames delivered to the server (stream, openloop) or round trips "
+             "completed (pingpong) inside the window; MB = 10^6 payload bytes");
+  JsonValue doc = JsonValue::Object();
+  doc.Set("method", std::move(method));
+  JsonValue run_list = JsonValue::Array();
+  for (const auto& r : runs) run_list.Append(r);
+  doc.Set("runs", std::move(run_list));
+  doc.Set("failures", std::move(failures));
+  doc.Set("gate", GateJson(checks));
+  {
+    std::ofstream out(prefix + ".json");
+    out << doc.Serialize(true) << "\n";
+    if (!out) {
+      absl::FPrintF(stderr, "cannot write %s.json\n", prefix);
+      return 1;
+    }
+  }
+  {
+    std::ofstream md(prefix + ".md");
+    md << "# shmlane-bench " << (options.name.empty() ? "run" : options.name) << " on "
+       << machine.host << ", " << started << "\n\n";
+    md << "Machine: " << machine.cpu_model << ", " << machine.cpus << " CPUs, " << machine.kernel
+       << ". Wait mode " << ToString(options.base.wait) << ", pin "
+       << (options.base.pin ? "yes" : "no") << ". Ratios compare runs of this set only.\n\n";
+    md << MarkdownTables(runs);
+    if (!checks.empty()) {
+      md << "### gate (bench/targets.json)\n\n| target | ratio | min | result |\n| --- | ---: | "
+            "---: | --- |\n";
+      for (const auto& c : checks) {
+        md << "| " << c.name << " | " << (c.found ? absl::StrFormat("%.2fx", c.ratio) : "-")
+           << " | " << absl::StrFormat("%.2fx", c.min_ratio) << " | "
+           << (!c.found   ? "missing"
+               : c.passed ? "pass"
+                          : "**fail**")
+           << " |\n";
+      }
+      md << "\n";
+    }
+    if (options.plots) {
+      const std::string base = std::filesystem::path(prefix).filename().string();
+      md << "![throughput](" << base << "-throughput.png)\n![latency](" << base
+         << "-latency.png)\n![cdf](" << base << "-cdf.png)\n";
+    }
+  }
+  if (options.plots && !runs.empty()) {
+    if (absl::Status s = WritePlots(prefix, runs); !s.ok()) {
+      absl::FPrintF(stderr, "plots: %s\n", s.ToString());
+    }
+  }
+  absl::FPrintF(stderr, "wrote %s.json and %s.md%s\n", prefix, prefix,
+                options.plots ? " and plots" : "");
+  return exit_code;
+}
+
+}  // namespace shmlane::bench
