@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -99,6 +100,7 @@ absl::Status AttachServer::Start() {
     if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return Errno("epoll_ctl");
   }
   next_backpressure_check_ = absl::Now() + options_.backpressure_check_interval;
+  registry_->SetOutboundWaker(this);
   thread_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
 }
@@ -111,9 +113,44 @@ void AttachServer::Stop() {
   thread_.join();
 }
 
+void AttachServer::WatchWritable(int socket_fd, bool watch) {
+  epoll_event ev{};
+  // While stopping nothing is read any more (DrainOutbound), and an unread
+  // EPOLLIN would make every epoll_wait return at once.
+  ev.events = (stopping_.load(std::memory_order_acquire) ? 0u : uint32_t{EPOLLIN | EPOLLRDHUP}) |
+              (watch ? uint32_t{EPOLLOUT} : 0u);
+  ev.data.fd = socket_fd;
+  // ENOENT only during shutdown, after DrainOutbound dropped a dead peer.
+  (void)::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, socket_fd, &ev);
+}
+
+void AttachServer::WakeAt(absl::Time when) {
+  const int64_t ns = absl::ToUnixNanos(when);
+  int64_t due = outbound_due_ns_.load(std::memory_order_acquire);
+  while (ns < due) {
+    if (outbound_due_ns_.compare_exchange_weak(due, ns, std::memory_order_acq_rel)) {
+      // The loop may be asleep with a later timeout (or called from another
+      // thread): make it recompute.
+      const uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
+      return;
+    }
+  }
+}
+
+void AttachServer::ServiceOutboundIfDue() {
+  const int64_t due = outbound_due_ns_.load(std::memory_order_acquire);
+  if (due == INT64_MAX || absl::FromUnixNanos(due) > absl::Now()) return;
+  // Cleared before the call, so a WakeAt made during it is kept.
+  outbound_due_ns_.store(INT64_MAX, std::memory_order_release);
+  registry_->ServiceOutbound();
+}
+
 int AttachServer::NextTimeoutMs() const {
   absl::Time next = next_backpressure_check_;
   if (!handshake_deadlines_.empty()) next = std::min(next, handshake_deadlines_.begin()->first);
+  const int64_t due = outbound_due_ns_.load(std::memory_order_acquire);
+  if (due != INT64_MAX) next = std::min(next, absl::FromUnixNanos(due));
   const absl::Duration left = next - absl::Now();
   if (left <= absl::ZeroDuration()) return 0;
   // Round up so that the deadline has passed when epoll_wait returns.
@@ -135,15 +172,27 @@ void AttachServer::Loop() {
     bool accept = false;
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
-      if (fd == wake_fd_.get()) continue;
+      const uint32_t what = events[i].events;
+      if (fd == wake_fd_.get()) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t r = ::read(fd, &count, sizeof(count));  // EAGAIN is fine
+        continue;
+      }
       if (fd == listen_fd_.get()) {
         accept = true;
-      } else if (connections_.count(fd) != 0) {
-        OnReadable(fd);
+        continue;
       }
+      auto it = connections_.find(fd);
+      if (it == connections_.end()) continue;
+      // Flush before reading: a read may end the attachment and close the fd.
+      if ((what & EPOLLOUT) != 0 && it->second.attachment_id != 0) {
+        registry_->FlushOutbound(it->second.attachment_id);
+      }
+      if ((what & ~uint32_t{EPOLLOUT}) != 0) OnReadable(fd);
     }
     if (accept) AcceptAll();
     ExpireHandshakes();
+    ServiceOutboundIfDue();
     if (absl::Now() >= next_backpressure_check_) {
       registry_->CheckBackpressure();
       next_backpressure_check_ = absl::Now() + options_.backpressure_check_interval;
@@ -155,8 +204,78 @@ void AttachServer::Loop() {
   listen_fd_.Reset();
   ::unlink(options_.socket_path.c_str());
   registry_->GoodbyeAll("shmlaned is shutting down");
+  DrainOutbound();
+  // Whatever is still queued is dropped and those sockets are shut down.
+  registry_->SetOutboundWaker(nullptr);
   connections_.clear();
   handshake_deadlines_.clear();
+}
+
+void AttachServer::DrainOutbound() {
+  const absl::Time deadline = absl::Now() + kShutdownFlushTimeout;
+  constexpr int kMaxEvents = 128;
+  epoll_event events[kMaxEvents];
+  while (registry_->HasOutbound() && absl::Now() < deadline) {
+    // Only the deadline and the registry's retries matter now: handshake and
+    // backpressure timers are no longer served and may lie in the past.
+    absl::Time wake = deadline;
+    const int64_t due = outbound_due_ns_.load(std::memory_order_acquire);
+    if (due != INT64_MAX) wake = std::min(wake, absl::FromUnixNanos(due));
+    const int timeout_ms = static_cast<int>(
+        std::max<int64_t>(0, absl::ToInt64Milliseconds(wake - absl::Now() + absl::Milliseconds(1) -
+                                                       absl::Nanoseconds(1))));
+    const int n = ::epoll_wait(epoll_fd_.get(), events, kMaxEvents, timeout_ms);
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      const uint32_t what = events[i].events;
+      if (fd == wake_fd_.get()) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t r = ::read(fd, &count, sizeof(count));
+        continue;
+      }
+      auto it = connections_.find(fd);
+      if (it == connections_.end()) continue;
+      const uint64_t id = it->second.attachment_id;
+      if ((what & EPOLLOUT) != 0 && id != 0) registry_->FlushOutbound(id);
+      if ((what & EPOLLIN) != 0) DiscardInput(fd);
+      if ((what & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)) != 0) {
+        // Gone, or shut down by the registry once its Goodbye was through:
+        // a last flush attempt drops a dead peer's queue (EPIPE), and the fd
+        // leaves the set so that its hang-up does not spin the wait.
+        if (id != 0) registry_->FlushOutbound(id);
+        ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+      }
+    }
+    ServiceOutboundIfDue();
+  }
+}
+
+void AttachServer::DiscardInput(int fd) {
+  for (int packets = 0; packets < 16; ++packets) {
+    iovec iov{receive_buffer_.data(), receive_buffer_.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+    if (n < 0) return;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int received;
+        std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        ::close(received);
+      }
+    }
+    if (n == 0) {
+      ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+      return;
+    }
+  }
 }
 
 void AttachServer::AcceptAll() {

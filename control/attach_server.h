@@ -9,8 +9,14 @@
 // reply and the connection is closed; nothing a client sends can crash the
 // loop. EMFILE while accepting is survived by shedding the newest connection.
 //
+// The loop also flushes the registry's outbound queues: it is the registry's
+// OutboundWaker, arming EPOLLOUT on a connection only while packets wait for
+// it (level-triggered EPOLLOUT on an idle socket would spin) and waking at
+// the registry's retry and deadline times.
+//
 // Thread safety: Start() and Stop() from one owner thread; the loop thread is
-// internal. Stop() sends Goodbye to every attachment before returning.
+// internal. Stop() sends Goodbye to every attachment before returning, giving
+// queued packets at most kShutdownFlushTimeout to leave.
 #pragma once
 
 #include <atomic>
@@ -29,6 +35,10 @@
 
 namespace shmlane::control {
 
+// At shutdown, how long queued packets (Goodbye included) may take to reach
+// peers before their sockets are shut down anyway; SIGTERM must stay fast.
+inline constexpr absl::Duration kShutdownFlushTimeout = absl::Milliseconds(250);
+
 struct AttachServerOptions {
   std::string socket_path;
   uint32_t socket_mode = 0666;  // file mode of the socket
@@ -39,10 +49,10 @@ struct AttachServerOptions {
   absl::Duration backpressure_check_interval = absl::Seconds(1);
 };
 
-class AttachServer {
+class AttachServer final : private OutboundWaker {
  public:
   AttachServer(AttachServerOptions options, Registry* registry, DaemonMetrics* metrics);
-  ~AttachServer();
+  ~AttachServer() override;
   AttachServer(const AttachServer&) = delete;
   AttachServer& operator=(const AttachServer&) = delete;
 
@@ -60,13 +70,26 @@ class AttachServer {
     uint64_t attachment_id = 0;
   };
 
+  // OutboundWaker, called by the registry under its lock from any thread:
+  // epoll_ctl and an eventfd write are safe beside the loop's epoll_wait.
+  void WatchWritable(int socket_fd, bool watch) override;
+  void WakeAt(absl::Time when) override;
+
   void Loop();
+  // Shutdown: flushes queued packets for at most kShutdownFlushTimeout.
+  void DrainOutbound();
+  // Calls Registry::ServiceOutbound when the time it asked for has come.
+  void ServiceOutboundIfDue();
+  // Shutdown: reads and drops what a peer sends (so EPOLLIN cannot spin).
+  void DiscardInput(int fd);
   void AcceptAll();
   void OnReadable(int fd);
   // Replies with an error AttachReply (best effort) and closes.
   void Reject(int fd, const absl::Status& status);
   // Closes a connection; an attached one is detached with `kind` first.
   void Close(int fd, Registry::DetachKind kind);
+  // Milliseconds until the next timer (handshakes, backpressure check,
+  // outbound service).
   int NextTimeoutMs() const;
   void ExpireHandshakes();
 
@@ -78,6 +101,8 @@ class AttachServer {
   dataplane::UniqueFd wake_fd_;   // eventfd: Stop() rings it
   dataplane::UniqueFd spare_fd_;  // released to accept-and-close on EMFILE
   std::atomic<bool> stopping_{false};
+  // When the registry wants ServiceOutbound (unix ns; INT64_MAX = never).
+  std::atomic<int64_t> outbound_due_ns_{INT64_MAX};
   std::thread thread_;
   // Loop-thread state.
   std::map<int, Connection> connections_;

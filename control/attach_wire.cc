@@ -11,16 +11,13 @@
 
 namespace shmlane::control {
 
-absl::Status SendAttachMessage(int socket_fd, const shmlane::v1::AttachMessage& message,
-                               std::span<const int> fds) {
-  if (fds.size() > kMaxFdsPerPacket) {
-    return absl::InternalError(absl::StrCat("attach packet with ", fds.size(), " fds"));
+PacketSendResult SendAttachPacket(int socket_fd, absl::string_view bytes, std::span<const int> fds,
+                                  int* error) {
+  if (fds.size() > kMaxFdsPerPacket || bytes.size() > kMaxAttachMessageBytes) {
+    if (error != nullptr) *error = EMSGSIZE;
+    return PacketSendResult::kFailed;
   }
-  std::string bytes;
-  if (!message.SerializeToString(&bytes) || bytes.size() > kMaxAttachMessageBytes) {
-    return absl::InternalError("attach message does not serialize within 64 KiB");
-  }
-  iovec iov{bytes.data(), bytes.size()};
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -37,11 +34,36 @@ absl::Status SendAttachMessage(int socket_fd, const shmlane::v1::AttachMessage& 
   }
   while (true) {
     const ssize_t n = ::sendmsg(socket_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0) return absl::OkStatus();
+    if (n >= 0) return PacketSendResult::kSent;
     if (errno == EINTR) continue;
-    return absl::UnavailableError(
-        absl::StrCat("sending to the attach peer failed: ", std::strerror(errno)));
+    if (error != nullptr) *error = errno;
+    switch (errno) {
+      case EAGAIN:
+        return PacketSendResult::kWouldBlock;
+      case ENOBUFS:
+      case ETOOMANYREFS:
+        return PacketSendResult::kRetryLater;
+      default:
+        return PacketSendResult::kFailed;
+    }
   }
+}
+
+absl::Status SendAttachMessage(int socket_fd, const shmlane::v1::AttachMessage& message,
+                               std::span<const int> fds) {
+  if (fds.size() > kMaxFdsPerPacket) {
+    return absl::InternalError(absl::StrCat("attach packet with ", fds.size(), " fds"));
+  }
+  std::string bytes;
+  if (!message.SerializeToString(&bytes) || bytes.size() > kMaxAttachMessageBytes) {
+    return absl::InternalError("attach message does not serialize within 64 KiB");
+  }
+  int error = 0;
+  if (SendAttachPacket(socket_fd, bytes, fds, &error) == PacketSendResult::kSent) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(
+      absl::StrCat("sending to the attach peer failed: ", std::strerror(error)));
 }
 
 absl::StatusOr<ReceivedPacket> ReceiveAttachMessage(int socket_fd, int timeout_ms) {

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "dataplane/unique_fd.h"
 #include "shmlane/v1/attach.pb.h"
 
@@ -28,6 +29,27 @@ inline constexpr size_t kMaxFdsPerPacket = 64;
 // Unavailable if the peer is gone or its receive queue is full.
 absl::Status SendAttachMessage(int socket_fd, const shmlane::v1::AttachMessage& message,
                                std::span<const int> fds);
+
+// What a non-blocking send of one packet came to. The daemon queues the
+// packet on the two "later" outcomes instead of dropping the peer: a busy
+// consumer reads its attach socket only now and then.
+enum class PacketSendResult {
+  kSent,
+  // EAGAIN: the socket's send budget is used up by packets the peer has not
+  // read yet; EPOLLOUT says when it has room again.
+  kWouldBlock,
+  // ENOBUFS (kernel memory) or ETOOMANYREFS (this process has more fds in
+  // flight than its RLIMIT_NOFILE): nothing to poll for, retry after a pause.
+  kRetryLater,
+  // Anything else (EPIPE, ECONNRESET, ...): the peer is gone.
+  kFailed,
+};
+
+// Sends one already serialized AttachMessage (at most kMaxAttachMessageBytes)
+// with at most kMaxFdsPerPacket fds, without blocking. `error` receives errno
+// when the result is not kSent.
+PacketSendResult SendAttachPacket(int socket_fd, absl::string_view bytes, std::span<const int> fds,
+                                  int* error = nullptr);
 
 // One received packet: the parsed message and the fds it carried.
 struct ReceivedPacket {

@@ -22,6 +22,11 @@ void DaemonMetrics::CountQuotaRejection() {
   ++counters_.quota_rejections;
 }
 
+void DaemonMetrics::CountAttachSendOverflow() {
+  absl::MutexLock lock(&mu_);
+  ++counters_.attach_send_overflows;
+}
+
 DaemonMetrics::Snapshot DaemonMetrics::Read() const {
   absl::MutexLock lock(&mu_);
   return counters_;

@@ -22,12 +22,15 @@ class DaemonMetrics {
   void CountControlRequest(const std::string& method, const std::string& code);
   void CountPeerDeath();
   void CountQuotaRejection();
+  // An attach connection whose outbound queue overflowed (peer disconnected).
+  void CountAttachSendOverflow();
 
   struct Snapshot {
     std::map<std::string, uint64_t> attach_results;
     std::map<std::pair<std::string, std::string>, uint64_t> control_requests;
     uint64_t peer_deaths = 0;
     uint64_t quota_rejections = 0;
+    uint64_t attach_send_overflows = 0;
   };
   Snapshot Read() const;
 

@@ -147,9 +147,17 @@ std::vector<MetricFamily> Exporter::Collect() const {
   quota.metric.push_back(
       Metric({}, MetricType::Counter, static_cast<double>(daemon.quota_rejections)));
 
+  MetricFamily overflows =
+      Family("shmlane_attach_send_overflows_total",
+             "Attach connections dropped because they left too many daemon messages unread.",
+             MetricType::Counter);
+  overflows.metric.push_back(
+      Metric({}, MetricType::Counter, static_cast<double>(daemon.attach_send_overflows)));
+
   std::vector<MetricFamily> out;
-  for (MetricFamily* f : {&frames, &bytes, &occupancy, &capacity, &backpressure, &dropped, &wakeups,
-                          &latency, &attached, &attach_total, &requests, &deaths, &quota}) {
+  for (MetricFamily* f :
+       {&frames, &bytes, &occupancy, &capacity, &backpressure, &dropped, &wakeups, &latency,
+        &attached, &attach_total, &requests, &deaths, &quota, &overflows}) {
     out.push_back(std::move(*f));
   }
   return out;

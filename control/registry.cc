@@ -632,15 +632,164 @@ absl::Status Registry::DescribeLaneLocked(const Channel& channel, const Lane& la
 }
 
 void Registry::SendLocked(const Attachment& attachment, const v1::AttachMessage& message,
-                          const std::vector<dataplane::UniqueFd>& fds) {
-  std::vector<int> raw;
-  raw.reserve(fds.size());
-  for (const auto& fd : fds) raw.push_back(fd.get());
-  if (!SendAttachMessage(attachment.fd, message, raw).ok()) {
-    // The peer is gone or does not read its socket: make the attach server
-    // see a hang-up, which ends the attachment through Detach().
+                          std::vector<dataplane::UniqueFd> fds) {
+  Packet packet;
+  packet.fds = std::move(fds);
+  if (!message.SerializeToString(&packet.bytes) || packet.bytes.size() > kMaxAttachMessageBytes ||
+      packet.fds.size() > kMaxFdsPerPacket) {
+    // Cannot happen (packets are built within the bounds); if it did, the
+    // peer would miss a message, so end it rather than let it run on wrong.
     ::shutdown(attachment.fd, SHUT_RDWR);
+    return;
   }
+  auto it = outboxes_.find(attachment.id);
+  if (it != outboxes_.end()) {
+    Outbox& outbox = it->second;
+    if (outbox.overflowed) return;  // already disconnected; the fds close here
+    outbox.bytes += packet.bytes.size();
+    outbox.fds += packet.fds.size();
+    outbox.packets.push_back(std::move(packet));
+    if (outbox.packets.size() > kMaxOutboundMessages || outbox.bytes > kMaxOutboundBytes ||
+        outbox.fds > kMaxOutboundFds) {
+      OverflowLocked(outbox);
+    }
+    return;
+  }
+  // Nothing queued: the common case sends at once.
+  std::vector<int> raw;
+  raw.reserve(packet.fds.size());
+  for (const auto& fd : packet.fds) raw.push_back(fd.get());
+  const PacketSendResult result = SendAttachPacket(attachment.fd, packet.bytes, raw);
+  if (result == PacketSendResult::kSent) return;
+  if (result == PacketSendResult::kFailed || waker_ == nullptr) {
+    // The peer is gone (or nobody could flush a queue): make the attach
+    // server see a hang-up, which ends the attachment through Detach().
+    ::shutdown(attachment.fd, SHUT_RDWR);
+    return;
+  }
+  Outbox& outbox = outboxes_[attachment.id];
+  outbox.fd = attachment.fd;
+  outbox.bytes = packet.bytes.size();
+  outbox.fds = packet.fds.size();
+  outbox.packets.push_back(std::move(packet));
+  if (result == PacketSendResult::kWouldBlock) {
+    WatchLocked(outbox, true);
+  } else {
+    outbox.retry_at = absl::Now() + kOutboundRetryDelay;
+    ScheduleServiceLocked();
+  }
+}
+
+void Registry::WatchLocked(Outbox& outbox, bool watch) {
+  if (outbox.watching == watch) return;
+  if (waker_ != nullptr) waker_->WatchWritable(outbox.fd, watch);
+  outbox.watching = watch;
+}
+
+void Registry::OverflowLocked(Outbox& outbox) {
+  options_.metrics->CountAttachSendOverflow();
+  outbox.packets.clear();  // closes the queued fds
+  outbox.bytes = 0;
+  outbox.fds = 0;
+  WatchLocked(outbox, false);
+  outbox.retry_at = absl::InfiniteFuture();
+  outbox.overflowed = true;
+  ::shutdown(outbox.fd, SHUT_RDWR);
+}
+
+void Registry::FlushOutboxLocked(uint64_t attachment_id) {
+  auto it = outboxes_.find(attachment_id);
+  if (it == outboxes_.end()) return;
+  Outbox& outbox = it->second;
+  if (outbox.overflowed) return;
+  std::vector<int> raw;
+  while (!outbox.packets.empty()) {
+    Packet& packet = outbox.packets.front();
+    raw.clear();
+    for (const auto& fd : packet.fds) raw.push_back(fd.get());
+    switch (SendAttachPacket(outbox.fd, packet.bytes, raw)) {
+      case PacketSendResult::kSent:
+        outbox.bytes -= packet.bytes.size();
+        outbox.fds -= packet.fds.size();
+        outbox.packets.pop_front();
+        continue;
+      case PacketSendResult::kWouldBlock:
+        outbox.retry_at = absl::InfiniteFuture();
+        WatchLocked(outbox, true);
+        return;
+      case PacketSendResult::kRetryLater:
+        // The socket may well be writable: EPOLLOUT would spin.
+        WatchLocked(outbox, false);
+        outbox.retry_at = absl::Now() + kOutboundRetryDelay;
+        ScheduleServiceLocked();
+        return;
+      case PacketSendResult::kFailed:
+        // The peer is gone; its hang-up reaches the attach server.
+        WatchLocked(outbox, false);
+        ::shutdown(outbox.fd, SHUT_RDWR);
+        outboxes_.erase(it);
+        return;
+    }
+  }
+  WatchLocked(outbox, false);
+  if (outbox.ended) ::shutdown(outbox.fd, SHUT_RDWR);
+  outboxes_.erase(it);
+}
+
+void Registry::ScheduleServiceLocked() {
+  if (waker_ == nullptr) return;
+  absl::Time next = absl::InfiniteFuture();
+  for (const auto& [id, outbox] : outboxes_) {
+    next = std::min({next, outbox.retry_at, outbox.end_deadline});
+  }
+  if (next != absl::InfiniteFuture()) waker_->WakeAt(next);
+}
+
+void Registry::SetOutboundWaker(OutboundWaker* waker) {
+  absl::MutexLock lock(&mu_);
+  if (waker == nullptr) {
+    // Nobody will flush what is queued: give those peers a hang-up.
+    for (auto& [id, outbox] : outboxes_) ::shutdown(outbox.fd, SHUT_RDWR);
+    outboxes_.clear();
+  }
+  waker_ = waker;
+}
+
+void Registry::FlushOutbound(uint64_t attachment_id) {
+  absl::MutexLock lock(&mu_);
+  FlushOutboxLocked(attachment_id);
+}
+
+void Registry::ServiceOutbound() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  std::vector<uint64_t> due;
+  for (const auto& [id, outbox] : outboxes_) {
+    if (outbox.retry_at <= now || outbox.end_deadline <= now) due.push_back(id);
+  }
+  for (uint64_t id : due) {
+    auto it = outboxes_.find(id);
+    if (it == outboxes_.end()) continue;
+    Outbox& outbox = it->second;
+    if (outbox.end_deadline <= now) {
+      // An ended attachment that did not read its last packets in time.
+      WatchLocked(outbox, false);
+      ::shutdown(outbox.fd, SHUT_RDWR);
+      outboxes_.erase(it);
+      continue;
+    }
+    outbox.retry_at = absl::InfiniteFuture();
+    FlushOutboxLocked(id);
+  }
+  ScheduleServiceLocked();
+}
+
+bool Registry::HasOutbound() const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, outbox] : outboxes_) {
+    if (!outbox.packets.empty()) return true;
+  }
+  return false;
 }
 
 void Registry::PublishLocked(v1::EventType type, const std::string& channel,
@@ -674,7 +823,7 @@ void Registry::OfferLanesToConsumerLocked(Channel& channel, const Attachment& cl
       return;
     }
   }
-  SendLocked(consumer->second, message, fds);
+  SendLocked(consumer->second, message, std::move(fds));
 }
 
 absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& peer,
@@ -836,15 +985,6 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
     }
     reply->set_lanes_following(following);
   }
-  {
-    std::vector<int> raw;
-    raw.reserve(reply_fds.size());
-    for (const auto& fd : reply_fds) raw.push_back(fd.get());
-    if (absl::Status s = SendAttachMessage(socket_fd, reply_message, raw); !s.ok()) {
-      if (!client_side) channel.consumer_attachment = 0;
-      return s;
-    }
-  }
   ++next_attachment_id_;
   for (Lane& lane : new_lanes) {
     const uint64_t id = lane.id;
@@ -856,7 +996,11 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
   u.shm_bytes += shm_needed;
   auto [it, inserted] = attachments_.emplace(attachment.id, std::move(attachment));
   const Attachment& stored = it->second;
-  for (auto& [message, fds] : more) SendLocked(stored, message, fds);
+  // The reply takes the same queue as everything after it, so the LaneAdded
+  // packets that complete it can never overtake it. A peer already gone
+  // shows as a hang-up, which ends the attachment through Detach().
+  SendLocked(stored, reply_message, std::move(reply_fds));
+  for (auto& [message, fds] : more) SendLocked(stored, message, std::move(fds));
   if (client_side) OfferLanesToConsumerLocked(channel, stored);
   options_.metrics->CountAttach("ok");
   PublishLocked(v1::EVENT_TYPE_ATTACHED, stored.channel, &stored,
@@ -947,7 +1091,17 @@ void Registry::EndAttachmentLocked(uint64_t attachment_id, v1::EventType event,
     v1::AttachMessage message;
     message.mutable_goodbye()->set_reason(std::string(goodbye));
     SendLocked(attachment, message, {});
-    ::shutdown(attachment.fd, SHUT_RDWR);
+    auto outbox = outboxes_.find(attachment.id);
+    if (outbox == outboxes_.end()) {
+      ::shutdown(attachment.fd, SHUT_RDWR);
+    } else if (!outbox->second.overflowed) {
+      // The Goodbye waits behind packets the peer has not read yet: shut the
+      // socket down once they are through (FlushOutboxLocked), or at the
+      // deadline, so that a peer that never reads cannot pin the fd.
+      outbox->second.ended = true;
+      outbox->second.end_deadline = absl::Now() + kEndedFlushTimeout;
+      ScheduleServiceLocked();
+    }
   }
   Usage& u = usage_[attachment.peer.uid];
   u.attachments -= std::min(u.attachments, 1u);
@@ -958,7 +1112,22 @@ void Registry::EndAttachmentLocked(uint64_t attachment_id, v1::EventType event,
 
 void Registry::Detach(uint64_t attachment_id, DetachKind kind) {
   absl::MutexLock lock(&mu_);
+  // The attach server closes the fd after this returns: nothing may be sent
+  // on it any more, queued or not.
+  bool overflowed = false;
+  if (auto outbox = outboxes_.find(attachment_id); outbox != outboxes_.end()) {
+    overflowed = outbox->second.overflowed;
+    outboxes_.erase(outbox);
+  }
   if (attachments_.count(attachment_id) == 0) return;
+  if (overflowed) {
+    // Our own shutdown caused the hang-up: not a peer death.
+    EndAttachmentLocked(attachment_id, v1::EVENT_TYPE_DETACHED,
+                        "disconnected: its attach socket queue overflowed (the process stopped "
+                        "reading it)",
+                        "");
+    return;
+  }
   switch (kind) {
     case DetachKind::kClean:
       EndAttachmentLocked(attachment_id, v1::EVENT_TYPE_DETACHED, "detached", "");

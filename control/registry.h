@@ -9,7 +9,11 @@
 // owns every connection fd and closes it only after Detach() has removed the
 // attachment, so an fd the registry knows is always open. To end an attachment
 // the registry shuts the socket down, which the attach server sees as a
-// hang-up. Sends never block; a peer whose queue is full is disconnected.
+// hang-up. Sends never block: when the kernel has no room for a packet (the
+// peer reads its socket only now and then, or too many fds are in flight)
+// the packet and its fds wait in the attachment's outbound queue, which the
+// attach loop flushes when the socket turns writable (OutboundWaker). Only a
+// queue beyond kMaxOutbound* disconnects the peer.
 //
 // Thread safety: every public method may be called from any thread; one
 // absl::Mutex guards the whole model (operations are short: no blocking I/O
@@ -19,6 +23,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -30,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "control/daemon_metrics.h"
 #include "control/event_bus.h"
 #include "dataplane/doorbell.h"
@@ -52,6 +58,21 @@ inline constexpr size_t kMaxLabels = 16;
 inline constexpr size_t kMaxGrantsPerChannel = 256;
 inline constexpr size_t kMaxQuotaEntries = 4096;
 inline constexpr size_t kMaxClientNameBytes = 63;
+
+// Per-connection outbound queue bounds: a peer that lets more than this pile
+// up unread is disconnected (shmlane_attach_send_overflows_total). Generous
+// on purpose: a consumer of a 4096-producer channel that sleeps through a
+// full churn of its producers queues 2 × 4096 packets and 8192 fds (16384
+// for a REQUEST_REPLY server), while each queued fd is a daemon fd.
+inline constexpr size_t kMaxOutboundMessages = 16384;
+inline constexpr size_t kMaxOutboundBytes = size_t{64} << 20;  // serialized
+inline constexpr size_t kMaxOutboundFds = 32768;
+// Pause before retrying a send the kernel refused with ENOBUFS or
+// ETOOMANYREFS (no poll event announces the end of either).
+inline constexpr absl::Duration kOutboundRetryDelay = absl::Milliseconds(10);
+// How long an attachment the daemon ended (Goodbye) may take to read what is
+// still queued for it before its socket is shut down anyway.
+inline constexpr absl::Duration kEndedFlushTimeout = absl::Seconds(2);
 
 // Quota defaults for a uid with no SetQuota.
 inline constexpr uint32_t kDefaultQuotaMaxChannels = 64;
@@ -112,6 +133,19 @@ uint64_t LatencyQuantileNs(const uint64_t (&buckets)[dataplane::kLatencyBuckets]
 // Validates a channel name: 1..63 chars of [a-z0-9._-], starting with [a-z0-9].
 absl::Status ValidateChannelName(absl::string_view name);
 
+// How the registry asks the attach loop to flush outbound queues later. The
+// attach server implements it; methods are called with the registry's lock
+// held, from any thread, and must not call back into the registry.
+class OutboundWaker {
+ public:
+  virtual ~OutboundWaker() = default;
+  // Starts (true) or stops (false) calling Registry::FlushOutbound for the
+  // attachment on `socket_fd` whenever the socket is writable.
+  virtual void WatchWritable(int socket_fd, bool watch) = 0;
+  // Asks for a Registry::ServiceOutbound call no later than `when`.
+  virtual void WakeAt(absl::Time when) = 0;
+};
+
 struct RegistryOptions {
   uint32_t daemon_uid = 0;
   DaemonMetrics* metrics = nullptr;  // not owned; required
@@ -142,16 +176,32 @@ class Registry {
 
   // ---- Attach plane (called by the attach server) ----
   // Checks and performs an attachment for the process behind `socket_fd` and
-  // sends its AttachReply (+ fds). On error nothing was sent: the caller
-  // replies with the status and closes the connection.
+  // sends (or queues, see SendLocked) its AttachReply (+ fds). On error
+  // nothing was sent: the caller replies with the status and closes the
+  // connection.
   absl::StatusOr<uint64_t> Attach(int socket_fd, const PeerCredentials& peer,
                                   const shmlane::v1::AttachRequest& request);
   enum class DetachKind { kClean, kDied, kProtocolError };
   // Ends an attachment (no-op if the daemon already ended it). Closes its
   // lanes, tells the peers, releases quota. The caller closes the fd after.
   void Detach(uint64_t attachment_id, DetachKind kind);
-  // Shutdown: Goodbye to every attachment and close every lane.
+  // Shutdown: Goodbye to every attachment and close every lane. Goodbyes
+  // that cannot be sent at once stay queued (HasOutbound) until flushed or
+  // SetOutboundWaker(nullptr).
   void GoodbyeAll(absl::string_view reason);
+
+  // ---- Outbound queues (called by the attach server) ----
+  // Installs (or, with nullptr, removes) the loop that flushes queues.
+  // Without one, a packet that cannot be sent at once disconnects the peer;
+  // removing it drops every queue and shuts those sockets down.
+  void SetOutboundWaker(OutboundWaker* waker);
+  // The socket of `attachment_id` is writable: sends what is queued.
+  void FlushOutbound(uint64_t attachment_id);
+  // Retries sends refused with ENOBUFS/ETOOMANYREFS and shuts down ended
+  // attachments whose flush timed out; asks the waker for the next call.
+  void ServiceOutbound();
+  // True while some queue holds packets.
+  bool HasOutbound() const;
   // Compares each live lane's backpressure counter with the previous call and
   // publishes BACKPRESSURE_STARTED/ENDED events. Called periodically.
   void CheckBackpressure();
@@ -202,6 +252,27 @@ class Registry {
     uint32_t attachments = 0;
     uint64_t shm_bytes = 0;
   };
+  // A packet the kernel could not take yet: serialized, with its own
+  // duplicates of the fds, so a lane retired meanwhile does not matter.
+  struct Packet {
+    std::string bytes;
+    std::vector<dataplane::UniqueFd> fds;
+  };
+  // The packets waiting for one connection, in send order. Exists only
+  // while non-empty, or to mark a peer that overflowed (until Detach).
+  struct Outbox {
+    int fd = -1;
+    std::deque<Packet> packets;
+    size_t bytes = 0;
+    size_t fds = 0;
+    bool watching = false;                         // EPOLLOUT armed through the waker
+    absl::Time retry_at = absl::InfiniteFuture();  // ENOBUFS/ETOOMANYREFS
+    // Set when the daemon ended the attachment (Goodbye queued): shut the
+    // socket down once flushed, or at this deadline.
+    absl::Time end_deadline = absl::InfiniteFuture();
+    bool ended = false;
+    bool overflowed = false;  // dropped; further sends are discarded
+  };
 
   shmlane::v1::Channel DescribeLocked(const Channel& channel) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   shmlane::v1::QuotaLimits LimitsLocked(uint32_t uid) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -231,8 +302,19 @@ class Registry {
   void EndAttachmentLocked(uint64_t attachment_id, shmlane::v1::EventType event,
                            absl::string_view why, absl::string_view goodbye)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends now, or queues behind what is already queued for the attachment
+  // (order is per connection). Takes the fds.
   void SendLocked(const Attachment& attachment, const shmlane::v1::AttachMessage& message,
-                  const std::vector<dataplane::UniqueFd>& fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                  std::vector<dataplane::UniqueFd> fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends queued packets until the kernel refuses; erases the outbox once
+  // empty (shutting an ended attachment's socket down).
+  void FlushOutboxLocked(uint64_t attachment_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WatchLocked(Outbox& outbox, bool watch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the queue of a peer that let it grow beyond the bounds and shuts
+  // its socket down; Detach then ends the attachment.
+  void OverflowLocked(Outbox& outbox) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells the waker when ServiceOutbound is next due.
+  void ScheduleServiceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked(shmlane::v1::EventType type, const std::string& channel,
                      const Attachment* attachment, std::string detail)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -245,6 +327,9 @@ class Registry {
   std::map<uint32_t, Usage> usage_ ABSL_GUARDED_BY(mu_);
   uint64_t next_attachment_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_lane_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // By attachment id; may outlive the attachment (ended, flushing Goodbye).
+  std::map<uint64_t, Outbox> outboxes_ ABSL_GUARDED_BY(mu_);
+  OutboundWaker* waker_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace shmlane::control

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -490,6 +491,203 @@ TEST_F(AttachTest, ConsumerWithManyProducersGetsLanesAcrossPackets) {
   }
   EXPECT_EQ(lanes, 40u);
   EXPECT_EQ(reply.lanes_size() + reply.lanes_following(), 40u);
+}
+
+// A busy consumer reads its attach socket only now and then. While it does
+// not, the daemon must queue LaneAdded/LaneRemoved (with their fds) instead
+// of disconnecting it, and deliver them in order once it reads.
+TEST_F(AttachTest, ConsumerThatDoesNotReadGetsEveryLaneChangeInOrderLater) {
+  constexpr int kProducers = 600;
+  // This process holds one connection per producer plus the fds of what the
+  // consumer receives.
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < 4096) {
+    lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 4096);
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  if (lim.rlim_cur < kProducers + 512) GTEST_SKIP() << "RLIMIT_NOFILE hard limit too low";
+  const std::string uid = absl::StrCat(::geteuid());
+  ASSERT_EQ(Ctl({"quota", "set", "--uid", uid, "--max-attachments", "2000"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"channels", "create", "many", "--ring-bytes", "4KiB", "--max-producers", "1000"})
+                .exit_code,
+            0);
+  auto consumer = AttachTo(daemon_.attach_socket(), "many", v1::ROLE_CONSUMER, "sink");
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  ASSERT_EQ(consumer->reply.message.attach_reply().code(), 0)
+      << consumer->reply.message.attach_reply().message();
+
+  // The consumer does not read while every producer attaches and detaches:
+  // far more packets than its socket buffer holds.
+  std::vector<uint64_t> lane_ids;
+  std::vector<RawAttach> producers;
+  for (int i = 0; i < kProducers; ++i) {
+    auto p = AttachTo(daemon_.attach_socket(), "many", v1::ROLE_PRODUCER, absl::StrCat("p", i));
+    ASSERT_TRUE(p.ok()) << i << ": " << p.status();
+    const v1::AttachReply& reply = p->reply.message.attach_reply();
+    ASSERT_EQ(reply.code(), 0) << i << ": " << reply.message();
+    ASSERT_EQ(reply.lanes_size(), 1);
+    lane_ids.push_back(reply.lanes(0).lane_id());
+    producers.push_back(std::move(p->conn));  // the reply's fds close here
+  }
+  v1::AttachMessage detach;
+  detach.mutable_detach();
+  for (size_t i = 0; i < producers.size(); ++i) {
+    // Half detach cleanly, half "die".
+    if (i % 2 == 0) {
+      ASSERT_TRUE(producers[i].Send(detach).ok());
+    } else {
+      producers[i].Close();
+    }
+  }
+  for (size_t i = 0; i < producers.size(); i += 2) {
+    EXPECT_TRUE(producers[i].WaitClosed(absl::Seconds(5)));
+  }
+  producers.clear();
+
+  // Now it reads: every LaneAdded in attach order, with working fds, and a
+  // LaneRemoved for each lane, never before its LaneAdded.
+  std::vector<uint64_t> added;
+  std::set<uint64_t> live;
+  std::set<uint64_t> removed;
+  while (removed.size() < lane_ids.size()) {
+    auto packet = consumer->conn.Receive(absl::Seconds(5));
+    ASSERT_TRUE(packet.ok()) << packet.status() << " after " << added.size() << " added, "
+                             << removed.size() << " removed";
+    const v1::AttachMessage& m = packet->message;
+    if (m.has_lane_added()) {
+      ASSERT_EQ(packet->fds.size(), 2u * m.lane_added().lanes_size());
+      for (const v1::LaneDescription& lane : m.lane_added().lanes()) {
+        EXPECT_EQ(lane.direction(), v1::LANE_DIRECTION_READ);
+        auto segment = dataplane::Segment::Map(DupFd(*packet, lane.segment_fd_index()),
+                                               dataplane::Access::kReadOnly);
+        ASSERT_TRUE(segment.ok()) << "lane " << lane.lane_id() << ": " << segment.status();
+        auto snap = dataplane::Observe(*segment);
+        ASSERT_TRUE(snap.ok()) << snap.status();
+        EXPECT_EQ(snap->lane_id, lane.lane_id());
+        EXPECT_NE(Bell(*packet, lane.peer_doorbell_fd_index()), nullptr);
+        added.push_back(lane.lane_id());
+        live.insert(lane.lane_id());
+      }
+    } else if (m.has_lane_removed()) {
+      const uint64_t id = m.lane_removed().lane_id();
+      ASSERT_EQ(live.erase(id), 1u) << "LaneRemoved " << id << " before its LaneAdded";
+      ASSERT_TRUE(removed.insert(id).second) << "LaneRemoved " << id << " twice";
+    } else {
+      FAIL() << "unexpected " << m.DebugString();
+    }
+  }
+  EXPECT_EQ(added, lane_ids);
+  EXPECT_TRUE(live.empty());
+
+  // Still attached: nothing more is queued, and a new producer is announced.
+  auto extra = consumer->conn.Receive(absl::Milliseconds(100));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(extra.status())) << extra.status();
+  auto late = AttachTo(daemon_.attach_socket(), "many", v1::ROLE_PRODUCER, "late");
+  ASSERT_TRUE(late.ok()) << late.status();
+  ASSERT_EQ(late->reply.message.attach_reply().code(), 0);
+  auto announced = consumer->conn.Receive(absl::Seconds(2));
+  ASSERT_TRUE(announced.ok()) << announced.status();
+  ASSERT_TRUE(announced->message.has_lane_added()) << announced->message.DebugString();
+  EXPECT_EQ(announced->message.lane_added().lanes(0).lane_id(),
+            late->reply.message.attach_reply().lanes(0).lane_id());
+  auto body = HttpGet(daemon_.metrics_port(), "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(MetricValue(*body, "shmlane_attach_send_overflows_total"), 0);
+}
+
+// SIGTERM stays fast when a consumer has packets queued that it never reads:
+// the queue gets a short bound, then its socket is shut down.
+TEST(AttachShutdownTest, ConsumerThatDoesNotReadDoesNotDelayShutdown) {
+  constexpr int kProducers = 400;
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < 4096) {
+    lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 4096);
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  if (lim.rlim_cur < kProducers + 512) GTEST_SKIP() << "RLIMIT_NOFILE hard limit too low";
+  TestDaemon daemon;
+  ASSERT_TRUE(daemon.Start().ok()) << daemon.stderr_text();
+  const std::string uid = absl::StrCat(::geteuid());
+  ASSERT_EQ(daemon.Ctl({"quota", "set", "--uid", uid, "--max-attachments", "2000"}).exit_code, 0);
+  ASSERT_EQ(
+      daemon.Ctl({"channels", "create", "many", "--ring-bytes", "4KiB", "--max-producers", "1000"})
+          .exit_code,
+      0);
+  auto consumer = AttachTo(daemon.attach_socket(), "many", v1::ROLE_CONSUMER, "sink");
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  ASSERT_EQ(consumer->reply.message.attach_reply().code(), 0);
+  std::vector<RawAttach> producers;
+  for (int i = 0; i < kProducers; ++i) {
+    auto p = AttachTo(daemon.attach_socket(), "many", v1::ROLE_PRODUCER);
+    ASSERT_TRUE(p.ok()) << i << ": " << p.status();
+    ASSERT_EQ(p->reply.message.attach_reply().code(), 0);
+    producers.push_back(std::move(p->conn));
+  }
+  const absl::Time start = absl::Now();
+  auto code = daemon.Stop(SIGTERM, absl::Seconds(1));
+  ASSERT_TRUE(code.ok()) << code.status() << "\n" << daemon.stderr_text();
+  EXPECT_EQ(*code, 0) << daemon.stderr_text();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  // Producers read nothing either, but their queues were short: LaneRemoved
+  // then Goodbye.
+  auto removed = producers.back().Receive(absl::Seconds(1));
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_TRUE(removed->message.has_lane_removed()) << removed->message.DebugString();
+  auto bye = producers.back().Receive(absl::Seconds(1));
+  ASSERT_TRUE(bye.ok()) << bye.status();
+  EXPECT_TRUE(bye->message.has_goodbye()) << bye->message.DebugString();
+  // The consumer finds what the kernel held, then the end.
+  EXPECT_TRUE(consumer->conn.WaitClosed(absl::Seconds(5)));
+}
+
+// A consumer that never reads while producers keep coming and going is
+// disconnected once its queue passes the bound, and that is counted.
+TEST(AttachOverflowTest, ConsumerWhoseQueueOverflowsIsDisconnectedAndCounted) {
+  // The daemon inherits this hard limit and holds 2 fds per queued LaneAdded
+  // (about 16400 before the bound is reached).
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_max < 20000) GTEST_SKIP() << "needs a hard RLIMIT_NOFILE of 20000";
+  TestDaemon daemon;
+  ASSERT_TRUE(daemon.Start().ok()) << daemon.stderr_text();
+  const std::string uid = absl::StrCat(::geteuid());
+  ASSERT_EQ(daemon.Ctl({"quota", "set", "--uid", uid, "--max-attachments", "2000"}).exit_code, 0);
+  ASSERT_EQ(daemon.Ctl({"channels", "create", "churn", "--ring-bytes", "4KiB"}).exit_code, 0);
+  auto consumer = AttachTo(daemon.attach_socket(), "churn", v1::ROLE_CONSUMER, "sink");
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  ASSERT_EQ(consumer->reply.message.attach_reply().code(), 0);
+  // Each cycle queues a LaneAdded and a LaneRemoved: 2 packets. The consumer
+  // is cut off when more than kMaxOutboundMessages (16384) are waiting, on
+  // top of the few hundred the kernel buffer takes.
+  bool dropped = false;
+  for (int i = 0; i < 12000 && !dropped; ++i) {
+    auto p = AttachTo(daemon.attach_socket(), "churn", v1::ROLE_PRODUCER);
+    ASSERT_TRUE(p.ok()) << i << ": " << p.status();
+    const v1::AttachReply& reply = p->reply.message.attach_reply();
+    // Once the consumer is gone the producer is refused or said Goodbye to.
+    if (reply.code() != 0) {
+      dropped = true;
+      break;
+    }
+    p->conn.Close();
+    if (i % 500 == 499) {
+      auto body = HttpGet(daemon.metrics_port(), "/metrics");
+      ASSERT_TRUE(body.ok()) << body.status();
+      dropped = MetricValue(*body, "shmlane_attach_send_overflows_total").value_or(0) > 0;
+      // Not before the bound: 2 packets per cycle.
+      if (dropped) {
+        EXPECT_GT(i, 8000);
+      }
+    }
+  }
+  EXPECT_TRUE(dropped);
+  auto body = HttpGet(daemon.metrics_port(), "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(MetricValue(*body, "shmlane_attach_send_overflows_total"), 1);
+  // It reads what the kernel held, then the end (its queue was dropped).
+  EXPECT_TRUE(consumer->conn.WaitClosed(absl::Seconds(5)));
 }
 
 TEST_F(AttachTest, WatchReportsAttachBackpressureAndPeerDeath) {
