@@ -495,6 +495,16 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
                                                diagnostics.empty() ? "" : "; ", diagnostics));
   }
 
+  if (spec.pattern != Pattern::kPingPong) {
+    for (int i = 0; i < spec.clients; ++i) result.total_sent += ctl->clients[i].total_frames;
+    result.total_received = ctl->server.total_frames;
+    if (result.total_sent != result.total_received) {
+      return absl::DataLossError(absl::StrCat(Label(spec), ": clients sent ", result.total_sent,
+                                              " frames but the server received ",
+                                              result.total_received));
+    }
+  }
+
   res.server = ctl->server.usage;
   for (int i = 0; i < spec.clients; ++i) {
     const CpuUsage& u = ctl->clients[i].usage;

@@ -49,6 +49,11 @@ struct RunResult {
   // Openloop: one-way latency from the actual send time.
   std::unique_ptr<Histogram> latency_actual;
   uint64_t openloop_unsent = 0;  // scheduled in the window but never sent
+  // Stream and openloop: frames the clients sent over the whole run
+  // (warm-up included) and frames the server received; RunOne fails when
+  // they differ, so every frame is accounted for.
+  uint64_t total_sent = 0;
+  uint64_t total_received = 0;
   Resources resources;
   double setup_s = 0;  // fork, connect and barrier
 };

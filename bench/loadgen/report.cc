@@ -157,6 +157,10 @@ JsonValue RunJson(const RunResult& run) {
   res.Set("daemon_memfd_bytes", static_cast<double>(r.daemon_memfd_bytes));
   res.Set("shmem_delta_kb", static_cast<double>(r.shmem_delta_kb));
   v.Set("resources", std::move(res));
+  if (run.spec.pattern != Pattern::kPingPong) {
+    v.Set("frames_sent_total", static_cast<double>(run.total_sent));
+    v.Set("frames_received_total", static_cast<double>(run.total_received));
+  }
   v.Set("setup_s", std::round(run.setup_s * 1000) / 1000);
   return v;
 }

@@ -1,0 +1,894 @@
+// shmlane-control-bench: control-plane figures of a real shmlaned (issue 3).
+//
+//   attach    Producer::Attach on a STREAM channel (connect, handshake, fds,
+//             map), then Close; without and with a consumer attached.
+//   create    CreateChannel, GetChannel, DeleteChannel over unix:DIR/control.sock.
+//   memory    the daemon's VmRSS idle, with 100 channels, with N producer lanes,
+//             and after streaming frames through them.
+//   exporter  1 producer -> 1 consumer, 64-byte frames in batches, with
+//             /metrics scraped every second vs --metrics-listen none.
+//
+// Every phase starts its own daemon in a fresh 0755 runtime directory. The
+// parent never touches gRPC (it forks afterwards); control calls run in
+// forked helper processes, clients in forked client processes.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "clients/consumer.h"
+#include "clients/producer.h"
+#include "dataplane/unique_fd.h"
+#include "shmlane/v1/control.grpc.pb.h"
+
+namespace shmlane::bench {
+namespace {
+
+using dataplane::UniqueFd;
+using Results = std::map<std::string, double>;
+
+struct Options {
+  std::string shmlaned;
+  std::string phases = "attach,create,memory,exporter";
+  double attach_iterations = 1000;
+  double create_channels = 500;
+  double lanes = 64;
+  double lane_frames = 10'000'000;
+  double duration_s = 5;
+  double runs = 5;
+  bool json = false;
+};
+
+int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+double Pct(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+  return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
+}
+double Median(const std::vector<double>& v) { return Pct(v, 0.5); }
+
+void PutPercentiles(Results& r, const std::string& key, const std::vector<double>& us) {
+  r[key + ".p50_us"] = Pct(us, 0.50);
+  r[key + ".p90_us"] = Pct(us, 0.90);
+  r[key + ".p99_us"] = Pct(us, 0.99);
+  r[key + ".max_us"] = Pct(us, 1.0);
+}
+
+// The file system under `path` (the state file is fsynced there).
+std::string FsName(const std::string& path) {
+  struct statfs fs;
+  if (statfs(path.c_str(), &fs) != 0) return "unknown";
+  if (fs.f_type == 0x01021994) return "tmpfs";
+  if (fs.f_type == 0xEF53) return "ext4";
+  return absl::StrCat("0x", absl::Hex(fs.f_type));
+}
+
+std::string LoadAvg() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return absl::StrCat(a, " ", b, " ", c);
+}
+
+// A line "Key:   123 kB" of /proc/PID/FILE, in kB.
+double ProcKb(pid_t pid, const std::string& key, const char* file = "status") {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/", file));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(key + ":", 0) != 0) continue;
+    double kb = 0;
+    std::istringstream(line.substr(key.size() + 1)) >> kb;
+    return kb;
+  }
+  return 0;
+}
+
+void PutRss(Results& r, pid_t pid, const std::string& key) {
+  r[key + ".rss_kb"] = ProcKb(pid, "VmRSS");
+  r[key + ".rss_anon_kb"] = ProcKb(pid, "RssAnon");
+  r[key + ".rss_file_kb"] = ProcKb(pid, "RssFile");
+  r[key + ".rss_shmem_kb"] = ProcKb(pid, "RssShmem");
+  r[key + ".pss_kb"] = ProcKb(pid, "Pss", "smaps_rollup");
+}
+
+// The `top` mappings (file basename, or "[anon]") with the most resident kB.
+void PutTopMappings(Results& r, pid_t pid, const std::string& key, size_t top) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/smaps"));
+  std::map<std::string, double> by_name;
+  std::string name;
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    double kb = 0;
+    if (f.size() >= 2 && f[0] == "Rss:" && absl::SimpleAtod(f[1], &kb)) {
+      by_name[name] += kb;
+    } else if (!f.empty() && f[0].back() != ':' && absl::StrContains(f[0], "-")) {
+      name = f.size() >= 6 ? std::filesystem::path(f[5]).filename().string() : "[anon]";
+    }
+  }
+  std::vector<std::pair<double, std::string>> sorted;
+  for (const auto& [n, kb] : by_name) sorted.emplace_back(kb, n);
+  std::sort(sorted.rbegin(), sorted.rend());
+  for (size_t i = 0; i < std::min(top, sorted.size()); ++i) {
+    r[absl::StrCat(key, ".map.", sorted[i].second, "_kb")] = sorted[i].first;
+  }
+}
+
+// CPU seconds (user + system) of a process.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::vector<std::string> f = absl::StrSplit(text.substr(paren + 2), ' ');
+  double utime = 0, stime = 0;
+  if (f.size() < 13 || !absl::SimpleAtod(f[11], &utime) || !absl::SimpleAtod(f[12], &stime))
+    return 0;
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The memfds a process holds: count and total size.
+std::pair<int, double> Memfds(pid_t pid) {
+  int count = 0;
+  double bytes = 0;
+  const std::string dir = absl::StrCat("/proc/", pid, "/fd");
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    struct stat st;
+    if (ec || target.rfind("/memfd:", 0) != 0 || stat(e.path().c_str(), &st) != 0) continue;
+    ++count;
+    bytes += static_cast<double>(st.st_size);
+  }
+  return {count, bytes};
+}
+
+// ---------------------------------------------------------------------------
+// Child processes: a body runs in a fork and reports "key value" lines, marks
+// ("@name") and an error ("!message") through a pipe; the parent answers
+// marks through a second pipe (one byte = go).
+
+struct ChildIo {
+  void Put(const std::string& key, double v) { Send(absl::StrCat(key, " ", v, "\n")); }
+  void Mark(const std::string& name) { Send(absl::StrCat("@", name, "\n")); }
+  bool WaitGo() { return read(go, buf, 1) == 1; }
+  void Send(const std::string& s) { (void)!write(out, s.data(), s.size()); }
+  int out, go;
+  char buf[1];
+};
+
+class Child {
+ public:
+  using Body = std::function<absl::Status(ChildIo&)>;
+
+  static absl::StatusOr<std::unique_ptr<Child>> Spawn(const Body& body) {
+    int out[2], go[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(go, O_CLOEXEC) != 0) return absl::InternalError("pipe");
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      close(out[0]);
+      close(go[1]);
+      ChildIo io{out[1], go[0], {}};
+      const absl::Status s = body(io);
+      if (!s.ok()) io.Send(absl::StrCat("!", s.ToString(), "\n"));
+      _exit(s.ok() ? 0 : 1);
+    }
+    close(out[1]);
+    close(go[0]);
+    auto c = std::unique_ptr<Child>(new Child());
+    c->pid_ = pid;
+    c->out_.Reset(out[0]);
+    c->go_.Reset(go[1]);
+    return c;
+  }
+
+  ~Child() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  pid_t pid() const { return pid_; }
+  void Go() { (void)!write(go_.get(), "g", 1); }
+  void Signal(int sig) { kill(pid_, sig); }
+
+  // Reads lines until the mark `name` (or EOF with name empty).
+  absl::Status Await(const std::string& name, double timeout_s = 120) {
+    const int64_t deadline = NowNs() + static_cast<int64_t>(timeout_s * 1e9);
+    while (true) {
+      size_t nl;
+      while ((nl = buf_.find('\n')) != std::string::npos) {
+        const std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        if (line.empty()) continue;
+        if (line[0] == '@' && line.substr(1) == name) return absl::OkStatus();
+        if (line[0] == '!') error_ = line.substr(1);
+        std::vector<std::string> kv = absl::StrSplit(line, ' ');
+        double v;
+        if (kv.size() == 2 && absl::SimpleAtod(kv[1], &v)) results_[kv[0]] = v;
+      }
+      pollfd p{out_.get(), POLLIN, 0};
+      const int64_t left_ms = (deadline - NowNs()) / 1'000'000;
+      if (left_ms <= 0 || poll(&p, 1, static_cast<int>(left_ms)) <= 0) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("child ", pid_, " timed out waiting for '", name, "' ", error_));
+      }
+      char chunk[4096];
+      const ssize_t n = read(out_.get(), chunk, sizeof chunk);
+      if (n <= 0) break;
+      buf_.append(chunk, static_cast<size_t>(n));
+    }
+    if (!error_.empty()) return absl::InternalError(error_);
+    if (!name.empty()) return absl::InternalError(absl::StrCat("child exited before '", name, "'"));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Results> Finish(double timeout_s = 120) {
+    absl::Status s = Await("", timeout_s);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = 0;
+    if (!s.ok()) return s;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return absl::InternalError(absl::StrCat("child failed (status ", status, ")"));
+    }
+    return results_;
+  }
+
+ private:
+  Child() = default;
+  pid_t pid_ = 0;
+  UniqueFd out_, go_;
+  std::string buf_, error_;
+  Results results_;
+};
+
+absl::StatusOr<Results> RunChild(const Child::Body& body) {
+  auto c = Child::Spawn(body);
+  if (!c.ok()) return c.status();
+  return (*c)->Finish();
+}
+
+// ---------------------------------------------------------------------------
+// The daemon.
+
+class Daemon {
+ public:
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const Options& opt, const std::string& base,
+                                                       bool metrics) {
+    static int serial = 0;
+    auto d = std::unique_ptr<Daemon>(new Daemon());
+    d->dir_ = absl::StrCat(base, "/rt", serial++);
+    const std::string log = d->dir_ + ".log";
+    if (mkdir(d->dir_.c_str(), 0755) != 0 || chmod(d->dir_.c_str(), 0755) != 0) {
+      return absl::InternalError(absl::StrCat("mkdir ", d->dir_, ": ", strerror(errno)));
+    }
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) return absl::InternalError("pipe2");
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      dup2(out[1], STDOUT_FILENO);
+      if (fd >= 0) dup2(fd, STDERR_FILENO);
+      execl(opt.shmlaned.c_str(), opt.shmlaned.c_str(), "--runtime-dir", d->dir_.c_str(),
+            "--metrics-listen", metrics ? "127.0.0.1:0" : "none", static_cast<char*>(nullptr));
+      std::fprintf(stderr, "exec %s: %s\n", opt.shmlaned.c_str(), strerror(errno));
+      _exit(127);
+    }
+    close(out[1]);
+    d->out_.Reset(out[0]);
+    if (pid < 0) return absl::InternalError("fork");
+    d->pid_ = pid;
+    // The banner ends with the "state:" line; "metrics:" has the bound port.
+    std::string banner;
+    const int64_t deadline = NowNs() + 15'000'000'000;
+    while (true) {
+      const size_t state = banner.find("state:");
+      if (state != std::string::npos && banner.find('\n', state) != std::string::npos) break;
+      pollfd p{d->out_.get(), POLLIN, 0};
+      char buf[512];
+      ssize_t n = 0;
+      if (poll(&p, 1, static_cast<int>((deadline - NowNs()) / 1'000'000)) <= 0 ||
+          (n = read(d->out_.get(), buf, sizeof buf)) <= 0) {
+        std::ifstream in(log);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return absl::UnavailableError(
+            absl::StrCat(opt.shmlaned, " did not start (try --shmlaned PATH): ", ss.str()));
+      }
+      banner.append(buf, static_cast<size_t>(n));
+    }
+    if (metrics) {
+      const size_t at = banner.find("http://");
+      const size_t end = banner.find("/metrics", at);
+      const size_t colon = banner.rfind(':', end);
+      if (at == std::string::npos || end == std::string::npos ||
+          !absl::SimpleAtoi(banner.substr(colon + 1, end - colon - 1), &d->metrics_port_)) {
+        return absl::InternalError(absl::StrCat("no metrics URL in: ", banner));
+      }
+    }
+    return d;
+  }
+
+  ~Daemon() { Stop(); }
+
+  // SIGTERM (SIGKILL after 5 s); returns the CPU seconds of its whole life
+  // (wait4's rusage: microseconds, unlike /proc's clock ticks).
+  double Stop() {
+    if (pid_ <= 0) return 0;
+    kill(pid_, SIGTERM);
+    rusage ru{};
+    pid_t r = 0;
+    for (int i = 0; i < 500 && (r = wait4(pid_, nullptr, WNOHANG, &ru)) == 0; ++i) usleep(10'000);
+    if (r == 0) {
+      kill(pid_, SIGKILL);
+      wait4(pid_, nullptr, 0, &ru);
+    }
+    pid_ = 0;
+    auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+    return sec(ru.ru_utime) + sec(ru.ru_stime);
+  }
+
+  pid_t pid() const { return pid_; }
+  const std::string& dir() const { return dir_; }
+  int metrics_port() const { return metrics_port_; }
+
+ private:
+  Daemon() = default;
+  pid_t pid_ = 0;
+  std::string dir_;
+  int metrics_port_ = 0;
+  UniqueFd out_;  // kept open: the daemon never writes to a closed pipe
+};
+
+// One plain-socket HTTP/1.0 GET /metrics; returns bytes read (-1 on error).
+double Scrape(int port) {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (write(fd.get(), req.data(), req.size()) != static_cast<ssize_t>(req.size())) return -1;
+  double total = 0;
+  char buf[16384];
+  for (ssize_t n; (n = read(fd.get(), buf, sizeof buf)) > 0;) total += static_cast<double>(n);
+  return total;
+}
+
+// ---------------------------------------------------------------------------
+// Control calls (only ever inside a forked helper).
+
+struct Control {
+  explicit Control(const std::string& dir) {
+    channel = grpc::CreateChannel(absl::StrCat("unix:", dir, "/control.sock"),
+                                  grpc::InsecureChannelCredentials());
+    channels = v1::ChannelService::NewStub(channel);
+    access = v1::AccessService::NewStub(channel);
+  }
+  // Connects, and lifts the daemon uid's quotas above what the bench needs.
+  absl::Status Prepare() {
+    if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+      return absl::UnavailableError("cannot connect to control.sock");
+    }
+    grpc::ClientContext ctx;
+    v1::SetQuotaRequest req;
+    req.set_uid(getuid());
+    req.mutable_limits()->set_max_channels(100000);
+    req.mutable_limits()->set_max_attachments(100000);
+    req.mutable_limits()->set_max_shm_bytes(uint64_t{64} << 30);
+    v1::Quota q;
+    return Check(access->SetQuota(&ctx, req, &q), "SetQuota");
+  }
+  absl::Status Create(const std::string& name, uint32_t max_producers, v1::Channel* out) {
+    grpc::ClientContext ctx;
+    v1::CreateChannelRequest req;
+    req.mutable_spec()->set_name(name);
+    req.mutable_spec()->set_pattern(v1::CHANNEL_PATTERN_STREAM);
+    req.mutable_spec()->set_max_producers(max_producers);
+    return Check(channels->CreateChannel(&ctx, req, out), "CreateChannel " + name);
+  }
+  static absl::Status Check(const grpc::Status& s, const std::string& what) {
+    if (s.ok()) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat(what, ": ", s.error_message()));
+  }
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::ChannelService::Stub> channels;
+  std::unique_ptr<v1::AccessService::Stub> access;
+};
+
+// Creates STREAM channels `names` (max_producers each); puts ring_bytes.
+absl::StatusOr<Results> CreateChannels(const std::string& dir,
+                                       const std::vector<std::string>& names,
+                                       uint32_t max_producers) {
+  auto r = RunChild([&](ChildIo& io) {
+    Control c(dir);
+    if (absl::Status s = c.Prepare(); !s.ok()) return s;
+    for (const std::string& n : names) {
+      v1::Channel ch;
+      if (absl::Status s = c.Create(n, max_producers, &ch); !s.ok()) return s;
+      io.Put("ring_bytes", static_cast<double>(ch.spec().ring_bytes()));
+    }
+    return absl::OkStatus();
+  });
+  return r;
+}
+
+client::AttachOptions ClientOptions(const std::string& dir, const std::string& name) {
+  client::AttachOptions o;
+  o.runtime_dir = dir;
+  o.client_name = name;
+  o.attach_timeout = absl::Seconds(30);
+  return o;
+}
+
+volatile sig_atomic_t g_stop = 0;
+
+// A consumer process: marks "ready", counts frames, marks "received" once
+// `expect` frames arrived, and ends when `producers` have detached (or on
+// SIGTERM). Puts frames and the first-to-last-frame span.
+absl::StatusOr<std::unique_ptr<Child>> SpawnConsumer(const std::string& dir,
+                                                     const std::string& channel, int producers,
+                                                     uint64_t expect) {
+  return Child::Spawn([=](ChildIo& io) {
+    signal(SIGTERM, [](int) { g_stop = 1; });
+    int detached = 0;
+    client::Consumer::Options o;
+    static_cast<client::AttachOptions&>(o) = ClientOptions(dir, "cbench-consumer");
+    o.on_peer_event = [&](const client::PeerEvent& e) {
+      if (e.kind == client::PeerEvent::Kind::kDetached && e.peer.lane_id != 0) ++detached;
+    };
+    auto c = client::Consumer::Attach(channel, o);
+    if (!c.ok()) return c.status();
+    io.Mark("ready");
+    uint64_t frames = 0;
+    int64_t first = 0, last = 0;
+    bool marked = false;
+    while (!g_stop && (producers == 0 || detached < producers)) {
+      auto n = c->Wait([](const client::Peer&, std::span<const std::byte>) {},
+                       absl::Now() + absl::Milliseconds(20));
+      if (!n.ok() && !absl::IsCancelled(n.status())) return n.status();
+      if (!n.ok() || *n == 0) continue;
+      last = NowNs();
+      if (frames == 0) first = last;
+      frames += *n;
+      if (!marked && expect != 0 && frames >= expect) {
+        io.Mark("received");
+        marked = true;
+      }
+    }
+    io.Put("frames", static_cast<double>(frames));
+    io.Put("span_s", static_cast<double>(last - first) / 1e9);
+    c->Close();
+    return absl::OkStatus();
+  });
+}
+
+// Writes `frames` 64-byte frames into `p` in batches of 64 (or until
+// `until_ns`); a full ring blocks on one frame. Returns frames written.
+absl::StatusOr<uint64_t> Stream(client::Producer& p, uint64_t frames, int64_t until_ns) {
+  static const std::array<std::byte, 64> payload{};
+  std::array<std::span<const std::byte>, 64> batch;
+  batch.fill(std::span<const std::byte>(payload));
+  uint64_t sent = 0;
+  while (sent < frames && (until_ns == 0 || NowNs() < until_ns)) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(batch.size(), frames - sent));
+    client::WriteResult r = client::WriteResult::kOk;
+    const size_t n = p.TryWriteBatch(std::span(batch.data(), want), &r);
+    sent += n;
+    if (n == want) continue;
+    if (r != client::WriteResult::kFull) return client::ToStatus(r, "TryWriteBatch");
+    if (client::WriteResult w = p.Write(batch[0]); w != client::WriteResult::kOk) {
+      return client::ToStatus(w, "Write");
+    }
+    ++sent;
+  }
+  return sent;
+}
+
+// ---------------------------------------------------------------------------
+// Phases.
+
+absl::Status PhaseAttach(const Options& opt, const std::string& base, Results& out) {
+  auto d = Daemon::Start(opt, base, true);
+  if (!d.ok()) return d.status();
+  const std::string dir = (*d)->dir();
+  if (auto r = CreateChannels(dir, {"attach"}, 4096); !r.ok()) return r.status();
+  auto measure = [&](const std::string& key) -> absl::Status {
+    auto r = RunChild([&](ChildIo& io) -> absl::Status {
+      std::vector<double> attach, close;
+      const client::AttachOptions o = ClientOptions(dir, "cbench-attach");
+      for (int i = 0; i < static_cast<int>(opt.attach_iterations) + 20; ++i) {  // 20 warm-up rounds
+        const int64_t t0 = NowNs();
+        auto p = client::Producer::Attach("attach", o);
+        const int64_t t1 = NowNs();
+        if (!p.ok()) return p.status();
+        p->Close();
+        const int64_t t2 = NowNs();
+        if (i < 20) continue;
+        attach.push_back(static_cast<double>(t1 - t0) / 1e3);
+        close.push_back(static_cast<double>(t2 - t1) / 1e3);
+      }
+      Results r;
+      PutPercentiles(r, key, attach);
+      PutPercentiles(r, key + "_close", close);
+      for (const auto& [k, v] : r) io.Put(k, v);
+      return absl::OkStatus();
+    });
+    if (!r.ok()) return r.status();
+    out.insert(r->begin(), r->end());
+    return absl::OkStatus();
+  };
+  const double cpu0 = CpuSeconds((*d)->pid());
+  if (absl::Status s = measure("attach.no_consumer"); !s.ok()) return s;
+  out["attach.no_consumer.daemon_cpu_us_per_attach"] =
+      (CpuSeconds((*d)->pid()) - cpu0) * 1e6 / opt.attach_iterations;
+  auto consumer = SpawnConsumer(dir, "attach", 0, 0);
+  if (!consumer.ok()) return consumer.status();
+  if (absl::Status s = (*consumer)->Await("ready"); !s.ok()) return s;
+  if (absl::Status s = measure("attach.with_consumer"); !s.ok()) return s;
+  (*consumer)->Signal(SIGTERM);
+  return (*consumer)->Finish().status();
+}
+
+absl::Status PhaseCreate(const Options& opt, const std::string& base, Results& out) {
+  auto d = Daemon::Start(opt, base, true);
+  if (!d.ok()) return d.status();
+  const std::string dir = (*d)->dir();
+  const int n = static_cast<int>(opt.create_channels);
+  auto r = RunChild([&](ChildIo& io) -> absl::Status {
+    Control c(dir);
+    if (absl::Status s = c.Prepare(); !s.ok()) return s;
+    std::vector<double> create, get, del;
+    for (int i = -20; i < n; ++i) {  // 20 warm-up channels
+      v1::Channel ch;
+      const int64_t t0 = NowNs();
+      if (absl::Status s = c.Create(absl::StrCat("cc-", i + 20), 64, &ch); !s.ok()) return s;
+      if (i >= 0) create.push_back(static_cast<double>(NowNs() - t0) / 1e3);
+    }
+    for (int i = 0; i < n + 20; ++i) {
+      grpc::ClientContext get_ctx, delete_ctx;
+      v1::GetChannelRequest get_req;
+      get_req.set_name(absl::StrCat("cc-", i));
+      v1::DeleteChannelRequest delete_req;
+      delete_req.set_name(get_req.name());
+      v1::Channel ch;
+      v1::DeleteChannelResponse deleted;
+      int64_t t0 = NowNs();
+      grpc::Status s = c.channels->GetChannel(&get_ctx, get_req, &ch);
+      get.push_back(static_cast<double>(NowNs() - t0) / 1e3);
+      if (!s.ok()) return Control::Check(s, "GetChannel");
+      t0 = NowNs();
+      s = c.channels->DeleteChannel(&delete_ctx, delete_req, &deleted);
+      del.push_back(static_cast<double>(NowNs() - t0) / 1e3);
+      if (!s.ok()) return Control::Check(s, "DeleteChannel");
+    }
+    Results res;
+    PutPercentiles(res, "create.create", create);
+    // The state file is rewritten on every change: does the cost grow?
+    const size_t k = std::min<size_t>(100, create.size());
+    PutPercentiles(res, "create.create_first100", {create.begin(), create.begin() + k});
+    PutPercentiles(res, "create.create_last100", {create.end() - k, create.end()});
+    PutPercentiles(res, "create.get", get);
+    PutPercentiles(res, "create.delete", del);
+    for (const auto& [k, v] : res) io.Put(k, v);
+    return absl::OkStatus();
+  });
+  if (!r.ok()) return r.status();
+  out.insert(r->begin(), r->end());
+  out["create.daemon_cpu_s"] = CpuSeconds((*d)->pid());
+  return absl::OkStatus();
+}
+
+absl::Status PhaseMemory(const Options& opt, const std::string& base, Results& out) {
+  auto d = Daemon::Start(opt, base, true);
+  if (!d.ok()) return d.status();
+  const pid_t pid = (*d)->pid();
+  const std::string dir = (*d)->dir();
+  usleep(100'000);
+  PutRss(out, pid, "memory.idle");
+  PutTopMappings(out, pid, "memory.idle", 6);
+  std::vector<std::string> names;
+  for (int i = 0; i < 100; ++i) names.push_back(absl::StrCat("idle-", i));
+  names.push_back("lanes");
+  auto created = CreateChannels(dir, names, static_cast<uint32_t>(opt.lanes));
+  if (!created.ok()) return created.status();
+  out["memory.ring_bytes"] = (*created)["ring_bytes"];
+  usleep(100'000);
+  PutRss(out, pid, "memory.channels_101");
+  const uint64_t total = static_cast<uint64_t>(opt.lane_frames);
+  const int lanes = static_cast<int>(opt.lanes);
+  auto consumer = SpawnConsumer(dir, "lanes", lanes, total);
+  if (!consumer.ok()) return consumer.status();
+  if (absl::Status s = (*consumer)->Await("ready"); !s.ok()) return s;
+  PutRss(out, pid, "memory.consumer");
+  auto producer = Child::Spawn([&](ChildIo& io) -> absl::Status {
+    std::vector<client::Producer> ps;
+    for (int i = 0; i < lanes; ++i) {
+      auto p = client::Producer::Attach("lanes", ClientOptions(dir, absl::StrCat("cbench-p", i)));
+      if (!p.ok()) return p.status();
+      ps.push_back(std::move(*p));
+    }
+    io.Mark("attached");
+    if (!io.WaitGo()) return absl::CancelledError("no go");
+    for (uint64_t sent = 0; sent < total;) {
+      for (auto& p : ps) {
+        auto n = Stream(p, std::min<uint64_t>(4096, total - sent), 0);
+        if (!n.ok()) return n.status();
+        sent += *n;
+      }
+    }
+    io.Mark("streamed");
+    if (!io.WaitGo()) return absl::CancelledError("no go");
+    for (auto& p : ps) p.Close();
+    return absl::OkStatus();
+  });
+  if (!producer.ok()) return producer.status();
+  if (absl::Status s = (*producer)->Await("attached"); !s.ok()) return s;
+  usleep(200'000);
+  PutRss(out, pid, "memory.lanes");
+  const auto [memfds, memfd_bytes] = Memfds(pid);
+  out["memory.daemon_memfds"] = memfds;
+  out["memory.daemon_memfd_bytes"] = memfd_bytes;
+  const int64_t t0 = NowNs();
+  (*producer)->Go();
+  if (absl::Status s = (*consumer)->Await("received", 600); !s.ok()) return s;
+  out["memory.stream_s"] = static_cast<double>(NowNs() - t0) / 1e9;
+  if (absl::Status s = (*producer)->Await("streamed"); !s.ok()) return s;
+  PutRss(out, pid, "memory.after_traffic");
+  out["memory.scrape_bytes"] = Scrape((*d)->metrics_port());
+  PutRss(out, pid, "memory.after_scrape");
+  (*producer)->Go();
+  if (auto r = (*producer)->Finish(); !r.ok()) return r.status();
+  auto cr = (*consumer)->Finish();
+  if (!cr.ok()) return cr.status();
+  out["memory.frames_received"] = (*cr)["frames"];
+  usleep(200'000);
+  PutRss(out, pid, "memory.detached");
+  return absl::OkStatus();
+}
+
+// One throughput run; scraping when the daemon has an exporter.
+absl::Status ExporterRun(const Options& opt, const std::string& base, bool metrics, Results& out) {
+  auto d = Daemon::Start(opt, base, metrics);
+  if (!d.ok()) return d.status();
+  const std::string dir = (*d)->dir();
+  usleep(100'000);
+  out["idle_rss_kb"] = ProcKb((*d)->pid(), "VmRSS");
+  if (auto r = CreateChannels(dir, {"tp"}, 4); !r.ok()) return r.status();
+  auto consumer = SpawnConsumer(dir, "tp", 1, 0);
+  if (!consumer.ok()) return consumer.status();
+  if (absl::Status s = (*consumer)->Await("ready"); !s.ok()) return s;
+  const double duration = opt.duration_s;
+  auto producer = Child::Spawn([&](ChildIo& io) -> absl::Status {
+    auto p = client::Producer::Attach("tp", ClientOptions(dir, "cbench-tp"));
+    if (!p.ok()) return p.status();
+    io.Mark("attached");
+    if (!io.WaitGo()) return absl::CancelledError("no go");
+    auto n = Stream(*p, UINT64_MAX, NowNs() + static_cast<int64_t>(duration * 1e9));
+    if (!n.ok()) return n.status();
+    io.Put("sent", static_cast<double>(*n));
+    p->Close();
+    return absl::OkStatus();
+  });
+  if (!producer.ok()) return producer.status();
+  if (absl::Status s = (*producer)->Await("attached"); !s.ok()) return s;
+  std::vector<double> scrape_ms, scrape_bytes;
+  absl::Notification stop;
+  std::thread scraper;
+  (*producer)->Go();
+  if (metrics) {
+    scraper = std::thread([&, port = (*d)->metrics_port()] {
+      while (!stop.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+        const int64_t t0 = NowNs();
+        scrape_bytes.push_back(Scrape(port));
+        scrape_ms.push_back(static_cast<double>(NowNs() - t0) / 1e6);
+      }
+    });
+  }
+  auto pr = (*producer)->Finish();
+  auto cr = (*consumer)->Finish();
+  stop.Notify();
+  if (scraper.joinable()) scraper.join();
+  if (!pr.ok()) return pr.status();
+  if (!cr.ok()) return cr.status();
+  out["daemon_life_cpu_ms"] = (*d)->Stop() * 1e3;
+  out["frames_per_s"] = (*cr)["span_s"] > 0 ? (*cr)["frames"] / (*cr)["span_s"] : 0;
+  out["scrapes"] = static_cast<double>(scrape_ms.size());
+  out["scrape_ms"] = Median(scrape_ms);
+  out["scrape_bytes"] = Median(scrape_bytes);
+  return absl::OkStatus();
+}
+
+absl::Status PhaseExporter(const Options& opt, const std::string& base, Results& out) {
+  std::map<std::string, std::vector<double>> series;
+  for (int i = 0; i < 2 * opt.runs; ++i) {
+    const bool metrics = i % 2 == 0;
+    Results r;
+    if (absl::Status s = ExporterRun(opt, base, metrics, r); !s.ok()) return s;
+    const std::string mode = metrics ? "scraped" : "none";
+    for (const auto& [k, v] : r) series[mode + "." + k].push_back(v);
+    std::fprintf(stderr, "  exporter run %d (%s): %.3g frames/s, daemon CPU in its life %.1f ms\n",
+                 i + 1, mode.c_str(), r["frames_per_s"], r["daemon_life_cpu_ms"]);
+  }
+  for (const auto& [k, v] : series) out["exporter." + k] = Median(v);
+  const double none = out["exporter.none.frames_per_s"];
+  out["exporter.scraped_minus_none_daemon_cpu_ms"] =
+      out["exporter.scraped.daemon_life_cpu_ms"] - out["exporter.none.daemon_life_cpu_ms"];
+  out["exporter.ratio_scraped_over_none"] =
+      none > 0 ? out["exporter.scraped.frames_per_s"] / none : 0;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+
+std::string Json(const Results& r, const std::map<std::string, std::string>& method) {
+  std::string s = "{\"method\":{";
+  const char* sep = "";
+  for (const auto& [k, v] : method) {
+    absl::StrAppend(&s, sep, "\"", k, "\":\"", v, "\"");
+    sep = ",";
+  }
+  s += "},\"results\":{";
+  sep = "";
+  for (const auto& [k, v] : r) {
+    absl::StrAppend(&s, sep, "\"", k, "\":", std::isfinite(v) ? absl::StrCat(v) : "null");
+    sep = ",";
+  }
+  return s + "}}";
+}
+
+int Main(int argc, char** argv) {
+  Options opt;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  opt.shmlaned = std::filesystem::path(self).parent_path().string() + "/../control/shmlaned";
+  const std::map<std::string, double*> numbers = {{"--attach-iterations", &opt.attach_iterations},
+                                                  {"--create-channels", &opt.create_channels},
+                                                  {"--lanes", &opt.lanes},
+                                                  {"--lane-frames", &opt.lane_frames},
+                                                  {"--duration", &opt.duration_s},
+                                                  {"--runs", &opt.runs}};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const std::string v = i + 1 < argc ? argv[i + 1] : "";
+    const auto number = numbers.find(a);
+    if (a == "--json") {
+      opt.json = true;
+      continue;
+    } else if (a == "--shmlaned" || a == "--phases") {
+      (a == "--shmlaned" ? opt.shmlaned : opt.phases) = v;
+    } else if (number == numbers.end() || !absl::SimpleAtod(v, number->second) ||
+               *number->second <= 0 || (a == "--lanes" && opt.lanes > 4096)) {
+      std::fprintf(stderr,
+                   "usage: shmlane-control-bench [--json] [--shmlaned PATH] [--phases "
+                   "attach,create,memory,exporter]\n  [--attach-iterations N] [--create-channels "
+                   "N] [--lanes N<=4096] [--lane-frames N] [--duration S] [--runs N]\n");
+      return a == "--help" ? 0 : 2;
+    }
+    ++i;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  const char* tmp = std::getenv("TMPDIR");
+  std::string base =
+      absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/shmlane-cbench-XXXXXX");
+  if (mkdtemp(base.data()) == nullptr || chmod(base.c_str(), 0755) != 0) {
+    std::fprintf(stderr, "mkdtemp %s: %s\n", base.c_str(), strerror(errno));
+    return 1;
+  }
+  FILE* text = opt.json ? stderr : stdout;
+  std::map<std::string, std::string> method = {
+      {"shmlaned", opt.shmlaned},
+      {"cpus", absl::StrCat(sysconf(_SC_NPROCESSORS_ONLN))},
+      {"runtime_dir_fs", FsName(base)},
+      {"loadavg_start", LoadAvg()},
+      {"attach", absl::StrCat("Producer::Attach + Close on a STREAM channel (1 MiB ring), ",
+                              opt.attach_iterations, " iterations after 20 warm-up")},
+      {"create", absl::StrCat(opt.create_channels, " CreateChannel (STREAM, defaults), then ",
+                              "GetChannel and DeleteChannel of each, unix:DIR/control.sock")},
+      {"memory", absl::StrCat("VmRSS idle, +101 channels, +", opt.lanes, " producer lanes, after ",
+                              opt.lane_frames, " 64-byte frames")},
+      {"exporter",
+       absl::StrCat("1 producer -> 1 consumer, 64-byte frames, batches of 64, ", opt.duration_s,
+                    " s; scrape /metrics every 1 s vs --metrics-listen ", "none; ", opt.runs,
+                    " alternating runs each, medians")},
+  };
+  std::fprintf(text,
+               "shmlane-control-bench: %s, %s CPUs, runtime dirs under %s (%s), load average %s\n",
+               opt.shmlaned.c_str(), method["cpus"].c_str(), base.c_str(),
+               method["runtime_dir_fs"].c_str(), method["loadavg_start"].c_str());
+  Results results;
+  int rc = 0;
+  const std::vector<
+      std::pair<std::string, absl::Status (*)(const Options&, const std::string&, Results&)>>
+      phases = {{"memory", PhaseMemory},
+                {"attach", PhaseAttach},
+                {"create", PhaseCreate},
+                {"exporter", PhaseExporter}};
+  for (const auto& [name, fn] : phases) {
+    if (!absl::StrContains(opt.phases, name)) continue;
+    std::fprintf(text, "phase %s: %s\n", name.c_str(), method[name].c_str());
+    const int64_t t0 = NowNs();
+    if (absl::Status s = fn(opt, base, results); !s.ok()) {
+      std::fprintf(stderr, "phase %s failed: %s\n", name.c_str(), s.ToString().c_str());
+      rc = 1;
+    }
+    method["loadavg_after_" + name] = LoadAvg();
+    std::fprintf(text, "  (%.1f s, load average %s)\n", static_cast<double>(NowNs() - t0) / 1e9,
+                 LoadAvg().c_str());
+  }
+  // Derived figures and targets.
+  if (results.count("memory.lanes.rss_kb")) {
+    const double lanes = opt.lanes;
+    results["memory.rss_per_lane_kb"] =
+        (results["memory.lanes.rss_kb"] - results["memory.consumer.rss_kb"]) / lanes;
+    results["memory.memfd_bytes_per_lane"] = results["memory.daemon_memfd_bytes"] / lanes;
+    results["memory.traffic_rss_delta_kb"] =
+        results["memory.after_traffic.rss_kb"] - results["memory.lanes.rss_kb"];
+  }
+  std::fprintf(text, "\nresults:\n");
+  for (const auto& [k, v] : results) std::fprintf(text, "  %-44s %.6g\n", k.c_str(), v);
+  auto target = [&](const char* what, const std::string& key, double limit, bool at_most) {
+    if (!results.count(key)) return;
+    const double v = results[key];
+    const bool pass = at_most ? v <= limit : v >= limit;
+    std::fprintf(text, "  target %-34s %-10.4g %s %-8g %s\n", what, v, at_most ? "<=" : ">=", limit,
+                 pass ? "PASS" : "FAIL");
+  };
+  std::fprintf(text, "\ntargets:\n");
+  target("attach p50 us (no consumer)", "attach.no_consumer.p50_us", 200, true);
+  target("attach p50 us (with consumer)", "attach.with_consumer.p50_us", 200, true);
+  target("CreateChannel p50 us", "create.create.p50_us", 1000, true);
+  target("idle RSS KiB (16 MiB)", "memory.idle.rss_kb", 16384, true);
+  target("scraped/none throughput", "exporter.ratio_scraped_over_none", 0.97, false);
+  method["loadavg_end"] = LoadAvg();
+  if (opt.json) std::printf("%s\n", Json(results, method).c_str());
+  std::error_code ec;
+  std::filesystem::remove_all(base, ec);
+  return rc;
+}
+
+}  // namespace
+}  // namespace shmlane::bench
+
+int main(int argc, char** argv) { return shmlane::bench::Main(argc, argv); }
