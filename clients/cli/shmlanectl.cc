@@ -3,19 +3,22 @@
 //   shmlanectl [--runtime-dir DIR | --server HOST:PORT] [--json] COMMAND ...
 //
 // Talks gRPC to DIR/control.sock (default: $SHMLANE_RUNTIME_DIR, else
-// $XDG_RUNTIME_DIR/shmlane, else /run/shmlane) or to a TCP listener. Prints
+// $XDG_RUNTIME_DIR/shmlane, else /run/shmlane) or to a TCP listener, over
+// TLS (and mTLS with a client certificate) when --tls-* flags say so. Prints
 // tables for people and, with --json, one JSON document per result for
 // scripts. Exit codes: 0 success, 1 the daemon refused or failed (the gRPC
 // code and message are printed), 2 usage error, 3 daemon unreachable.
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -51,10 +54,13 @@ constexpr char kUsage[] =
 Global flags:
   --runtime-dir DIR     connect to DIR/control.sock (default: $SHMLANE_RUNTIME_DIR,
                         else $XDG_RUNTIME_DIR/shmlane, else /run/shmlane)
-  --server HOST:PORT    connect to a TCP control listener instead
-  --tls-ca FILE         use TLS to --server, trusting this CA bundle
-  --tls-cert FILE       client certificate for mTLS (with --tls-key)
-  --tls-key FILE
+  --server HOST:PORT    connect to a TCP control listener instead (plaintext
+                        unless a --tls-* flag is given)
+  --tls-ca FILE         use TLS to --server, trusting this PEM CA bundle (without
+                        it, --tls-cert alone uses TLS with the system's CAs)
+  --tls-cert FILE       PEM client certificate (chain) for a daemon that requires
+                        one (shmlaned --tls-client-ca); needs --tls-key
+  --tls-key FILE        PEM private key of --tls-cert
   --timeout DURATION    per-call deadline (default 10s)
   --json                print JSON instead of tables
   --help                this text; --version prints the version
@@ -736,18 +742,30 @@ int Main(int argc, char** argv) {
   }
   std::string target;
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  const bool tls = args.Has("tls-ca") || args.Has("tls-cert") || args.Has("tls-key");
+  if (tls && !args.Has("server")) {
+    std::fprintf(stderr,
+                 "shmlanectl: --tls-ca, --tls-cert and --tls-key apply to --server only "
+                 "(see shmlanectl --help)\n");
+    return kExitUsage;
+  }
+  if (args.Has("tls-cert") != args.Has("tls-key")) {
+    std::fprintf(stderr, "shmlanectl: --tls-cert and --tls-key go together\n");
+    return kExitUsage;
+  }
   if (args.Has("server")) {
     target = args.Get("server");
-    if (args.Has("tls-ca")) {
+    if (tls) {
       grpc::SslCredentialsOptions ssl;
-      if (!ReadFile(args.Get("tls-ca"), &ssl.pem_root_certs)) {
-        std::fprintf(stderr, "shmlanectl: cannot read --tls-ca %s\n", args.Get("tls-ca").c_str());
-        return kExitUsage;
-      }
-      if (args.Has("tls-cert") && (!ReadFile(args.Get("tls-cert"), &ssl.pem_cert_chain) ||
-                                   !ReadFile(args.Get("tls-key"), &ssl.pem_private_key))) {
-        std::fprintf(stderr, "shmlanectl: cannot read --tls-cert/--tls-key\n");
-        return kExitUsage;
+      // Empty pem_root_certs: gRPC's default roots (the system's CA store).
+      for (const auto& [flag, pem] :
+           {std::pair{"tls-ca", &ssl.pem_root_certs}, std::pair{"tls-cert", &ssl.pem_cert_chain},
+            std::pair{"tls-key", &ssl.pem_private_key}}) {
+        if (args.Has(flag) && !ReadFile(args.Get(flag), pem)) {
+          std::fprintf(stderr, "shmlanectl: cannot read --%s %s: %s\n", flag,
+                       args.Get(flag).c_str(), std::strerror(errno));
+          return kExitUsage;
+        }
       }
       creds = grpc::SslCredentials(ssl);
     }

@@ -36,6 +36,50 @@ std::string DefaultClientName() {
   return name;
 }
 
+// Reads the LaneAdded packets that complete an AttachReply with
+// `lanes_following` > 0 (lanes that did not fit in the reply's fd budget).
+// The daemon queues them right behind the reply, so anything else in between,
+// or more lanes than announced, is a protocol violation.
+absl::Status ReceiveFollowingLanes(AttachSocket& socket, std::string_view channel, v1::Role role,
+                                   uint32_t lanes_following, absl::Time deadline, Handshake* out) {
+  absl::flat_hash_set<uint64_t> lane_ids;
+  for (const LaneEnd& lane : out->lanes) lane_ids.insert(lane.peer.lane_id);
+  uint32_t received_lanes = 0;
+  while (received_lanes < lanes_following) {
+    auto received = socket.Receive(deadline);
+    if (!received.ok()) {
+      return absl::Status(
+          received.status().code(),
+          absl::StrCat("attaching to ", ChannelLabel(channel), " at ", socket.path(),
+                       ": waiting for ", lanes_following - received_lanes, " of ", lanes_following,
+                       " announced lanes: ", received.status().message()));
+    }
+    if (!received->message.has_lane_added() || received->message.lane_added().lanes().empty()) {
+      return absl::DataLossError(absl::StrCat(
+          "shmlaned announced ", lanes_following, " more lanes for ", ChannelLabel(channel),
+          " but sent something other than a LaneAdded after ", received_lanes));
+    }
+    const auto& descriptions = received->message.lane_added().lanes();
+    if (static_cast<uint32_t>(descriptions.size()) > lanes_following - received_lanes) {
+      return absl::DataLossError(absl::StrCat("shmlaned announced ", lanes_following,
+                                              " more lanes for ", ChannelLabel(channel),
+                                              " but sent ", received_lanes + descriptions.size()));
+    }
+    auto lanes = TakeLanes(descriptions, received->fds);
+    if (!lanes.ok()) return lanes.status();
+    if (absl::Status s = CheckDirections(role, *lanes); !s.ok()) return s;
+    for (LaneEnd& lane : *lanes) {
+      if (!lane_ids.insert(lane.peer.lane_id).second) {
+        return absl::DataLossError(
+            absl::StrCat("shmlaned described lane ", lane.peer.lane_id, " twice"));
+      }
+      out->lanes.push_back(std::move(lane));
+    }
+    received_lanes += static_cast<uint32_t>(descriptions.size());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string ChannelLabel(std::string_view channel) {
@@ -163,6 +207,11 @@ absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
   if (!lanes.ok()) return lanes.status();
   if (absl::Status s = CheckDirections(role, *lanes); !s.ok()) return s;
   out.lanes = std::move(*lanes);
+  if (absl::Status s =
+          ReceiveFollowingLanes(*socket, channel, role, reply.lanes_following(), deadline, &out);
+      !s.ok()) {
+    return s;
+  }
   out.socket = std::move(*socket);
   return out;
 }

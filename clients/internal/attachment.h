@@ -47,8 +47,11 @@ struct Handshake {
   uint64_t ring_bytes = 0;
 };
 
-// Connects, sends the AttachRequest and waits for the AttachReply. A non-zero
-// reply code becomes the matching absl status carrying the daemon's message.
+// Connects, sends the AttachRequest and waits for the AttachReply, then for
+// the LaneAdded packets carrying its `lanes_following` lanes, so that the
+// returned lanes are every peer attached at that moment. All of it must
+// arrive within options.attach_timeout. A non-zero reply code becomes the
+// matching absl status carrying the daemon's message.
 absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
                                  const AttachOptions& options);
 

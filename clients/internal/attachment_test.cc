@@ -288,6 +288,110 @@ TEST(AttachTest, SilenceHitsTheTimeout) {
   ::close(wake[0]);
 }
 
+void DescribeReadLane(v1::LaneDescription* d, uint64_t lane_id, uint32_t segment_index,
+                      uint32_t bell_index) {
+  d->set_lane_id(lane_id);
+  d->set_direction(v1::LANE_DIRECTION_READ);
+  d->set_segment_fd_index(segment_index);
+  d->set_peer_doorbell_fd_index(bell_index);
+  d->set_peer_attachment_id(100 + lane_id);
+}
+
+TEST(AttachTest, LanesFollowingTheReplyArePartOfTheAttach) {
+  LaneFds a, b, c;
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage reply;
+    v1::AttachReply* r = reply.mutable_attach_reply();
+    r->set_attachment_id(1);
+    r->set_doorbell_fd_index(0);
+    DescribeReadLane(r->add_lanes(), 10, 1, 2);
+    r->set_lanes_following(2);
+    Send(fd, reply, {a.own_bell, a.segment.fd(), a.peer_bell});
+    v1::AttachMessage more;
+    DescribeReadLane(more.mutable_lane_added()->add_lanes(), 11, 0, 1);
+    DescribeReadLane(more.mutable_lane_added()->add_lanes(), 12, 2, 3);
+    Send(fd, more, {b.segment.fd(), b.peer_bell, c.segment.fd(), c.peer_bell});
+  });
+  auto hs = Attach("chan", v1::ROLE_CONSUMER, OptionsFor(daemon));
+  ASSERT_TRUE(hs.ok()) << hs.status();
+  ASSERT_EQ(hs->lanes.size(), 3u);
+  EXPECT_EQ(hs->lanes[0].peer.lane_id, 10u);
+  EXPECT_EQ(hs->lanes[1].peer.lane_id, 11u);
+  EXPECT_EQ(hs->lanes[2].peer.lane_id, 12u);
+  EXPECT_EQ(hs->lanes[2].peer.attachment_id, 112u);
+}
+
+TEST(AttachTest, SomethingElseWhereAnnouncedLanesBelongIsDataLoss) {
+  LaneFds a;
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage reply;
+    reply.mutable_attach_reply()->set_doorbell_fd_index(0);
+    reply.mutable_attach_reply()->set_lanes_following(1);
+    Send(fd, reply, {a.own_bell});
+    v1::AttachMessage removed;
+    removed.mutable_lane_removed()->set_lane_id(4);
+    Send(fd, removed);
+  });
+  auto hs = Attach("chan", v1::ROLE_CONSUMER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsDataLoss(hs.status())) << hs.status();
+  EXPECT_THAT(std::string(hs.status().message()), HasSubstr("announced 1 more lanes"));
+}
+
+TEST(AttachTest, MoreLanesThanAnnouncedIsDataLoss) {
+  LaneFds a, b, c;
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage reply;
+    reply.mutable_attach_reply()->set_doorbell_fd_index(0);
+    reply.mutable_attach_reply()->set_lanes_following(1);
+    Send(fd, reply, {a.own_bell});
+    v1::AttachMessage more;
+    DescribeReadLane(more.mutable_lane_added()->add_lanes(), 1, 0, 1);
+    DescribeReadLane(more.mutable_lane_added()->add_lanes(), 2, 2, 3);
+    Send(fd, more, {b.segment.fd(), b.peer_bell, c.segment.fd(), c.peer_bell});
+  });
+  auto hs = Attach("chan", v1::ROLE_CONSUMER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsDataLoss(hs.status())) << hs.status();
+}
+
+TEST(AttachTest, AFollowingLaneRepeatingAReplyLaneIsDataLoss) {
+  LaneFds a, b;
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage reply;
+    reply.mutable_attach_reply()->set_doorbell_fd_index(0);
+    DescribeReadLane(reply.mutable_attach_reply()->add_lanes(), 5, 1, 2);
+    reply.mutable_attach_reply()->set_lanes_following(1);
+    Send(fd, reply, {a.own_bell, a.segment.fd(), a.peer_bell});
+    v1::AttachMessage more;
+    DescribeReadLane(more.mutable_lane_added()->add_lanes(), 5, 0, 1);
+    Send(fd, more, {b.segment.fd(), b.peer_bell});
+  });
+  auto hs = Attach("chan", v1::ROLE_CONSUMER, OptionsFor(daemon));
+  EXPECT_TRUE(absl::IsDataLoss(hs.status())) << hs.status();
+  EXPECT_THAT(std::string(hs.status().message()), HasSubstr("lane 5 twice"));
+}
+
+TEST(AttachTest, AnnouncedLanesThatNeverComeHitTheTimeout) {
+  LaneFds a;
+  int wake[2];
+  ASSERT_EQ(::pipe2(wake, O_CLOEXEC), 0);
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage reply;
+    reply.mutable_attach_reply()->set_doorbell_fd_index(0);
+    reply.mutable_attach_reply()->set_lanes_following(3);
+    Send(fd, reply, {a.own_bell});
+    char byte;
+    (void)!::read(wake[0], &byte, 1);  // hold the connection open, send no lanes
+  });
+  AttachOptions options = OptionsFor(daemon);
+  options.attach_timeout = absl::Milliseconds(200);
+  auto hs = Attach("chan", v1::ROLE_CONSUMER, options);
+  EXPECT_TRUE(absl::IsDeadlineExceeded(hs.status())) << hs.status();
+  EXPECT_THAT(std::string(hs.status().message()), HasSubstr("waiting for 3 of 3 announced lanes"));
+  (void)!::write(wake[1], "x", 1);
+  ::close(wake[1]);
+  ::close(wake[0]);
+}
+
 TEST(AttachTest, NoDaemonIsUnavailableWithAdvice) {
   char tmpl[] = "/tmp/shmlane-attach-test-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);

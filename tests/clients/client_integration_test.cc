@@ -142,6 +142,70 @@ TEST_F(ClientIntegrationTest, LateConsumerFindsQueuedFramesAndASecondIsRefused) 
   EXPECT_TRUE(absl::IsNotFound(missing.status())) << missing.status();
 }
 
+// An AttachReply carries at most 64 fds (31 producer lanes); the rest follow
+// in LaneAdded packets that Attach waits for, so peers() is complete at once.
+TEST_F(ClientIntegrationTest, LateConsumerSeesEveryProducerRightAfterAttach) {
+  ASSERT_TRUE(daemon_->CreateChannel("crowd", kStream, 64 << 10).ok());
+  constexpr int kProducers = 40;
+  std::vector<Producer> producers;
+  std::set<uint64_t> producer_ids;
+  for (int i = 0; i < kProducers; ++i) {
+    AttachOptions o = Options();
+    o.client_name = absl::StrCat("p", i);
+    auto p = Producer::Attach("crowd", o);
+    ASSERT_TRUE(p.ok()) << "producer " << i << ": " << p.status();
+    ASSERT_EQ(p->TryWrite(absl::StrCat("from p", i)), WriteResult::kOk);
+    producer_ids.insert(p->attachment_id());
+    producers.push_back(std::move(*p));
+  }
+  auto consumer = Consumer::Attach("crowd", ConsumerOptions());
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  const std::vector<Peer> peers = consumer->peers();
+  ASSERT_EQ(peers.size(), static_cast<size_t>(kProducers));
+  std::set<uint64_t> peer_ids;
+  for (const Peer& peer : peers) peer_ids.insert(peer.attachment_id);
+  EXPECT_EQ(peer_ids, producer_ids);
+  std::set<std::string> frames;
+  for (int i = 0; i < kProducers; ++i) {
+    auto frame = consumer->Read(absl::Now() + absl::Seconds(5));
+    ASSERT_TRUE(frame.ok()) << frame.status();
+    EXPECT_EQ(frame->data, absl::StrCat("from ", frame->peer.name));
+    frames.insert(frame->data);
+  }
+  EXPECT_EQ(frames.size(), static_cast<size_t>(kProducers));
+}
+
+// The same for a server joining 20 clients (two lanes, four fds each).
+TEST_F(ClientIntegrationTest, LateServerSeesEveryClientRightAfterAttach) {
+  ASSERT_TRUE(daemon_->CreateChannel("crowd-rpc", kRequestReply, 64 << 10).ok());
+  constexpr int kClients = 20;
+  std::vector<Client> clients;
+  for (int i = 0; i < kClients; ++i) {
+    auto c = Client::Attach("crowd-rpc", Options());
+    ASSERT_TRUE(c.ok()) << "client " << i << ": " << c.status();
+    clients.push_back(std::move(*c));
+  }
+  Server::Options sopts;
+  sopts.runtime_dir = daemon_->dir();
+  auto server = Server::Attach("crowd-rpc", sopts);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ(server->clients().size(), static_cast<size_t>(kClients));
+  // The last client's lanes came in a LaneAdded packet; its replies must flow.
+  absl::StatusOr<std::string> reply;
+  std::thread caller([&] { reply = clients.back().Call("ping", absl::Now() + absl::Seconds(10)); });
+  auto served = server->ServeOnce(
+      [](const Server::Request& r, std::string* out) {
+        *out = absl::StrCat("pong to ", std::string(r.data_as_string_view()));
+        return absl::OkStatus();
+      },
+      absl::Now() + absl::Seconds(10));
+  caller.join();
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(*served, 1u);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(*reply, "pong to ping");
+}
+
 TEST_F(ClientIntegrationTest, StreamsAMillionFramesInOrder) {
   ASSERT_TRUE(daemon_->CreateChannel("million", kStream).ok());
   const uint64_t n = Scaled(1'000'000, 1000);

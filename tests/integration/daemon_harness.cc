@@ -127,6 +127,10 @@ std::string TestDaemon::stderr_text() const {
   return ReadAll(absl::StrCat(base_, "/stderr.", starts_));
 }
 
+std::string TestDaemon::stdout_text() const {
+  return ReadAll(absl::StrCat(base_, "/stdout.", starts_));
+}
+
 absl::Status TestDaemon::Start(std::vector<std::string> extra, int max_fds) {
   ++starts_;
   const std::string out_path = absl::StrCat(base_, "/stdout.", starts_);

@@ -60,6 +60,8 @@ class TestDaemon {
   std::string attach_socket() const { return runtime_dir_ + "/attach.sock"; }
   int metrics_port() const { return metrics_port_; }
   std::string stderr_text() const;
+  // What the latest Start()ed daemon printed (its "ready" description).
+  std::string stdout_text() const;
 
  private:
   std::string base_;
