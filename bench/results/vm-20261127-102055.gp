@@ -1,0 +1,35 @@
+prefix = "bench/results/vm-20261127-102055"
+# Plots for one shmlane-bench result set. shmlane-bench writes the .dat files
+# and runs this script; to redraw by hand:
+#   gnuplot -e "prefix='bench/results/HOST-DATE'" bench/plots.gp
+# Each .dat file holds one block per transport (blocks separated by two blank
+# lines), whose first line is the transport's name.
+if (!exists("prefix")) prefix = "results"
+
+set terminal pngcairo size 960,600 noenhanced font "sans,10"
+set grid
+set key outside right top
+set datafile missing "?"
+
+set output prefix."-throughput.png"
+set title "stream: delivered frames/s vs clients (".prefix.")"
+set logscale x 2
+set logscale y 10
+set xlabel "clients (processes)"
+set ylabel "frames/s"
+plot for [i=0:*] prefix."-throughput.dat" index i using 1:2 with linespoints pt 7 title columnheader(1)
+
+set output prefix."-latency.png"
+set title "pingpong: RTT percentiles vs clients (solid p50, dashed p99)"
+set ylabel "round-trip time (ns)"
+plot for [i=0:*] prefix."-latency.dat" index i using 1:2 with linespoints pt 7 lc (i+1) title columnheader(1), \
+     for [i=0:*] prefix."-latency.dat" index i using 1:3 with linespoints pt 6 dt 2 lc (i+1) notitle
+
+set output prefix."-cdf.png"
+set title "pingpong: RTT distribution (fewest clients)"
+unset logscale y
+set logscale x 10
+set xlabel "round-trip time (ns)"
+set ylabel "fraction of round trips <= x"
+set yrange [0:1]
+plot for [i=0:*] prefix."-cdf.dat" index i using 2:1 with lines lw 2 title columnheader(1)
