@@ -524,6 +524,18 @@ void Consumer::RecordLatency(const std::byte* stamp) {
 }
 
 void Consumer::RingProducer(uint32_t waiting) {
+  // Low watermark: wake a producer parked on a full ring only once half the
+  // ring is free, so it writes a long batch per wake-up instead of one
+  // frame per release (with hundreds of producers the wake-ups, not the
+  // copies, were the consumer's cost). No wake-up is lost: the ring only
+  // gets emptier while the producer is parked, every later publish checks
+  // again, and an empty ring is always more than half free. A tail that
+  // fails the usual checks just rings (the producer validates for itself).
+  const uint64_t tail = Load(geo_.blocks->producer_index.tail, kIndexLoad);
+  if (tail >= head_ && tail - head_ <= geo_.ring_bytes &&
+      geo_.ring_bytes - (tail - head_) < geo_.ring_bytes / 2) {
+    return;
+  }
   last_rung_ = waiting;
   bells_.peer->Ring();
   Store(geo_.blocks->consumer_counters.wakeups_sent, ++wakeups_sent_, std::memory_order_relaxed);

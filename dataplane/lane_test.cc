@@ -194,18 +194,27 @@ TEST(LaneTest, FullRingBlockTimesOutThenUnblocks) {
   }
   EXPECT_EQ(p.producer->Write(Bytes(msg), absl::Now() + absl::Milliseconds(20)),
             WriteResult::kTimeout);
+  // The consumer wakes a producer parked on a full ring only once half the
+  // ring is free (low watermark): the first read frees 1008 of 4096 bytes
+  // and must not ring; the second frees more than half and must.
+  std::atomic<int> reads{0};
   std::thread reader([&] {
-    absl::SleepFor(absl::Milliseconds(20));
     std::vector<std::byte> out(1000);
     size_t n = 0;
+    absl::SleepFor(absl::Milliseconds(20));
+    EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kOk);
+    absl::SleepFor(absl::Milliseconds(10));
+    EXPECT_EQ(Observe(p.observer)->consumer.wakeups_sent, 0u);
+    reads = 1;
     EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kOk);
   });
   EXPECT_EQ(p.producer->Write(Bytes(msg), absl::Now() + absl::Seconds(10)), WriteResult::kOk);
+  EXPECT_EQ(reads.load(), 1) << "the producer woke before half the ring was free";
   reader.join();
   absl::StatusOr<LaneSnapshot> s = Observe(p.observer);
   ASSERT_TRUE(s.ok());
   EXPECT_GE(s->producer.full_waits, 1u);
-  EXPECT_GE(s->consumer.wakeups_sent, 1u);
+  EXPECT_EQ(s->consumer.wakeups_sent, 1u);
 }
 
 TEST(LaneTest, BatchPublishesOnce) {
