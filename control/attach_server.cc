@@ -24,6 +24,34 @@
 namespace shmlane::control {
 namespace {
 
+// Receives one packet without blocking into `buffer`; with MSG_TRUNC the
+// result is the packet's real size even when it did not fit. Clients never
+// send fds, so any that came along are closed; *had_fds says whether there
+// were some (or whether they were cut off). -1 with errno on failure.
+ssize_t ReceiveClosingFds(int fd, std::string& buffer, bool* had_fds) {
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+  if (n < 0) return n;
+  *had_fds = (msg.msg_flags & MSG_CTRUNC) != 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t k = 0; k < count; ++k) {
+      int received;
+      std::memcpy(&received, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+      ::close(received);
+      *had_fds = true;
+    }
+  }
+  return n;
+}
+
 namespace v1 = ::shmlane::v1;
 
 absl::Status Errno(absl::string_view what) {
@@ -253,24 +281,9 @@ void AttachServer::DrainOutbound() {
 
 void AttachServer::DiscardInput(int fd) {
   for (int packets = 0; packets < 16; ++packets) {
-    iovec iov{receive_buffer_.data(), receive_buffer_.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+    bool had_fds = false;
+    const ssize_t n = ReceiveClosingFds(fd, receive_buffer_, &had_fds);
     if (n < 0) return;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i) {
-        int received;
-        std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        ::close(received);
-      }
-    }
     if (n == 0) {
       ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
       return;
@@ -326,30 +339,12 @@ void AttachServer::OnReadable(int fd) {
     if (it == connections_.end()) return;
     Connection& conn = it->second;
     std::string& buffer = receive_buffer_;
-    iovec iov{buffer.data(), buffer.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+    bool had_fds = false;
+    const ssize_t n = ReceiveClosingFds(fd, buffer, &had_fds);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
       Close(fd, Registry::DetachKind::kDied);
       return;
-    }
-    // Clients never send fds: close whatever came along.
-    bool had_fds = (msg.msg_flags & MSG_CTRUNC) != 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i) {
-        int received;
-        std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        ::close(received);
-        had_fds = true;
-      }
     }
     if (n == 0) {
       Close(fd, Registry::DetachKind::kDied);
