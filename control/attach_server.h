@@ -70,7 +70,7 @@ class AttachServer final : private OutboundWaker {
     uint64_t attachment_id = 0;
   };
 
-  // OutboundWaker, called by the registry under its lock from any thread:
+  // OutboundWaker, called by OutboundQueues under its lock from any thread:
   // epoll_ctl and an eventfd write are safe beside the loop's epoll_wait.
   void WatchWritable(int socket_fd, bool watch) override;
   void WakeAt(absl::Time when) override;

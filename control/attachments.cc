@@ -1,0 +1,495 @@
+#include "control/attachments.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "control/attach_wire.h"
+#include "shmlane/enum_names.h"
+
+namespace shmlane::control {
+namespace {
+
+namespace v1 = ::shmlane::v1;
+
+bool IsClientSide(v1::Role role) { return role == v1::ROLE_PRODUCER || role == v1::ROLE_CLIENT; }
+
+}  // namespace
+
+uint64_t Attachments::ShmBytesFor(const v1::ChannelSpec& spec, v1::Role role) {
+  const bool stream = spec.pattern() == v1::CHANNEL_PATTERN_STREAM;
+  const uint64_t lanes = IsClientSide(role) ? (stream ? 1 : 2) : 0;
+  return lanes * (dataplane::kLaneHeaderBytes + spec.ring_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// Channels.
+
+void Attachments::AddChannel(const std::string& name,
+                             std::shared_ptr<dataplane::Doorbell> consumer_bell) {
+  LiveChannel& channel = channels_[name];
+  channel.consumer_bell = std::move(consumer_bell);
+}
+
+void Attachments::Clear() { channels_.clear(); }
+
+Attachments::Counts Attachments::CountsOf(absl::string_view name) const {
+  Counts out;
+  auto it = channels_.find(name);
+  if (it == channels_.end()) return out;
+  out.clients = static_cast<uint32_t>(it->second.client_attachments.size());
+  out.consumer = it->second.consumer_attachment != 0;
+  out.lanes = static_cast<uint32_t>(it->second.lanes.size());
+  return out;
+}
+
+uint32_t Attachments::RemoveChannel(absl::string_view name, absl::string_view goodbye) {
+  auto it = channels_.find(name);
+  if (it == channels_.end()) return 0;
+  const std::string key = it->first;
+  LiveChannel& channel = it->second;
+  std::vector<uint64_t> lane_ids;
+  for (const auto& [id, lane] : channel.lanes) lane_ids.push_back(id);
+  for (uint64_t id : lane_ids) {
+    RetireLane(key, channel, id, dataplane::kClosedDeleted, "channel deleted",
+               /*tell_consumer=*/false);
+  }
+  std::vector<uint64_t> ended = channel.client_attachments;
+  if (channel.consumer_attachment != 0) ended.push_back(channel.consumer_attachment);
+  for (uint64_t id : ended) EndAttachment(id, v1::EVENT_TYPE_DETACHED, "channel deleted", goodbye);
+  channels_.erase(key);
+  return static_cast<uint32_t>(ended.size());
+}
+
+// ---------------------------------------------------------------------------
+// Attach and detach.
+
+absl::Status Attachments::CheckRoom(const ChannelRecord& record, v1::Role role) const {
+  auto it = channels_.find(record.spec.name());
+  if (it == channels_.end()) return ChannelCatalog::NotFound(record.spec.name());
+  const LiveChannel& channel = it->second;
+  if (!IsClientSide(role) && channel.consumer_attachment != 0) {
+    const Attachment& current = attachments_.at(channel.consumer_attachment);
+    return absl::FailedPreconditionError(
+        absl::StrCat("channel \"", record.spec.name(), "\" already has a ", ShortName(current.role),
+                     " (attachment ", current.id, ", pid ", current.peer.pid,
+                     "); a channel has exactly one; stop that process first"));
+  }
+  if (IsClientSide(role) && channel.client_attachments.size() >= record.spec.max_producers()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "channel \"", record.spec.name(), "\" already has ", channel.client_attachments.size(), " ",
+        ShortName(role), "s attached, its max_producers; wait for one to detach"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Attachments::Lane> Attachments::NewLane(const v1::ChannelSpec& spec,
+                                                       Lane::Kind kind) {
+  dataplane::LaneOptions options = LaneOptionsFor(spec);
+  options.lane_id = next_lane_id_;
+  absl::StatusOr<dataplane::Segment> segment = dataplane::CreateLaneSegment(options);
+  if (!segment.ok()) return segment.status();
+  Lane lane;
+  lane.id = next_lane_id_++;
+  lane.kind = kind;
+  lane.segment = *std::move(segment);
+  return lane;
+}
+
+absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveChannel& channel,
+                                       const Lane& lane, bool for_consumer_side,
+                                       v1::LaneDescription* out,
+                                       std::vector<dataplane::UniqueFd>* fds) const {
+  // The client side (producer, or REQUEST_REPLY client) writes STREAM and
+  // request lanes and reads reply lanes; the consumer side does the opposite.
+  const bool client_writes = lane.kind != Lane::Kind::kReply;
+  const bool writes = for_consumer_side ? !client_writes : client_writes;
+  const dataplane::Doorbell& peer_bell = writes ? *lane.consumer_bell : *lane.producer_bell;
+  absl::StatusOr<dataplane::UniqueFd> seg_fd = lane.segment.DupFd();
+  if (!seg_fd.ok()) return seg_fd.status();
+  absl::StatusOr<dataplane::UniqueFd> bell_fd = peer_bell.DupFd();
+  if (!bell_fd.ok()) return bell_fd.status();
+  out->set_lane_id(lane.id);
+  out->set_direction(writes ? v1::LANE_DIRECTION_WRITE : v1::LANE_DIRECTION_READ);
+  out->set_segment_fd_index(static_cast<uint32_t>(fds->size()));
+  fds->push_back(*std::move(seg_fd));
+  out->set_peer_doorbell_fd_index(static_cast<uint32_t>(fds->size()));
+  fds->push_back(*std::move(bell_fd));
+  const uint64_t peer = for_consumer_side ? lane.client_attachment : channel.consumer_attachment;
+  out->set_peer_attachment_id(peer);
+  auto a = attachments_.find(peer);
+  if (a != attachments_.end()) out->set_peer_name(a->second.client_name);
+  out->set_ring_bytes(spec.ring_bytes());
+  out->set_max_frame_bytes(spec.max_frame_bytes());
+  return absl::OkStatus();
+}
+
+void Attachments::Send(const Attachment& attachment, const v1::AttachMessage& message,
+                       std::vector<dataplane::UniqueFd> fds) {
+  outbound_->Send(attachment.id, attachment.fd, message, std::move(fds));
+}
+
+void Attachments::OfferLanesToConsumer(const v1::ChannelSpec& spec, const LiveChannel& channel,
+                                       const Attachment& client) {
+  auto consumer = attachments_.find(channel.consumer_attachment);
+  if (consumer == attachments_.end()) return;
+  v1::AttachMessage message;
+  std::vector<dataplane::UniqueFd> fds;
+  for (uint64_t lane_id : client.lanes) {
+    auto lane = channel.lanes.find(lane_id);
+    if (lane == channel.lanes.end()) continue;
+    if (!DescribeLane(spec, channel, lane->second, /*for_consumer_side=*/true,
+                      message.mutable_lane_added()->add_lanes(), &fds)
+             .ok()) {
+      ::shutdown(consumer->second.fd, SHUT_RDWR);
+      return;
+    }
+  }
+  Send(consumer->second, message, std::move(fds));
+}
+
+absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int socket_fd,
+                                             const PeerCredentials& peer,
+                                             const v1::AttachRequest& request, uint64_t shm_bytes) {
+  auto cit = channels_.find(record.spec.name());
+  if (cit == channels_.end()) return ChannelCatalog::NotFound(record.spec.name());
+  LiveChannel& channel = cit->second;
+  const v1::ChannelSpec& spec = record.spec;
+  const v1::Role role = request.role();
+  const bool stream = spec.pattern() == v1::CHANNEL_PATTERN_STREAM;
+  const bool client_side = IsClientSide(role);
+  const uint64_t lanes_needed = client_side ? (stream ? 1 : 2) : 0;
+
+  Attachment attachment;
+  attachment.id = next_attachment_id_;
+  attachment.fd = socket_fd;
+  attachment.channel = spec.name();
+  attachment.role = role;
+  attachment.peer = peer;
+  attachment.client_name = request.client_name();
+  attachment.shm_bytes = shm_bytes;
+  std::vector<Lane> new_lanes;
+  if (client_side) {
+    absl::StatusOr<dataplane::Doorbell> bell = dataplane::Doorbell::Create();
+    if (!bell.ok()) return bell.status();
+    attachment.bell = std::make_shared<dataplane::Doorbell>(*std::move(bell));
+    const Lane::Kind kinds[2] = {stream ? Lane::Kind::kStream : Lane::Kind::kRequest,
+                                 Lane::Kind::kReply};
+    for (uint64_t i = 0; i < lanes_needed; ++i) {
+      absl::StatusOr<Lane> lane = NewLane(spec, kinds[i]);
+      if (!lane.ok()) return lane.status();
+      lane->client_attachment = attachment.id;
+      const bool client_produces = kinds[i] != Lane::Kind::kReply;
+      lane->producer_bell = client_produces ? attachment.bell : channel.consumer_bell;
+      lane->consumer_bell = client_produces ? channel.consumer_bell : attachment.bell;
+      attachment.lanes.push_back(lane->id);
+      new_lanes.push_back(*std::move(lane));
+    }
+  } else {
+    attachment.bell = channel.consumer_bell;
+    // A restarted consumer must not inherit wake-ups meant for its predecessor.
+    attachment.bell->Clear();
+  }
+
+  // The reply: own doorbell first, then (segment, peer doorbell) per lane.
+  v1::AttachMessage reply_message;
+  v1::AttachReply* reply = reply_message.mutable_attach_reply();
+  std::vector<dataplane::UniqueFd> reply_fds;
+  absl::StatusOr<dataplane::UniqueFd> own = attachment.bell->DupFd();
+  if (!own.ok()) return own.status();
+  reply->set_code(0);
+  reply->set_attachment_id(attachment.id);
+  reply->set_doorbell_fd_index(0);
+  reply_fds.push_back(*std::move(own));
+  reply->set_max_frame_bytes(spec.max_frame_bytes());
+  reply->set_ring_bytes(spec.ring_bytes());
+  // Later packets for a consumer with many peers (each bounded to
+  // kMaxFdsPerPacket fds, one client's lanes never split).
+  std::vector<std::pair<v1::AttachMessage, std::vector<dataplane::UniqueFd>>> more;
+  if (client_side) {
+    for (const Lane& lane : new_lanes) {
+      if (absl::Status s = DescribeLane(spec, channel, lane, false, reply->add_lanes(), &reply_fds);
+          !s.ok()) {
+        return s;
+      }
+    }
+  } else {
+    channel.consumer_attachment = attachment.id;  // for peer ids in descriptions
+    v1::AttachMessage* packet = &reply_message;
+    std::vector<dataplane::UniqueFd>* packet_fds = &reply_fds;
+    uint32_t following = 0;
+    for (uint64_t client_id : channel.client_attachments) {
+      const Attachment& client = attachments_.at(client_id);
+      const size_t fds_needed = 2 * client.lanes.size();
+      if (packet_fds->size() + fds_needed > kMaxFdsPerPacket) {
+        more.emplace_back();
+        packet = &more.back().first;
+        packet_fds = &more.back().second;
+        packet->mutable_lane_added();
+      }
+      for (uint64_t lane_id : client.lanes) {
+        const Lane& lane = channel.lanes.at(lane_id);
+        v1::LaneDescription* d = packet == &reply_message
+                                     ? reply->add_lanes()
+                                     : packet->mutable_lane_added()->add_lanes();
+        absl::Status s = DescribeLane(spec, channel, lane, true, d, packet_fds);
+        if (!s.ok()) {
+          channel.consumer_attachment = 0;
+          return s;
+        }
+        if (packet != &reply_message) ++following;
+      }
+    }
+    reply->set_lanes_following(following);
+  }
+  ++next_attachment_id_;
+  for (Lane& lane : new_lanes) {
+    const uint64_t id = lane.id;
+    channel.lanes.emplace(id, std::move(lane));
+  }
+  if (client_side) channel.client_attachments.push_back(attachment.id);
+  auto [it, inserted] = attachments_.emplace(attachment.id, std::move(attachment));
+  const Attachment& stored = it->second;
+  // The reply takes the same queue as everything after it, so the LaneAdded
+  // packets that complete it can never overtake it. A peer already gone
+  // shows as a hang-up, which ends the attachment through Detach().
+  Send(stored, reply_message, std::move(reply_fds));
+  for (auto& [message, fds] : more) Send(stored, message, std::move(fds));
+  if (client_side) OfferLanesToConsumer(spec, channel, stored);
+  metrics_->CountAttach("ok");
+  Publish(v1::EVENT_TYPE_ATTACHED, stored.channel, &stored,
+          absl::StrCat(ShortName(role), " attached"));
+  return stored.id;
+}
+
+void Attachments::RetireLane(const std::string& name, LiveChannel& channel, uint64_t lane_id,
+                             uint32_t reason, absl::string_view why, bool tell_consumer) {
+  auto it = channel.lanes.find(lane_id);
+  if (it == channel.lanes.end()) return;
+  Lane& lane = it->second;
+  if (absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment); snap.ok()) {
+    channel.retired.Add(*snap);
+  }
+  dataplane::SupervisorClose(lane.segment, reason, lane.producer_bell.get(),
+                             lane.consumer_bell.get());
+  if (lane.in_backpressure) {
+    // Every STARTED gets its ENDED, also when the lane goes away.
+    v1::Event event;
+    event.set_type(v1::EVENT_TYPE_BACKPRESSURE_ENDED);
+    event.set_channel(name);
+    event.set_lane_id(lane_id);
+    event.set_attachment_id(lane.client_attachment);
+    event.set_detail(absl::StrCat("lane closed: ", why));
+    events_->Publish(std::move(event));
+  }
+  v1::AttachMessage message;
+  message.mutable_lane_removed()->set_lane_id(lane_id);
+  message.mutable_lane_removed()->set_reason(std::string(why));
+  // Both sides learn, whichever of them is still attached.
+  if (tell_consumer) {
+    auto consumer = attachments_.find(channel.consumer_attachment);
+    if (consumer != attachments_.end()) Send(consumer->second, message, {});
+  }
+  auto client = attachments_.find(lane.client_attachment);
+  if (client != attachments_.end()) Send(client->second, message, {});
+  channel.lanes.erase(it);
+}
+
+void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, absl::string_view why,
+                                absl::string_view goodbye) {
+  auto it = attachments_.find(attachment_id);
+  if (it == attachments_.end()) return;
+  Attachment attachment = std::move(it->second);
+  attachments_.erase(it);
+  auto cit = channels_.find(attachment.channel);
+  if (cit != channels_.end()) {
+    const std::string& name = cit->first;
+    LiveChannel& channel = cit->second;
+    if (IsClientSide(attachment.role)) {
+      for (uint64_t lane_id : attachment.lanes) {
+        auto lane = channel.lanes.find(lane_id);
+        if (lane == channel.lanes.end()) continue;
+        const bool client_produces = lane->second.kind != Lane::Kind::kReply;
+        RetireLane(
+            name, channel, lane_id,
+            client_produces ? dataplane::kClosedProducerGone : dataplane::kClosedConsumerGone, why,
+            /*tell_consumer=*/true);
+      }
+      auto& clients = channel.client_attachments;
+      clients.erase(std::remove(clients.begin(), clients.end(), attachment_id), clients.end());
+    } else if (channel.consumer_attachment == attachment_id) {
+      channel.consumer_attachment = 0;
+      std::vector<uint64_t> lane_ids;
+      for (const auto& [id, lane] : channel.lanes) lane_ids.push_back(id);
+      for (uint64_t id : lane_ids) {
+        const bool client_produces = channel.lanes.at(id).kind != Lane::Kind::kReply;
+        RetireLane(
+            name, channel, id,
+            client_produces ? dataplane::kClosedConsumerGone : dataplane::kClosedProducerGone, why,
+            /*tell_consumer=*/false);
+      }
+      // Producers of a channel whose consumer went away are ended: their
+      // lanes are closed and they must attach again (docs/protocol.md).
+      const std::string bye =
+          goodbye.empty() ? absl::StrCat("the ", ShortName(attachment.role), " of channel \"", name,
+                                         "\" went away (", why, "); attach again")
+                          : std::string(goodbye);
+      const std::vector<uint64_t> clients = channel.client_attachments;
+      for (uint64_t id : clients) {
+        EndAttachment(id, v1::EVENT_TYPE_DETACHED,
+                      absl::StrCat(ShortName(attachment.role), " gone"), bye);
+      }
+    }
+  }
+  if (!goodbye.empty()) {
+    v1::AttachMessage message;
+    message.mutable_goodbye()->set_reason(std::string(goodbye));
+    outbound_->SendLast(attachment.id, attachment.fd, message);
+  }
+  released_.push_back({attachment.peer.uid, attachment.shm_bytes});
+  Publish(event, attachment.channel, &attachment, std::string(why));
+}
+
+void Attachments::Detach(uint64_t attachment_id, DetachKind kind) {
+  // The attach server closes the fd after this returns: nothing may be sent
+  // on it any more, queued or not.
+  const bool overflowed = outbound_->Remove(attachment_id);
+  if (attachments_.count(attachment_id) == 0) return;
+  if (overflowed) {
+    // Our own shutdown caused the hang-up: not a peer death.
+    EndAttachment(attachment_id, v1::EVENT_TYPE_DETACHED,
+                  "disconnected: its attach socket queue overflowed (the process stopped "
+                  "reading it)",
+                  "");
+    return;
+  }
+  switch (kind) {
+    case DetachKind::kClean:
+      EndAttachment(attachment_id, v1::EVENT_TYPE_DETACHED, "detached", "");
+      break;
+    case DetachKind::kDied:
+      metrics_->CountPeerDeath();
+      EndAttachment(attachment_id, v1::EVENT_TYPE_PEER_DIED, "connection hung up", "");
+      break;
+    case DetachKind::kProtocolError:
+      EndAttachment(attachment_id, v1::EVENT_TYPE_DETACHED, "protocol error", "");
+      break;
+  }
+}
+
+void Attachments::EndAll(absl::string_view reason) {
+  while (!attachments_.empty()) {
+    EndAttachment(attachments_.begin()->first, v1::EVENT_TYPE_DETACHED, reason, reason);
+  }
+}
+
+std::vector<ReleasedUsage> Attachments::TakeReleased() { return std::exchange(released_, {}); }
+
+void Attachments::Publish(v1::EventType type, const std::string& channel,
+                          const Attachment* attachment, std::string detail) {
+  v1::Event event;
+  event.set_type(type);
+  event.set_channel(channel);
+  if (attachment != nullptr) {
+    event.set_attachment_id(attachment->id);
+    event.set_uid(attachment->peer.uid);
+    event.set_pid(static_cast<uint32_t>(attachment->peer.pid));
+    event.set_client_name(attachment->client_name);
+    event.set_role(ShortName(attachment->role));
+  }
+  event.set_detail(std::move(detail));
+  events_->Publish(std::move(event));
+}
+
+// ---------------------------------------------------------------------------
+// Counters read from the lanes.
+
+void Attachments::CheckBackpressure() {
+  for (auto& [name, channel] : channels_) {
+    for (auto& [id, lane] : channel.lanes) {
+      absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
+      if (!snap.ok()) continue;
+      const uint64_t events = snap->producer.backpressure_events;
+      const bool rising = events > lane.last_backpressure;
+      lane.last_backpressure = events;
+      if (rising == lane.in_backpressure) continue;
+      lane.in_backpressure = rising;
+      v1::Event event;
+      event.set_type(rising ? v1::EVENT_TYPE_BACKPRESSURE_STARTED
+                            : v1::EVENT_TYPE_BACKPRESSURE_ENDED);
+      event.set_channel(name);
+      event.set_lane_id(id);
+      event.set_attachment_id(lane.client_attachment);
+      event.set_detail(absl::StrCat(events, " backpressure events so far"));
+      events_->Publish(std::move(event));
+    }
+  }
+}
+
+std::string Attachments::NameOf(uint64_t attachment_id) const {
+  auto a = attachments_.find(attachment_id);
+  return a == attachments_.end() ? std::string() : a->second.client_name;
+}
+
+void Attachments::FillStats(absl::string_view name, bool include_lanes,
+                            v1::ChannelStats* out) const {
+  auto it = channels_.find(name);
+  if (it == channels_.end()) return;
+  const LiveChannel& channel = it->second;
+  LaneTotals total = channel.retired;
+  uint64_t occupancy = 0, capacity = 0;
+  for (const auto& [id, lane] : channel.lanes) {
+    absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
+    if (!snap.ok()) continue;
+    LaneTotals t;
+    t.Add(*snap);
+    total.Add(t);
+    occupancy += snap->occupancy_bytes;
+    capacity += snap->ring_bytes;
+    if (include_lanes) {
+      v1::LaneStats* ls = out->add_lanes();
+      ls->set_lane_id(id);
+      FillLaneStats(t, ls);
+      ls->set_occupancy_bytes(snap->occupancy_bytes);
+      ls->set_capacity_bytes(snap->ring_bytes);
+      ls->set_closed(snap->producer_closed != 0 || snap->consumer_closed != 0 ||
+                     snap->supervisor_closed_by != 0);
+      const bool reply = lane.kind == Lane::Kind::kReply;
+      const std::string client = NameOf(lane.client_attachment);
+      const std::string server = NameOf(channel.consumer_attachment);
+      ls->set_producer_name(reply ? server : client);
+      ls->set_consumer_name(reply ? client : server);
+    }
+  }
+  FillLaneStats(total, out->mutable_total());
+  out->mutable_total()->set_occupancy_bytes(occupancy);
+  out->mutable_total()->set_capacity_bytes(capacity);
+  out->set_live_lanes(static_cast<uint32_t>(channel.lanes.size()));
+}
+
+void Attachments::Snapshot(absl::string_view name, bool per_lane,
+                           MetricsSnapshot::Channel* c) const {
+  auto it = channels_.find(name);
+  if (it == channels_.end()) return;
+  const LiveChannel& channel = it->second;
+  c->totals = channel.retired;
+  c->attached_clients = static_cast<uint32_t>(channel.client_attachments.size() +
+                                              (channel.consumer_attachment != 0 ? 1 : 0));
+  for (const auto& [id, lane] : channel.lanes) {
+    absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
+    if (!snap.ok()) continue;
+    MetricsSnapshot::Lane l;
+    l.lane_id = id;
+    l.counters.Add(*snap);
+    l.occupancy_bytes = snap->occupancy_bytes;
+    l.capacity_bytes = snap->ring_bytes;
+    c->totals.Add(l.counters);
+    c->occupancy_bytes += l.occupancy_bytes;
+    c->capacity_bytes += l.capacity_bytes;
+    if (per_lane) c->lanes.push_back(l);
+  }
+}
+
+}  // namespace shmlane::control

@@ -1,0 +1,174 @@
+// Attachments: the attach plane's live state. For every channel it holds the
+// lanes (the daemon's own mapping of each memfd ring and its doorbells), the
+// attached processes (one consumer or server, any number of producers or
+// clients up to max_producers), and the counters of retired lanes. It
+// creates lanes at attach, hands their fds over (AttachReply, LaneAdded),
+// closes them as supervisor when a peer goes away (LaneRemoved, Goodbye)
+// and reads their shared counters for stats, metrics and backpressure
+// events.
+//
+// Who may attach and within which quota is decided before Attach() by the
+// Registry (Access); the usage an ended attachment held is handed back
+// through TakeReleased() so that the Registry can return it to Access.
+// Packets go out through OutboundQueues, never blocking.
+//
+// Thread safety: none of its own. The Registry owns the only instance and
+// calls it with Registry::mu_ held (see registry.h); it calls into
+// OutboundQueues and EventBus, which take their own locks after that one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "control/access.h"
+#include "control/channel_catalog.h"
+#include "control/daemon_metrics.h"
+#include "control/event_bus.h"
+#include "control/lane_stats.h"
+#include "control/outbound.h"
+#include "dataplane/doorbell.h"
+#include "dataplane/segment.h"
+#include "shmlane/v1/attach.pb.h"
+#include "shmlane/v1/control.pb.h"
+
+namespace shmlane::control {
+
+inline constexpr size_t kMaxClientNameBytes = 63;
+
+// Why an attach connection ended, as the attach server saw it.
+enum class DetachKind { kClean, kDied, kProtocolError };
+
+// Quota usage that an ended attachment no longer holds.
+struct ReleasedUsage {
+  uint32_t uid = 0;
+  uint64_t shm_bytes = 0;
+};
+
+class Attachments {
+ public:
+  Attachments(OutboundQueues* outbound, EventBus* events, DaemonMetrics* metrics)
+      : outbound_(outbound), events_(events), metrics_(metrics) {}
+  Attachments(const Attachments&) = delete;
+  Attachments& operator=(const Attachments&) = delete;
+
+  // Shared memory one attachment in `role` takes on `spec`: its lanes with
+  // their headers (none for the consumer side, which maps its peers' lanes).
+  static uint64_t ShmBytesFor(const shmlane::v1::ChannelSpec& spec, shmlane::v1::Role role);
+
+  // ---- Channels ----
+  // Starts tracking a channel. `consumer_bell` is the doorbell of its
+  // consumer (STREAM) or server (REQUEST_REPLY), named by every lane.
+  void AddChannel(const std::string& name, std::shared_ptr<dataplane::Doorbell> consumer_bell);
+  // Closes every lane of the channel, ends its attachments with `goodbye`
+  // and forgets it. Returns how many attachments were ended.
+  uint32_t RemoveChannel(absl::string_view name, absl::string_view goodbye);
+  // Forgets every channel; only while no attachment exists.
+  void Clear();
+  struct Counts {
+    uint32_t clients = 0;  // producers or clients
+    bool consumer = false;
+    uint32_t lanes = 0;
+  };
+  Counts CountsOf(absl::string_view name) const;
+
+  // ---- Attach and detach ----
+  // FailedPrecondition if the channel already has its one consumer/server,
+  // ResourceExhausted if its max_producers are attached.
+  absl::Status CheckRoom(const ChannelRecord& channel, shmlane::v1::Role role) const;
+  // Creates the attachment for the process behind `socket_fd` and sends (or
+  // queues) its AttachReply with the fds. Access and CheckRoom have passed;
+  // `shm_bytes` is ShmBytesFor(channel.spec, role), charged by the caller.
+  // On error nothing was sent.
+  absl::StatusOr<uint64_t> Attach(const ChannelRecord& channel, int socket_fd,
+                                  const PeerCredentials& peer,
+                                  const shmlane::v1::AttachRequest& request, uint64_t shm_bytes);
+  // Ends an attachment (no-op if the daemon already ended it): closes its
+  // lanes and tells the peers. The caller closes the fd after.
+  void Detach(uint64_t attachment_id, DetachKind kind);
+  // Shutdown: Goodbye to every attachment and close every lane.
+  void EndAll(absl::string_view reason);
+  // The usage of the attachments ended since the last call.
+  std::vector<ReleasedUsage> TakeReleased();
+  size_t size() const { return attachments_.size(); }
+
+  // ---- Counters read from the lanes ----
+  // Compares each live lane's backpressure counter with the previous call and
+  // publishes BACKPRESSURE_STARTED/ENDED events.
+  void CheckBackpressure();
+  // Totals (live + retired lanes) and optionally one entry per live lane.
+  void FillStats(absl::string_view name, bool include_lanes, shmlane::v1::ChannelStats* out) const;
+  void Snapshot(absl::string_view name, bool per_lane, MetricsSnapshot::Channel* out) const;
+
+ private:
+  struct Lane {
+    uint64_t id = 0;
+    enum class Kind { kStream, kRequest, kReply } kind = Kind::kStream;
+    dataplane::Segment segment;  // the daemon's (creator's) mapping
+    std::shared_ptr<dataplane::Doorbell> producer_bell;
+    std::shared_ptr<dataplane::Doorbell> consumer_bell;
+    uint64_t client_attachment = 0;  // the producer (STREAM) or client (REQUEST_REPLY)
+    uint64_t last_backpressure = 0;
+    bool in_backpressure = false;
+  };
+  struct Attachment {
+    uint64_t id = 0;
+    int fd = -1;  // owned by the attach server
+    std::string channel;
+    shmlane::v1::Role role = shmlane::v1::ROLE_UNSPECIFIED;
+    PeerCredentials peer;
+    std::string client_name;
+    std::shared_ptr<dataplane::Doorbell> bell;  // its own doorbell
+    std::vector<uint64_t> lanes;                // lanes created for it (client side)
+    uint64_t shm_bytes = 0;                     // charged to peer.uid
+  };
+  struct LiveChannel {
+    // The doorbell of the consumer (STREAM) or server (REQUEST_REPLY); it
+    // outlives consumers so every lane of the channel can name it.
+    std::shared_ptr<dataplane::Doorbell> consumer_bell;
+    uint64_t consumer_attachment = 0;  // 0 = none
+    std::vector<uint64_t> client_attachments;
+    std::map<uint64_t, Lane> lanes;
+    LaneTotals retired;
+  };
+
+  absl::StatusOr<Lane> NewLane(const shmlane::v1::ChannelSpec& spec, Lane::Kind kind);
+  // Describes `lane` as seen by its client (producer) or consumer side and
+  // appends its fds to `fds`.
+  absl::Status DescribeLane(const shmlane::v1::ChannelSpec& spec, const LiveChannel& channel,
+                            const Lane& lane, bool for_consumer_side,
+                            shmlane::v1::LaneDescription* out,
+                            std::vector<dataplane::UniqueFd>* fds) const;
+  // Sends the lanes of `client` to the channel's consumer as LaneAdded.
+  void OfferLanesToConsumer(const shmlane::v1::ChannelSpec& spec, const LiveChannel& channel,
+                            const Attachment& client);
+  // Closes and retires a lane; tells the consumer side (LaneRemoved) unless
+  // `tell_consumer` is false.
+  void RetireLane(const std::string& name, LiveChannel& channel, uint64_t lane_id, uint32_t reason,
+                  absl::string_view why, bool tell_consumer);
+  // Removes an attachment; sends Goodbye and shuts the socket down when
+  // `goodbye` is non-empty.
+  void EndAttachment(uint64_t attachment_id, shmlane::v1::EventType event, absl::string_view why,
+                     absl::string_view goodbye);
+  void Send(const Attachment& attachment, const shmlane::v1::AttachMessage& message,
+            std::vector<dataplane::UniqueFd> fds);
+  void Publish(shmlane::v1::EventType type, const std::string& channel,
+               const Attachment* attachment, std::string detail);
+  std::string NameOf(uint64_t attachment_id) const;
+
+  OutboundQueues* const outbound_;
+  EventBus* const events_;
+  DaemonMetrics* const metrics_;
+  std::map<std::string, LiveChannel, std::less<>> channels_;
+  std::map<uint64_t, Attachment> attachments_;
+  std::vector<ReleasedUsage> released_;
+  uint64_t next_attachment_id_ = 1;
+  uint64_t next_lane_id_ = 1;
+};
+
+}  // namespace shmlane::control

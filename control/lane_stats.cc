@@ -1,0 +1,74 @@
+#include "control/lane_stats.h"
+
+#include <cmath>
+
+#include "google/protobuf/util/time_util.h"
+
+namespace shmlane::control {
+
+void LaneTotals::Add(const dataplane::LaneSnapshot& s) {
+  frames_sent += s.producer.frames;
+  bytes_sent += s.producer.bytes;
+  frames_received += s.consumer.frames;
+  bytes_received += s.consumer.bytes;
+  backpressure_events += s.producer.backpressure_events;
+  dropped_frames += s.producer.dropped_frames;
+  wakeups += s.producer.wakeups_sent + s.consumer.wakeups_sent;
+  latency_count += s.consumer.latency_count;
+  latency_sum_ns += s.consumer.latency_sum_ns;
+  for (uint32_t i = 0; i < dataplane::kLatencyBuckets; ++i) {
+    latency_buckets[i] += s.consumer.latency_buckets[i];
+  }
+}
+
+void LaneTotals::Add(const LaneTotals& o) {
+  frames_sent += o.frames_sent;
+  bytes_sent += o.bytes_sent;
+  frames_received += o.frames_received;
+  bytes_received += o.bytes_received;
+  backpressure_events += o.backpressure_events;
+  dropped_frames += o.dropped_frames;
+  wakeups += o.wakeups;
+  latency_count += o.latency_count;
+  latency_sum_ns += o.latency_sum_ns;
+  for (uint32_t i = 0; i < dataplane::kLatencyBuckets; ++i) {
+    latency_buckets[i] += o.latency_buckets[i];
+  }
+}
+
+uint64_t LatencyQuantileNs(const uint64_t (&buckets)[dataplane::kLatencyBuckets], double q) {
+  uint64_t total = 0;
+  for (uint64_t b : buckets) total += b;
+  if (total == 0) return 0;
+  const auto rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total)));
+  uint64_t seen = 0;
+  for (uint32_t i = 0; i < dataplane::kLatencyBuckets; ++i) {
+    seen += buckets[i];
+    if (seen >= rank && seen > 0) {
+      // The open-ended last bucket reports its lower bound.
+      return i + 1 >= dataplane::kLatencyBuckets ? dataplane::LatencyBucketUpperNs(i - 1)
+                                                 : dataplane::LatencyBucketUpperNs(i);
+    }
+  }
+  return dataplane::LatencyBucketUpperNs(dataplane::kLatencyBuckets - 2);
+}
+
+void FillLaneStats(const LaneTotals& t, shmlane::v1::LaneStats* out) {
+  using google::protobuf::util::TimeUtil;
+  out->set_frames_sent(t.frames_sent);
+  out->set_bytes_sent(t.bytes_sent);
+  out->set_frames_received(t.frames_received);
+  out->set_bytes_received(t.bytes_received);
+  out->set_backpressure_events(t.backpressure_events);
+  out->set_dropped_frames(t.dropped_frames);
+  out->set_wakeups(t.wakeups);
+  out->set_latency_samples(t.latency_count);
+  *out->mutable_latency_p50() = TimeUtil::NanosecondsToDuration(
+      static_cast<int64_t>(LatencyQuantileNs(t.latency_buckets, 0.5)));
+  *out->mutable_latency_p90() = TimeUtil::NanosecondsToDuration(
+      static_cast<int64_t>(LatencyQuantileNs(t.latency_buckets, 0.9)));
+  *out->mutable_latency_p99() = TimeUtil::NanosecondsToDuration(
+      static_cast<int64_t>(LatencyQuantileNs(t.latency_buckets, 0.99)));
+}
+
+}  // namespace shmlane::control

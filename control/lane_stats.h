@@ -1,0 +1,64 @@
+// Lane statistics: counters summed over lanes, the snapshot the Prometheus
+// exporter reads at scrape time, and the conversion to the API's LaneStats.
+// The counters themselves live in each lane's shared memory (written by the
+// producer and consumer); the daemon only reads them through its own
+// mapping (dataplane::Observe) while holding the Registry's lock.
+//
+// Thread safety: plain value types and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dataplane/lane.h"
+#include "shmlane/v1/control.pb.h"
+
+namespace shmlane::control {
+
+// Counters summed over lanes (live or retired). Latency buckets as in
+// dataplane::ConsumerCounters.
+struct LaneTotals {
+  uint64_t frames_sent = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t frames_received = 0;
+  uint64_t bytes_received = 0;
+  uint64_t backpressure_events = 0;
+  uint64_t dropped_frames = 0;
+  uint64_t wakeups = 0;
+  uint64_t latency_count = 0;
+  uint64_t latency_sum_ns = 0;
+  uint64_t latency_buckets[dataplane::kLatencyBuckets] = {};
+
+  void Add(const dataplane::LaneSnapshot& snapshot);
+  void Add(const LaneTotals& other);
+};
+
+// What the exporter needs, copied under the Registry's lock at scrape time.
+struct MetricsSnapshot {
+  struct Lane {
+    uint64_t lane_id = 0;
+    LaneTotals counters;
+    uint64_t occupancy_bytes = 0;
+    uint64_t capacity_bytes = 0;
+  };
+  struct Channel {
+    std::string name;
+    LaneTotals totals;  // live + retired
+    uint64_t occupancy_bytes = 0;
+    uint64_t capacity_bytes = 0;
+    uint32_t attached_clients = 0;
+    std::vector<Lane> lanes;  // live lanes
+  };
+  std::vector<Channel> channels;
+};
+
+// The p-quantile (0 < q < 1) of a latency histogram as the upper bound of the
+// bucket that holds it, in nanoseconds; 0 when there are no samples.
+uint64_t LatencyQuantileNs(const uint64_t (&buckets)[dataplane::kLatencyBuckets], double q);
+
+// Copies `totals` into the API message (counters and p50/p90/p99); leaves
+// occupancy, capacity and the lane's identity to the caller.
+void FillLaneStats(const LaneTotals& totals, shmlane::v1::LaneStats* out);
+
+}  // namespace shmlane::control
