@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps build run test bench asan tsan fuzz format format-check tidy clean
+.PHONY: all deps build run test bench asan tsan fuzz thread-safety format format-check tidy clean
 
 all: build
 
@@ -33,6 +33,11 @@ tsan: deps
 	cmake --preset tsan >/dev/null
 	cmake --build --preset tsan -j $(JOBS)
 	ctest --preset tsan $(CTEST_ARGS)
+
+# Build only: clang's -Wthread-safety checks the lock annotations.
+thread-safety: deps
+	cmake --preset thread-safety >/dev/null
+	cmake --build --preset thread-safety -j $(JOBS)
 
 FUZZ_RUNS ?= 2000000
 FUZZ_SECONDS ?= 60

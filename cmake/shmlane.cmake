@@ -5,8 +5,13 @@ include_guard(GLOBAL)
 include(CMakeParseArguments)
 
 # Flags for code we write (not for generated protobuf sources).
+# SHMLANE_THREAD_SAFETY (clang only) adds -Wthread-safety, which checks the
+# ABSL_GUARDED_BY / ABSL_EXCLUSIVE_LOCKS_REQUIRED annotations.
 function(shmlane_strict_flags target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
+  if(SHMLANE_THREAD_SAFETY)
+    target_compile_options(${target} PRIVATE -Wthread-safety)
+  endif()
 endfunction()
 
 # shmlane_cc_library(NAME n [HDRS ...] [SRCS ...] [DEPS ...] [DEFINES ...])
