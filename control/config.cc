@@ -1,284 +1,417 @@
 #include "control/config.h"
 
+#include <algorithm>
 #include <cstdlib>
-#include <functional>
 #include <map>
+#include <memory>
 
+#include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "control/runtime_dir.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "shmlane/version.h"
 
 namespace shmlane::control {
 namespace {
 
-struct Flag {
-  const char* name;
-  const char* value_name;  // nullptr: boolean switch
+namespace v1 = ::shmlane::v1;
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::util::TimeUtil;
+
+constexpr size_t kMaxConfigBytes = 1 << 20;
+
+// One flag per DaemonConfig field; the flag's name is the field's with
+// dashes. The schema's own comments are not available at run time, so the
+// help lives here (config_test checks that every field has an entry).
+struct FlagDoc {
+  const char* field;
+  const char* value_name;  // nullptr: a switch (bool)
+  const char* group;
   const char* help;
-  std::function<absl::Status(Config&, const std::string&)> set;
 };
 
-absl::Status ParseBool(const std::string& v, bool* out) {
-  if (v.empty() || v == "true" || v == "1" || v == "yes") {
-    *out = true;
-  } else if (v == "false" || v == "0" || v == "no") {
-    *out = false;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("expected true or false, got \"", v, "\""));
-  }
-  return absl::OkStatus();
+constexpr FlagDoc kFlagDocs[] = {
+    {"runtime_dir", "DIR", "Files",
+     "Directory for control.sock, attach.sock, shmlaned.lock and the state file. Default: "
+     "$SHMLANE_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shmlane, else /run/shmlane. Created 0755 if "
+     "missing; refused if a symlink, owned by another uid, or group/world-writable."},
+    {"state_file", "FILE", "Files",
+     "Where channels, grants and quotas persist. Default: <runtime-dir>/shmlaned.state. Put it "
+     "on persistent storage to survive reboots."},
+    {"metrics_listen", "HOST:PORT|none", "Listeners",
+     "Prometheus /metrics listener. Default 127.0.0.1:9464; port 0 picks a free port."},
+    {"listen", "HOST:PORT", "Listeners",
+     "Also serve the control API on TCP. Loopback only unless --tls-cert and --tls-key are "
+     "given. Default: none."},
+    {"tls_cert", "FILE", "TLS", "PEM server certificate (chain) for --listen."},
+    {"tls_key", "FILE", "TLS", "PEM private key for --tls-cert."},
+    {"tls_client_ca", "FILE", "TLS",
+     "PEM CA bundle; when set, TCP clients must present a certificate it signed (mTLS)."},
+    {"admin_group", "GROUP", "Access",
+     "Make control.sock 0660 owned by this group (default: 0600, daemon user only). Whoever "
+     "can connect to control.sock is an administrator."},
+    {"attach_group", "GROUP", "Access",
+     "Make attach.sock 0660 owned by this group (default: 0666; every attach is still checked "
+     "against the channel's grants)."},
+    {"handshake_timeout", "DURATION", "Limits",
+     "Close attach connections that send no AttachRequest within this time. Default 5s "
+     "(units: ms, s, m; between 1ms and 10m)."},
+    {"per_lane_metrics", nullptr, "Listeners",
+     "Also export per-lane series (label lane). Off by default: lanes come and go, so their "
+     "series are unbounded over time."},
+    {"max_connections", "N", "Limits",
+     "Most attach connections at once (handshaking or attached); more are closed at accept. "
+     "Default 4096 (1..1000000)."},
+};
+
+std::string FlagName(absl::string_view field) {
+  return absl::StrCat("--", absl::StrReplaceAll(field, {{"_", "-"}}));
 }
 
-const std::vector<Flag>& Flags() {
-  static const auto* flags = new std::vector<Flag>{
-      {"runtime-dir", "DIR",
-       "Directory for control.sock, attach.sock, shmlaned.lock and the state file. Default: "
-       "$SHMLANE_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shmlane, else /run/shmlane. Created 0755 if "
-       "missing; refused if a symlink, owned by another uid, or group/world-writable.",
-       [](Config& c, const std::string& v) {
-         c.runtime_dir = v;
-         return absl::OkStatus();
-       }},
-      {"state-file", "FILE",
-       "Where channels, grants and quotas persist. Default: <runtime-dir>/shmlaned.state. Put "
-       "it on persistent storage to survive reboots.",
-       [](Config& c, const std::string& v) {
-         c.state_file = v;
-         return absl::OkStatus();
-       }},
-      {"metrics-listen", "HOST:PORT|none",
-       "Prometheus /metrics listener. Default 127.0.0.1:9464; port 0 picks a free port.",
-       [](Config& c, const std::string& v) {
-         c.metrics_listen = v;
-         return absl::OkStatus();
-       }},
-      {"listen", "HOST:PORT",
-       "Also serve the control API on TCP. Loopback only unless --tls-cert and --tls-key are "
-       "given. Default: none.",
-       [](Config& c, const std::string& v) {
-         c.listen = v;
-         return absl::OkStatus();
-       }},
-      {"tls-cert", "FILE", "PEM server certificate (chain) for --listen.",
-       [](Config& c, const std::string& v) {
-         c.tls_cert = v;
-         return absl::OkStatus();
-       }},
-      {"tls-key", "FILE", "PEM private key for --tls-cert.",
-       [](Config& c, const std::string& v) {
-         c.tls_key = v;
-         return absl::OkStatus();
-       }},
-      {"tls-client-ca", "FILE",
-       "PEM CA bundle; when set, TCP clients must present a certificate it signed (mTLS).",
-       [](Config& c, const std::string& v) {
-         c.tls_client_ca = v;
-         return absl::OkStatus();
-       }},
-      {"admin-group", "GROUP",
-       "Make control.sock 0660 owned by this group (default: 0600, daemon user only). Whoever "
-       "can connect to control.sock is an administrator.",
-       [](Config& c, const std::string& v) {
-         c.admin_group = v;
-         return absl::OkStatus();
-       }},
-      {"attach-group", "GROUP",
-       "Make attach.sock 0660 owned by this group (default: 0666; every attach is still "
-       "checked against the channel's grants).",
-       [](Config& c, const std::string& v) {
-         c.attach_group = v;
-         return absl::OkStatus();
-       }},
-      {"handshake-timeout", "DURATION",
-       "Close attach connections that send no AttachRequest within this time. Default 5s "
-       "(units: ms, s, m).",
-       [](Config& c, const std::string& v) {
-         absl::Duration d;
-         if (!absl::ParseDuration(v, &d) || d <= absl::ZeroDuration() || d > absl::Minutes(10)) {
-           return absl::InvalidArgumentError(
-               absl::StrCat("expected a duration between 1ms and 10m such as 5s, got \"", v, "\""));
-         }
-         c.handshake_timeout = d;
-         return absl::OkStatus();
-       }},
-      {"per-lane-metrics", nullptr,
-       "Also export per-lane series (label lane). Off by default: lanes come and go, so their "
-       "series are unbounded over time.",
-       [](Config& c, const std::string& v) { return ParseBool(v, &c.per_lane_metrics); }},
-      {"max-connections", "N",
-       "Most attach connections at once (handshaking or attached); more are closed at accept. "
-       "Default 4096.",
-       [](Config& c, const std::string& v) {
-         uint32_t n;
-         if (!absl::SimpleAtoi(v, &n) || n == 0 || n > 1000000) {
-           return absl::InvalidArgumentError(absl::StrCat("expected 1..1000000, got \"", v, "\""));
-         }
-         c.max_connections = n;
-         return absl::OkStatus();
-       }},
-  };
-  return *flags;
+// Where a field's value came from, for error messages.
+class Origins {
+ public:
+  void SetFlag(const std::string& field) { origin_[field] = FlagName(field); }
+  void SetFile(const std::string& field, const std::string& where) { origin_[field] = where; }
+  std::string Of(const std::string& field) const {
+    auto it = origin_.find(field);
+    return it == origin_.end() ? field : it->second;
+  }
+
+ private:
+  std::map<std::string, std::string> origin_;
+};
+
+// Collects the text parser's errors as "FILE:LINE:COLUMN: message".
+class TextErrors final : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit TextErrors(std::string path) : path_(std::move(path)) {}
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (first_.empty()) first_ = absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message);
+  }
+  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string path_;
+  std::string first_;
+};
+
+bool IsTextFormat(const std::string& path) {
+  return absl::EndsWith(path, ".textproto") || absl::EndsWith(path, ".txtpb") ||
+         absl::EndsWith(path, ".pbtxt");
 }
 
-const Flag* FindFlag(absl::string_view name) {
-  for (const Flag& f : Flags()) {
-    if (name == f.name) return &f;
-  }
-  return nullptr;
+// The 1-based line of the first `"key"` in JSON text, or 0.
+int JsonLineOf(absl::string_view text, absl::string_view key) {
+  const size_t at = text.find(absl::StrCat("\"", key, "\""));
+  if (at == absl::string_view::npos) return 0;
+  return 1 + static_cast<int>(std::count(text.begin(), text.begin() + at, '\n'));
 }
 
-absl::Status ApplyConfigFile(const std::string& path, Config& config) {
-  absl::StatusOr<std::string> text = ReadSmallFile(path, 1 << 20);
-  if (!text.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--config: ", text.status().message()));
+absl::StatusOr<v1::DaemonConfig> ParseConfigText(const std::string& path, const std::string& text,
+                                                 Origins* origins) {
+  v1::DaemonConfig out;
+  const Descriptor* d = v1::DaemonConfig::descriptor();
+  if (IsTextFormat(path)) {
+    google::protobuf::TextFormat::Parser parser;
+    TextErrors errors(path);
+    google::protobuf::TextFormat::ParseInfoTree tree;
+    parser.RecordErrorsTo(&errors);
+    parser.WriteLocationsTo(&tree);
+    if (!parser.ParseFromString(text, &out)) {
+      return absl::InvalidArgumentError(errors.first().empty() ? absl::StrCat(path, ": unparsable")
+                                                               : errors.first());
+    }
+    for (int i = 0; i < d->field_count(); ++i) {
+      const google::protobuf::TextFormat::ParseLocation loc = tree.GetLocation(d->field(i), -1);
+      if (loc.line >= 0) {
+        origins->SetFile(d->field(i)->name(),
+                         absl::StrCat(path, ":", loc.line + 1, ": ", d->field(i)->name()));
+      }
+    }
+    return out;
   }
-  int line_no = 0;
-  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
-    ++line_no;
-    line = absl::StripAsciiWhitespace(line);
-    if (line.empty() || line[0] == '#') continue;
-    const size_t eq = line.find('=');
-    if (eq == absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": expected `key = value`"));
+  if (absl::EndsWith(path, ".json")) {
+    google::protobuf::util::JsonParseOptions options;  // unknown fields are errors
+    const auto s = google::protobuf::util::JsonStringToMessage(text, &out, options);
+    if (!s.ok()) {
+      const std::string message(s.message().data(), s.message().size());
+      // Protobuf's JSON parser starts its message with the field ("bogus:
+      // Cannot find field.") but gives no line: find the key in the text.
+      std::string where = path;
+      const std::string key = message.substr(0, message.find(':'));
+      const std::string leaf =
+          key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
+      if (const int line = JsonLineOf(text, leaf); line > 0) where = absl::StrCat(path, ":", line);
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", message));
     }
-    const std::string key(absl::StripAsciiWhitespace(line.substr(0, eq)));
-    std::string value(absl::StripAsciiWhitespace(line.substr(eq + 1)));
-    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
-      value = value.substr(1, value.size() - 2);
+    for (int i = 0; i < d->field_count(); ++i) {
+      const FieldDescriptor* f = d->field(i);
+      if (!out.GetReflection()->HasField(out, f)) continue;
+      int line = JsonLineOf(text, f->json_name());
+      if (line == 0) line = JsonLineOf(text, f->name());
+      origins->SetFile(f->name(), absl::StrCat(path, ":", line, ": ", f->name()));
     }
-    const Flag* flag = FindFlag(key);
-    if (flag == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": unknown key \"", key, "\" (see shmlaned --help)"));
-    }
-    if (absl::Status s = flag->set(config, value); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": ", key, ": ", s.message()));
-    }
+    return out;
   }
-  config.config_file = path;
-  return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--config ", path,
+                   ": unknown file type; name it *.textproto (protobuf text format) or *.json (see "
+                   "deploy/config/shmlaned.textproto)"));
 }
 
-}  // namespace
+// Sets `field` of `config` from a flag's text.
+absl::Status SetFromFlag(const FieldDescriptor* field, const std::string& value,
+                         v1::DaemonConfig* config) {
+  const google::protobuf::Reflection* r = config->GetReflection();
+  switch (field->type()) {
+    case FieldDescriptor::TYPE_STRING:
+      r->SetString(config, field, value);
+      return absl::OkStatus();
+    case FieldDescriptor::TYPE_BOOL: {
+      bool b = true;
+      if (!value.empty() && !absl::SimpleAtob(value, &b)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("expected true or false, got \"", value, "\""));
+      }
+      r->SetBool(config, field, b);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::TYPE_UINT32: {
+      uint32_t n = 0;
+      if (!absl::SimpleAtoi(value, &n)) {
+        return absl::InvalidArgumentError(absl::StrCat("expected a number, got \"", value, "\""));
+      }
+      r->SetUInt32(config, field, n);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::TYPE_MESSAGE: {
+      absl::Duration d;
+      if (field->message_type() != google::protobuf::Duration::descriptor() ||
+          !absl::ParseDuration(value, &d)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("expected a duration such as 5s or 250ms, got \"", value, "\""));
+      }
+      r->MutableMessage(config, field)
+          ->CopyFrom(TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d)));
+      return absl::OkStatus();
+    }
+    default:
+      return absl::InternalError(absl::StrCat("no flag parser for field ", field->name()));
+  }
+}
 
-absl::StatusOr<ParsedCommandLine> ParseCommandLine(const std::vector<std::string>& args) {
-  ParsedCommandLine out;
-  Config& config = out.config;
+// `top` over `base`: set fields win, and a set message field replaces the
+// one below as a whole (MergeFrom would mix a 2s file value with a 500ms flag).
+void Overlay(const v1::DaemonConfig& top, v1::DaemonConfig* base) {
+  base->MergeFrom(top);
+  if (top.has_handshake_timeout()) *base->mutable_handshake_timeout() = top.handshake_timeout();
+}
+
+v1::DaemonConfig Defaults() {
+  v1::DaemonConfig c;
   if (const char* env = std::getenv("SHMLANE_RUNTIME_DIR"); env != nullptr && *env != '\0') {
-    config.runtime_dir = env;
+    c.set_runtime_dir(env);
   } else if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0') {
-    config.runtime_dir = absl::StrCat(xdg, "/shmlane");
+    c.set_runtime_dir(absl::StrCat(xdg, "/shmlane"));
   } else {
-    config.runtime_dir = "/run/shmlane";
+    c.set_runtime_dir("/run/shmlane");
   }
-  // Split into (name, value) pairs first so that --config applies before the
-  // other flags regardless of position.
-  std::vector<std::pair<const Flag*, std::string>> settings;
-  std::string config_path;
-  for (size_t i = 1; i < args.size(); ++i) {
-    absl::string_view arg = args[i];
-    if (arg == "--help" || arg == "-h") {
-      out.show_help = true;
-      continue;
-    }
-    if (arg == "--version") {
-      out.show_version = true;
-      continue;
-    }
-    if (arg.substr(0, 2) != "--") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unexpected argument \"", arg, "\" (see shmlaned --help)"));
-    }
-    arg.remove_prefix(2);
-    std::string name(arg), value;
-    bool has_value = false;
-    if (const size_t eq = arg.find('='); eq != absl::string_view::npos) {
-      name = std::string(arg.substr(0, eq));
-      value = std::string(arg.substr(eq + 1));
-      has_value = true;
-    }
-    if (name == "config") {
-      if (!has_value) {
-        if (i + 1 >= args.size()) return absl::InvalidArgumentError("--config needs a FILE");
-        value = args[++i];
-      }
-      config_path = value;
-      continue;
-    }
-    const Flag* flag = FindFlag(name);
-    if (flag == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag --", name, " (see shmlaned --help)"));
-    }
-    if (!has_value && flag->value_name != nullptr) {
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs ", flag->value_name));
-      }
-      value = args[++i];
-    }
-    settings.emplace_back(flag, value);
+  c.set_metrics_listen("127.0.0.1:9464");
+  *c.mutable_handshake_timeout() = TimeUtil::SecondsToDuration(5);
+  c.set_per_lane_metrics(false);
+  c.set_max_connections(4096);
+  return c;
+}
+
+// Checks the effective configuration and converts it.
+absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origins) {
+  Config out;
+  out.runtime_dir = c.runtime_dir();
+  out.state_file = c.has_state_file() && !c.state_file().empty()
+                       ? c.state_file()
+                       : absl::StrCat(c.runtime_dir(), "/shmlaned.state");
+  out.metrics_listen = c.metrics_listen();
+  out.listen = c.listen();
+  out.tls_cert = c.tls_cert();
+  out.tls_key = c.tls_key();
+  out.tls_client_ca = c.tls_client_ca();
+  out.admin_group = c.admin_group();
+  out.attach_group = c.attach_group();
+  out.per_lane_metrics = c.per_lane_metrics();
+  if (out.runtime_dir.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origins.Of("runtime_dir"), ": must not be empty"));
   }
-  if (out.show_help || out.show_version) return out;
-  if (!config_path.empty()) {
-    if (absl::Status s = ApplyConfigFile(config_path, config); !s.ok()) return s;
+  const absl::Duration handshake =
+      absl::Nanoseconds(TimeUtil::DurationToNanoseconds(c.handshake_timeout()));
+  if (handshake < absl::Milliseconds(1) || handshake > absl::Minutes(10)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origins.Of("handshake_timeout"), ": expected a duration between 1ms and 10m",
+                     " such as 5s, got ", absl::FormatDuration(handshake)));
   }
-  for (const auto& [flag, value] : settings) {
-    if (absl::Status s = flag->set(config, value); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("--", flag->name, ": ", s.message()));
-    }
+  out.handshake_timeout = handshake;
+  if (c.max_connections() == 0 || c.max_connections() > 1000000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origins.Of("max_connections"), ": expected 1..1000000, got ", c.max_connections()));
   }
-  if (config.state_file.empty()) config.state_file = config.runtime_dir + "/shmlaned.state";
-  if (!config.tls_cert.empty() != !config.tls_key.empty()) {
+  out.max_connections = c.max_connections();
+  if (out.tls_cert.empty() != out.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
-  if (!config.tls_client_ca.empty() && config.tls_cert.empty()) {
+  if (!out.tls_client_ca.empty() && out.tls_cert.empty()) {
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
   }
   return out;
 }
 
-std::string HelpText() {
-  std::string out =
-      "Usage: shmlaned [FLAGS]\n"
-      "\n"
-      "shmlaned is the shmlane daemon: it serves the gRPC control API on\n"
-      "<runtime-dir>/control.sock, lets applications attach to channels through\n"
-      "<runtime-dir>/attach.sock (shared-memory lanes handed over as memfds), and\n"
-      "exports lane counters to Prometheus.\n"
-      "\n"
-      "Flags (also accepted as `key = value` lines in --config FILE, without the\n"
-      "dashes; flags given on the command line win):\n"
-      "  --config FILE\n"
-      "      Read settings from FILE first.\n";
-  for (const Flag& f : Flags()) {
-    absl::StrAppend(&out, "  --", f.name, f.value_name ? absl::StrCat(" ", f.value_name) : "",
-                    "\n");
-    // Wrap the help at ~76 columns.
-    std::string line = "     ";
-    for (absl::string_view word : absl::StrSplit(f.help, ' ')) {
-      if (line.size() + word.size() + 1 > 78) {
-        absl::StrAppend(&out, line, "\n");
-        line = "     ";
-      }
-      absl::StrAppend(&line, " ", word);
-    }
-    absl::StrAppend(&out, line, "\n");
+// The flag parser. Values land in `values` as text; `app` tells which were
+// given.
+struct FlagSet {
+  std::unique_ptr<CLI::App> app;
+  std::string config_path;
+  bool print_config = false;
+  std::map<std::string, std::string> values;    // by field name
+  std::map<std::string, bool> switches;         // by field name (bool fields)
+  std::map<std::string, CLI::Option*> options;  // by field name
+};
+
+std::unique_ptr<FlagSet> MakeFlags() {
+  auto flags = std::make_unique<FlagSet>();
+  flags->app = std::make_unique<CLI::App>(
+      "shmlaned is the shmlane daemon: it serves the gRPC control API on "
+      "<runtime-dir>/control.sock, lets applications attach to channels through "
+      "<runtime-dir>/attach.sock (shared-memory lanes handed over as memfds), and exports lane "
+      "counters to Prometheus.",
+      "shmlaned");
+  CLI::App& app = *flags->app;
+  app.set_version_flag("--version", std::string("shmlaned ") + SHMLANE_VERSION,
+                       "Print the version and exit.");
+  app.add_option("--config", flags->config_path,
+                 "Read settings from FILE first: a shmlane.v1.DaemonConfig in protobuf text "
+                 "format (*.textproto) or JSON (*.json) whose field names are the flags' with "
+                 "underscores (runtime_dir for --runtime-dir). Flags given on the command line "
+                 "win.")
+      ->type_name("FILE")
+      ->group("Files");
+  app.add_flag("--print-config", flags->print_config,
+               "Print the effective configuration (defaults, file and flags) in text format and "
+               "exit.")
+      ->group("Files");
+  const Descriptor* d = v1::DaemonConfig::descriptor();
+  for (const FlagDoc& doc : kFlagDocs) {
+    const FieldDescriptor* field = d->FindFieldByName(doc.field);
+    if (field == nullptr) continue;  // config_test keeps the table and the schema in step
+    CLI::Option* option =
+        doc.value_name == nullptr
+            ? app.add_flag(FlagName(doc.field), flags->switches[doc.field], doc.help)
+            : app.add_option(FlagName(doc.field), flags->values[doc.field], doc.help)
+                  ->type_name(doc.value_name);
+    option->group(doc.group);
+    flags->options[doc.field] = option;
   }
-  absl::StrAppend(&out,
-                  "  --version\n"
-                  "      Print the version and exit.\n"
-                  "  --help\n"
-                  "      Print this text and exit.\n"
-                  "\n"
-                  "Environment: SHMLANE_RUNTIME_DIR, XDG_RUNTIME_DIR (see --runtime-dir).\n"
-                  "Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 runtime failure,\n"
-                  "2 bad configuration or unsafe runtime directory, or another daemon holds it.\n"
-                  "See docs/operations.md and docs/security.md.\n");
+  app.footer(
+      "Environment: SHMLANE_RUNTIME_DIR, XDG_RUNTIME_DIR (see --runtime-dir).\n"
+      "Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 runtime failure,\n"
+      "2 bad configuration or unsafe runtime directory, or another daemon holds it.\n"
+      "See docs/operations.md and docs/security.md.");
+  return flags;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::DaemonConfig> ReadConfigFile(const std::string& path) {
+  Origins origins;
+  absl::StatusOr<std::string> text = ReadSmallFile(path, kMaxConfigBytes);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--config: ", text.status().message()));
+  }
+  return ParseConfigText(path, *text, &origins);
+}
+
+std::string FormatConfig(const v1::DaemonConfig& config) {
+  std::string out;
+  google::protobuf::TextFormat::PrintToString(config, &out);
+  return absl::StrCat("# shmlaned effective configuration (shmlane.v1.DaemonConfig)\n", out);
+}
+
+absl::StatusOr<ParsedCommandLine> ParseCommandLine(const std::vector<std::string>& args) {
+  ParsedCommandLine out;
+  std::unique_ptr<FlagSet> flags = MakeFlags();
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  try {
+    flags->app->parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::CallForHelp&) {
+    out.show_help = true;
+    return out;
+  } catch (const CLI::CallForVersion&) {
+    out.show_version = true;
+    return out;
+  } catch (const CLI::ExtrasError& e) {
+    std::string first = args.size() > 1 ? args.back() : "";
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (absl::StrContains(e.what(), args[i])) {
+        first = args[i];
+        break;
+      }
+    }
+    if (absl::StartsWith(first, "--")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown flag ", first.substr(0, first.find('=')), " (see shmlaned --help)"));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("unexpected argument \"", first, "\" (see shmlaned --help)"));
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(absl::StrCat(e.what(), " (see shmlaned --help)"));
+  }
+  Origins origins;
+  v1::DaemonConfig effective = Defaults();
+  if (!flags->config_path.empty()) {
+    absl::StatusOr<std::string> text = ReadSmallFile(flags->config_path, kMaxConfigBytes);
+    if (!text.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--config: ", text.status().message()));
+    }
+    absl::StatusOr<v1::DaemonConfig> file = ParseConfigText(flags->config_path, *text, &origins);
+    if (!file.ok()) return file.status();
+    Overlay(*file, &effective);
+    out.config.config_file = flags->config_path;
+  }
+  v1::DaemonConfig from_flags;
+  const Descriptor* d = v1::DaemonConfig::descriptor();
+  for (const auto& [name, option] : flags->options) {
+    if (option->count() == 0) continue;
+    auto sw = flags->switches.find(name);
+    const std::string value =
+        sw == flags->switches.end() ? flags->values[name] : (sw->second ? "true" : "false");
+    if (absl::Status s = SetFromFlag(d->FindFieldByName(name), value, &from_flags); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(FlagName(name), ": ", s.message()));
+    }
+    origins.SetFlag(name);
+  }
+  Overlay(from_flags, &effective);
+  if (!effective.has_state_file() || effective.state_file().empty()) {
+    effective.set_state_file(absl::StrCat(effective.runtime_dir(), "/shmlaned.state"));
+  }
+  absl::StatusOr<Config> config = ToConfig(effective, origins);
+  if (!config.ok()) return config.status();
+  config->config_file = out.config.config_file;
+  out.config = *std::move(config);
+  out.effective = std::move(effective);
+  out.print_config = flags->print_config;
   return out;
 }
+
+std::string HelpText() { return MakeFlags()->app->help(); }
 
 }  // namespace shmlane::control

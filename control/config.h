@@ -1,17 +1,21 @@
-// Config: shmlaned's settings. Precedence, lowest first: embedded defaults,
-// the SHMLANE_RUNTIME_DIR environment variable, the config file (--config
-// FILE, `key = value` lines using the flag names without dashes), flags.
+// Config: shmlaned's settings. The schema is the protobuf message
+// shmlane.v1.DaemonConfig (protos/shmlane/v1/config.proto): `--config FILE`
+// holds one in text format (*.textproto, *.txtpb, *.pbtxt) or JSON (*.json),
+// and every field has a flag of the same name with dashes (runtime_dir is
+// --runtime-dir), parsed with CLI11. Precedence, lowest first: embedded
+// defaults, the SHMLANE_RUNTIME_DIR / XDG_RUNTIME_DIR environment, the file,
+// the flags. Config is the effective result in the types the daemon uses.
 //
-// Thread safety: plain value type; parsing is for the start-up thread.
+// Thread safety: plain value types; parsing is for the start-up thread.
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "shmlane/v1/config.pb.h"
 
 namespace shmlane::control {
 
@@ -34,13 +38,23 @@ struct Config {
 // What the command line asked for besides a config.
 struct ParsedCommandLine {
   Config config;
+  // The effective configuration (defaults, file and flags), for --print-config.
+  shmlane::v1::DaemonConfig effective;
   bool show_help = false;
   bool show_version = false;
+  bool print_config = false;
 };
 
 // Parses flags (--name=value or --name value), reading --config first.
-// InvalidArgument names the offending flag or file line.
+// InvalidArgument names the offending flag, or the file, line and field.
 absl::StatusOr<ParsedCommandLine> ParseCommandLine(const std::vector<std::string>& args);
+
+// Reads a DaemonConfig from `path`, text format or JSON by extension.
+// InvalidArgument names the file, line and field.
+absl::StatusOr<shmlane::v1::DaemonConfig> ReadConfigFile(const std::string& path);
+
+// The effective configuration in text format, as --print-config shows it.
+std::string FormatConfig(const shmlane::v1::DaemonConfig& config);
 
 // The --help text.
 std::string HelpText();

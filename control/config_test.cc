@@ -23,10 +23,11 @@ TEST(ConfigTest, DefaultsComeFromEnvironment) {
 }
 
 TEST(ConfigTest, FlagsOverrideConfigFile) {
-  const std::string path = ::testing::TempDir() + "/shmlaned.conf";
+  const std::string path = ::testing::TempDir() + "/shmlaned.textproto";
   {
     std::ofstream f(path);
-    f << "# comment\nruntime-dir = /tmp/a\nhandshake-timeout = 2s\nper-lane-metrics = true\n";
+    f << "# comment\nruntime_dir: \"/tmp/a\"\nhandshake_timeout { seconds: 2 }\n"
+         "per_lane_metrics: true\n";
   }
   auto parsed = ParseCommandLine({"shmlaned", "--runtime-dir=/tmp/b", "--config", path});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -48,6 +49,118 @@ TEST(ConfigTest, HelpMentionsEveryFlag) {
                            "--handshake-timeout", "--per-lane-metrics", "--version", "--config"}) {
     EXPECT_NE(help.find(flag), std::string::npos) << flag;
   }
+}
+
+std::string WriteFile(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ConfigTest, JsonConfigUsesTheSameSchema) {
+  const std::string path = WriteFile("c.json",
+                                     "{\n  \"runtimeDir\": \"/tmp/j\",\n"
+                                     "  \"handshake_timeout\": \"1.5s\",\n"
+                                     "  \"maxConnections\": 7\n}\n");
+  auto parsed = ParseCommandLine({"shmlaned", "--config=" + path});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.runtime_dir, "/tmp/j");
+  EXPECT_EQ(parsed->config.handshake_timeout, absl::Milliseconds(1500));
+  EXPECT_EQ(parsed->config.max_connections, 7u);
+  EXPECT_EQ(parsed->config.config_file, path);
+}
+
+TEST(ConfigTest, FlagReplacesAFileDurationAsAWhole) {
+  const std::string path = WriteFile("d.textproto", "handshake_timeout { seconds: 2 }\n");
+  auto parsed = ParseCommandLine({"shmlaned", "--config", path, "--handshake-timeout", "250ms"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.handshake_timeout, absl::Milliseconds(250));
+}
+
+TEST(ConfigTest, BothFlagFormsAndSwitchValues) {
+  auto parsed = ParseCommandLine({"shmlaned", "--runtime-dir", "/tmp/s", "--max-connections=9",
+                                  "--per-lane-metrics", "--metrics-listen=none"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.runtime_dir, "/tmp/s");
+  EXPECT_EQ(parsed->config.max_connections, 9u);
+  EXPECT_TRUE(parsed->config.per_lane_metrics);
+  EXPECT_EQ(parsed->config.metrics_listen, "none");
+  parsed = ParseCommandLine({"shmlaned", "--per-lane-metrics=false"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_FALSE(parsed->config.per_lane_metrics);
+}
+
+TEST(ConfigTest, BadFilesNameFileLineAndField) {
+  std::string path = WriteFile("bad1.textproto", "runtime_dir: \"/tmp/x\"\nbogus_field: 3\n");
+  auto parsed = ParseCommandLine({"shmlaned", "--config", path});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(parsed.status().message().find(path + ":2:"), std::string::npos) << parsed.status();
+  EXPECT_NE(parsed.status().message().find("bogus_field"), std::string::npos) << parsed.status();
+
+  path = WriteFile("bad2.textproto", "# limits\n\nmax_connections: 0\n");
+  parsed = ParseCommandLine({"shmlaned", "--config", path});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find(path + ":3: max_connections"), std::string::npos)
+      << parsed.status();
+
+  path = WriteFile("bad3.json", "{\n  \"runtimeDir\": \"/tmp/x\",\n  \"bogus\": 1\n}\n");
+  parsed = ParseCommandLine({"shmlaned", "--config", path});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find(path + ":3"), std::string::npos) << parsed.status();
+  EXPECT_NE(parsed.status().message().find("bogus"), std::string::npos) << parsed.status();
+
+  path = WriteFile("bad4.json", "{ \"handshakeTimeout\": \"soon\" }\n");
+  parsed = ParseCommandLine({"shmlaned", "--config", path});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find(path), std::string::npos) << parsed.status();
+
+  path = WriteFile("old.conf", "runtime-dir = /tmp/x # c\n");
+  parsed = ParseCommandLine({"shmlaned", "--config", path});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find("textproto"), std::string::npos) << parsed.status();
+
+  parsed = ParseCommandLine({"shmlaned", "--config", "/nonexistent/x.textproto"});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find("/nonexistent/x.textproto"), std::string::npos);
+}
+
+TEST(ConfigTest, PrintConfigShowsTheEffectiveValues) {
+  const std::string path = WriteFile("p.textproto", "listen: \"127.0.0.1:0\"\n");
+  auto parsed =
+      ParseCommandLine({"shmlaned", "--config", path, "--runtime-dir=/tmp/p", "--print-config"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->print_config);
+  const std::string text = FormatConfig(parsed->effective);
+  for (const char* want : {"runtime_dir: \"/tmp/p\"", "listen: \"127.0.0.1:0\"",
+                           "state_file: \"/tmp/p/shmlaned.state\"", "max_connections: 4096",
+                           "metrics_listen: \"127.0.0.1:9464\""}) {
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+  }
+  // The printed text is itself a valid config.
+  const std::string again = WriteFile("again.textproto", text);
+  auto reparsed = ParseCommandLine({"shmlaned", "--config", again});
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->config.runtime_dir, "/tmp/p");
+}
+
+TEST(ConfigTest, TheShippedExampleParses) {
+  auto parsed = ParseCommandLine(
+      {"shmlaned", "--config", SHMLANE_SOURCE_DIR "/deploy/config/shmlaned.textproto"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.state_file, "/var/lib/shmlane/shmlaned.state");
+  EXPECT_EQ(parsed->config.handshake_timeout, absl::Seconds(5));
+}
+
+TEST(ConfigTest, EveryConfigFieldHasAFlag) {
+  const std::string help = HelpText();
+  const auto* d = shmlane::v1::DaemonConfig::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    std::string flag = "--" + d->field(i)->name();
+    for (char& c : flag) c = c == '_' ? '-' : c;
+    EXPECT_NE(help.find(flag), std::string::npos) << flag << " is missing from --help";
+  }
+  EXPECT_NE(help.find("--print-config"), std::string::npos);
 }
 
 }  // namespace

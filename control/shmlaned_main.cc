@@ -47,6 +47,10 @@ int main(int argc, char** argv) {
     std::printf("shmlaned %s\n", SHMLANE_VERSION);
     return 0;
   }
+  if (parsed->print_config) {
+    std::fputs(shmlane::control::FormatConfig(parsed->effective).c_str(), stdout);
+    return 0;
+  }
   absl::StatusOr<std::unique_ptr<shmlane::control::Daemon>> daemon =
       shmlane::control::Daemon::Start(parsed->config);
   if (!daemon.ok()) {

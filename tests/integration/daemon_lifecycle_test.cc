@@ -42,6 +42,50 @@ TEST(DaemonLifecycleTest, HelpDocumentsEveryFlagAndVersionPrints) {
   EXPECT_TRUE(absl::StrContains(bad->err, "unknown flag --no-such-flag")) << bad->err;
 }
 
+TEST(DaemonLifecycleTest, ConfigFileInTextFormatOrJson) {
+  for (const char* ext : {"textproto", "json"}) {
+    TestDaemon d;
+    const std::string state = d.base_dir() + "/custom.state";
+    const std::string path = absl::StrCat(d.base_dir(), "/shmlaned.", ext);
+    {
+      std::ofstream f(path);
+      if (std::string(ext) == "json") {
+        f << "{\n  \"stateFile\": \"" << state << "\",\n  \"perLaneMetrics\": true\n}\n";
+      } else {
+        f << "# test\nstate_file: \"" << state << "\"\nper_lane_metrics: true\n";
+      }
+    }
+    ASSERT_TRUE(d.Start({"--config", path}).ok()) << ext << ": " << d.stderr_text();
+    EXPECT_TRUE(absl::StrContains(d.stdout_text(), "state:    " + state)) << d.stdout_text();
+    ASSERT_EQ(d.Ctl({"channels", "create", "c1"}).exit_code, 0);
+    ASSERT_TRUE(d.Stop().ok());
+    struct stat st {};
+    EXPECT_EQ(::stat(state.c_str(), &st), 0)
+        << ext << ": the configured state file was not written";
+  }
+}
+
+TEST(DaemonLifecycleTest, BadConfigFileExitsTwoNamingFileLineAndField) {
+  TestDaemon d;
+  const std::string path = d.base_dir() + "/bad.textproto";
+  std::ofstream(path) << "metrics_listen: \"none\"\n\nmax_connections: 0\n";
+  auto bad = d.RunExpectingExit({"--config", path});
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(bad->err, path + ":3: max_connections")) << bad->err;
+  const std::string json = d.base_dir() + "/bad.json";
+  std::ofstream(json) << "{\n  \"metricsListen\": \"none\",\n  \"maxConections\": 3\n}\n";
+  bad = d.RunExpectingExit({"--config", json});
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(bad->err, json + ":3")) << bad->err;
+  EXPECT_TRUE(absl::StrContains(bad->err, "maxConections")) << bad->err;
+  auto printed = d.RunExpectingExit({"--config", path, "--max-connections", "5", "--print-config"});
+  ASSERT_TRUE(printed.ok());
+  EXPECT_EQ(printed->exit_code, 0) << printed->err;
+  EXPECT_TRUE(absl::StrContains(printed->out, "max_connections: 5")) << printed->out;
+}
+
 TEST(DaemonLifecycleTest, CliCreatesChannelAndGrantsAndFilesHaveSafeModes) {
   TestDaemon d;
   ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
