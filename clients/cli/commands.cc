@@ -52,6 +52,9 @@ class Commands {
   int Run(const Invocation& inv);
 
  private:
+  using ChannelStub = v1::ChannelService::Stub;
+  using AccessStub = v1::AccessService::Stub;
+
   void Prepare(grpc::ClientContext* ctx) const {
     ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
   }
@@ -74,21 +77,26 @@ class Commands {
     }
     return kExitOk;
   }
+  // One unary call with the --timeout deadline, its reply printed by Done.
+  template <typename Stub, typename Request, typename Response, typename Printer>
+  int Call(Stub* stub,
+           grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+           const Request& req, Printer print) const {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    Response out;
+    grpc::Status s = (stub->*method)(&ctx, req, &out);
+    if (!s.ok()) return Fail(s);
+    return Done(out, print);
+  }
 
-  int CreateChannel(const v1::CreateChannelRequest& req);
-  int GetChannel(const v1::GetChannelRequest& req);
   int ListChannels(v1::ListChannelsRequest req);
-  int DeleteChannel(const v1::DeleteChannelRequest& req);
   int ChangeGrant(bool add, const std::string& channel, const v1::Grant& grant);
-  int ListGrants(const std::string& channel);
-  int SetQuota(const v1::SetQuotaRequest& req);
-  int GetQuota(const v1::GetQuotaRequest& req);
-  int Stats(const v1::GetChannelStatsRequest& req);
   int Watch(const v1::WatchEventsRequest& req, uint64_t count);
   int Health(const grpc::health::v1::HealthCheckRequest& req);
 
-  std::unique_ptr<v1::ChannelService::Stub> channels_;
-  std::unique_ptr<v1::AccessService::Stub> access_;
+  std::unique_ptr<ChannelStub> channels_;
+  std::unique_ptr<AccessStub> access_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   const bool json_;
   const absl::Duration timeout_;
@@ -98,55 +106,48 @@ class Commands {
 int Commands::Run(const Invocation& inv) {
   switch (inv.command) {
     case Command::kChannelsCreate:
-      return CreateChannel(inv.create_channel);
+      return Call(channels_.get(), &ChannelStub::CreateChannel, inv.create_channel,
+                  [&](const v1::Channel& c) {
+                    std::printf("created channel %s\n", inv.create_channel.spec().name().c_str());
+                    PrintChannels({c});
+                  });
     case Command::kChannelsGet:
-      return GetChannel(inv.get_channel);
+      return Call(channels_.get(), &ChannelStub::GetChannel, inv.get_channel,
+                  [](const v1::Channel& c) {
+                    PrintChannels({c});
+                    for (const auto& [k, v] : c.spec().labels()) {
+                      std::printf("label %s=%s\n", k.c_str(), v.c_str());
+                    }
+                  });
     case Command::kChannelsList:
       return ListChannels(inv.list_channels);
     case Command::kChannelsDelete:
-      return DeleteChannel(inv.delete_channel);
+      return Call(channels_.get(), &ChannelStub::DeleteChannel, inv.delete_channel,
+                  [&](const v1::DeleteChannelResponse& r) {
+                    std::printf("deleted channel %s (%u attachments ended)\n",
+                                inv.delete_channel.name().c_str(), r.detached_clients());
+                  });
     case Command::kGrantsAdd:
       return ChangeGrant(true, inv.grant_channel, inv.grant);
     case Command::kGrantsRemove:
       return ChangeGrant(false, inv.grant_channel, inv.grant);
-    case Command::kGrantsList:
-      return ListGrants(inv.grant_channel);
+    case Command::kGrantsList: {
+      v1::ListGrantsRequest req;
+      req.set_channel(inv.grant_channel);
+      return Call(access_.get(), &AccessStub::ListGrants, req, PrintGrants);
+    }
     case Command::kQuotaSet:
-      return SetQuota(inv.set_quota);
+      return Call(access_.get(), &AccessStub::SetQuota, inv.set_quota, PrintQuota);
     case Command::kQuotaGet:
-      return GetQuota(inv.get_quota);
+      return Call(access_.get(), &AccessStub::GetQuota, inv.get_quota, PrintQuota);
     case Command::kStats:
-      return Stats(inv.stats);
+      return Call(channels_.get(), &ChannelStub::GetChannelStats, inv.stats, PrintStats);
     case Command::kWatch:
       return Watch(inv.watch, inv.watch_count);
     case Command::kHealth:
       return Health(inv.health);
   }
   return kExitUsage;
-}
-
-int Commands::CreateChannel(const v1::CreateChannelRequest& req) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::Channel out;
-  grpc::Status s = channels_->CreateChannel(&ctx, req, &out);
-  if (!s.ok()) return Fail(s);
-  return Done(out, [&](const v1::Channel& c) {
-    std::printf("created channel %s\n", req.spec().name().c_str());
-    PrintChannels({c});
-  });
-}
-
-int Commands::GetChannel(const v1::GetChannelRequest& req) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::Channel out;
-  grpc::Status s = channels_->GetChannel(&ctx, req, &out);
-  if (!s.ok()) return Fail(s);
-  return Done(out, [](const v1::Channel& c) {
-    PrintChannels({c});
-    for (const auto& [k, v] : c.spec().labels()) std::printf("label %s=%s\n", k.c_str(), v.c_str());
-  });
 }
 
 int Commands::ListChannels(v1::ListChannelsRequest req) {
@@ -166,78 +167,22 @@ int Commands::ListChannels(v1::ListChannelsRequest req) {
   });
 }
 
-int Commands::DeleteChannel(const v1::DeleteChannelRequest& req) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::DeleteChannelResponse out;
-  grpc::Status s = channels_->DeleteChannel(&ctx, req, &out);
-  if (!s.ok()) return Fail(s);
-  return Done(out, [&](const v1::DeleteChannelResponse& r) {
-    std::printf("deleted channel %s (%u attachments ended)\n", req.name().c_str(),
-                r.detached_clients());
-  });
-}
-
 int Commands::ChangeGrant(bool add, const std::string& channel, const v1::Grant& grant) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::GrantResponse out;
-  grpc::Status s;
+  auto print = [&](const v1::GrantResponse& r) {
+    std::printf("%s %s %s on %s%s\n", add ? "granted" : "revoked", ShortName(grant.role()).c_str(),
+                PrincipalName(grant.principal()).c_str(), channel.c_str(),
+                r.changed() ? "" : " (no change)");
+  };
   if (add) {
     v1::AddGrantRequest req;
     req.set_channel(channel);
     *req.mutable_grant() = grant;
-    s = access_->AddGrant(&ctx, req, &out);
-  } else {
-    v1::RemoveGrantRequest req;
-    req.set_channel(channel);
-    *req.mutable_grant() = grant;
-    s = access_->RemoveGrant(&ctx, req, &out);
+    return Call(access_.get(), &AccessStub::AddGrant, req, print);
   }
-  if (!s.ok()) return Fail(s);
-  return Done(out, [&](const v1::GrantResponse& r) {
-    std::printf("%s %s %s on %s%s\n", add ? "granted" : "revoked", ShortName(grant.role()).c_str(),
-                PrincipalName(grant.principal()).c_str(), channel.c_str(),
-                r.changed() ? "" : " (no change)");
-  });
-}
-
-int Commands::ListGrants(const std::string& channel) {
-  v1::ListGrantsRequest req;
+  v1::RemoveGrantRequest req;
   req.set_channel(channel);
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::ListGrantsResponse out;
-  grpc::Status s = access_->ListGrants(&ctx, req, &out);
-  if (!s.ok()) return Fail(s);
-  return Done(out, PrintGrants);
-}
-
-int Commands::SetQuota(const v1::SetQuotaRequest& req) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::Quota out;
-  grpc::Status s = access_->SetQuota(&ctx, req, &out);
-  if (!s.ok()) return Fail(s);
-  return Done(out, PrintQuota);
-}
-
-int Commands::GetQuota(const v1::GetQuotaRequest& req) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::Quota out;
-  grpc::Status s = access_->GetQuota(&ctx, req, &out);
-  if (!s.ok()) return Fail(s);
-  return Done(out, PrintQuota);
-}
-
-int Commands::Stats(const v1::GetChannelStatsRequest& req) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::ChannelStats out;
-  grpc::Status s = channels_->GetChannelStats(&ctx, req, &out);
-  if (!s.ok()) return Fail(s);
-  return Done(out, PrintStats);
+  *req.mutable_grant() = grant;
+  return Call(access_.get(), &AccessStub::RemoveGrant, req, print);
 }
 
 int Commands::Watch(const v1::WatchEventsRequest& req, uint64_t count) {

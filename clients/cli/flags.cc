@@ -134,6 +134,10 @@ struct Flags {
   std::string runtime_dir;
   std::string server;
   std::string tls_ca, tls_cert, tls_key;
+  CLI::Option* server_option = nullptr;
+  CLI::Option* tls_ca_option = nullptr;
+  CLI::Option* tls_cert_option = nullptr;
+  CLI::Option* tls_key_option = nullptr;
   std::string timeout = "10s";
   bool json = false;
 
@@ -184,27 +188,27 @@ void WireGlobal(CLI::App& app, Flags& f) {
       ->envname("SHMLANE_RUNTIME_DIR")
       ->type_name("DIR")
       ->group(kConnectionGroup);
-  CLI::Option* server =
+  // --tls-* without --server and --tls-cert without --tls-key are checked
+  // after parsing (CheckTls), with the messages scripts and tests know.
+  f.server_option =
       app.add_option("--server", f.server,
                      "Connect to a TCP control listener instead (plaintext unless --tls-*)")
           ->type_name("HOST:PORT")
           ->group(kConnectionGroup);
-  app.add_option("--tls-ca", f.tls_ca,
-                 "TLS to --server, trusting this PEM CA bundle (default: the system's CAs)")
-      ->type_name("FILE")
-      ->needs(server)
-      ->group(kConnectionGroup);
-  CLI::Option* cert = app.add_option("--tls-cert", f.tls_cert,
-                                     "PEM client certificate (chain), for shmlaned --tls-client-ca")
-                          ->type_name("FILE")
-                          ->needs(server)
-                          ->group(kConnectionGroup);
-  CLI::Option* key = app.add_option("--tls-key", f.tls_key, "PEM private key of --tls-cert")
+  f.tls_ca_option =
+      app.add_option("--tls-ca", f.tls_ca,
+                     "TLS to --server, trusting this PEM CA bundle (default: the system's CAs)")
+          ->type_name("FILE")
+          ->group(kConnectionGroup);
+  f.tls_cert_option =
+      app.add_option(
+             "--tls-cert", f.tls_cert,
+             "PEM client certificate (chain), for shmlaned --tls-client-ca; needs --tls-key")
+          ->type_name("FILE")
+          ->group(kConnectionGroup);
+  f.tls_key_option = app.add_option("--tls-key", f.tls_key, "PEM private key of --tls-cert")
                          ->type_name("FILE")
-                         ->needs(server)
-                         ->needs(cert)
                          ->group(kConnectionGroup);
-  cert->needs(key);
   app.add_option("--timeout", f.timeout, "Per-call deadline")
       ->type_name("DURATION")
       ->check(DurationCheck())
@@ -360,6 +364,7 @@ void WireOthers(CLI::App& app, Flags& f) {
       ->type_name("NAME");
   watch->add_option("--count", f.count, "Stop after N events (0: until interrupted)")
       ->type_name("N")
+      ->check(CLI::NonNegativeNumber)  // CLI11 would take "-1" as 2^64 - 1
       ->capture_default_str();
   f.leaves.emplace_back(watch, Command::kWatch);
 
@@ -471,10 +476,32 @@ void BuildRequest(Flags& f, Command command, Invocation* inv) {
   }
 }
 
+// The TLS flags' rules; false after printing the usage error.
+bool CheckTls(const Flags& f) {
+  const bool tls =
+      f.tls_ca_option->count() + f.tls_cert_option->count() + f.tls_key_option->count() != 0;
+  if (tls && f.server_option->count() == 0) {
+    std::fprintf(stderr,
+                 "%s: --tls-ca, --tls-cert and --tls-key apply to --server only (see %s --help)\n",
+                 kProgram, kProgram);
+    return false;
+  }
+  if ((f.tls_cert_option->count() == 0) != (f.tls_key_option->count() == 0)) {
+    std::fprintf(stderr, "%s: --tls-cert and --tls-key go together (see %s --help)\n", kProgram,
+                 kProgram);
+    return false;
+  }
+  return true;
+}
+
 ParseOutcome Finish(CLI::App& app, Flags& f) {
   ParseOutcome outcome;
   for (auto& [sub, command] : f.leaves) {
     if (!sub->parsed()) continue;
+    if (!CheckTls(f)) {
+      outcome.exit_code = kExitUsage;
+      return outcome;
+    }
     Invocation inv;
     inv.connection.runtime_dir = f.runtime_dir.empty() ? DefaultRuntimeDir() : f.runtime_dir;
     inv.connection.server = f.server;
