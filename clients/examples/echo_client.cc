@@ -1,35 +1,40 @@
 // Request/reply example, client side: sends numbered requests to the echo
 // server, checks every reply, and prints the round-trip latency.
 //
-//   echo_client [--channel=echo] [--calls=10000] [--size=32] [--runtime-dir=DIR]
+//   echo_client [--channel echo] [--calls 10000] [--size 32] [--runtime-dir DIR]
+//
+// (`--flag=value` works as well; --help lists the flags.) Exit status: 0 ok,
+// 1 attach failed, 2 a call failed (or a usage error), 3 a wrong reply.
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "clients/examples/example_flags.h"
 #include "clients/request_reply.h"
 
-namespace {
-
-std::string Flag(int argc, char** argv, std::string_view name, std::string fallback) {
-  const std::string prefix = "--" + std::string(name) + "=";
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]).starts_with(prefix)) return argv[i] + prefix.size();
-  }
-  return fallback;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  const int calls = std::stoi(Flag(argc, argv, "calls", "10000"));
-  const size_t size = std::stoul(Flag(argc, argv, "size", "32"));
+  CLI::App app(
+      "Request/reply example, client side: sends numbered requests to the echo server, checks "
+      "every reply and prints the round-trip latency.",
+      "echo_client");
+  shmlane::examples::InitApp(app);
+  std::string channel = "echo";
+  int calls = 10000;
+  size_t size = 32;
   shmlane::client::Client::Options options;
-  options.runtime_dir = Flag(argc, argv, "runtime-dir", "");
-  auto client = shmlane::client::Client::Attach(Flag(argc, argv, "channel", "echo"), options);
+  app.add_option("--channel", channel, "The REQUEST_REPLY channel to call")->type_name("NAME");
+  app.add_option("--calls", calls, "How many calls to make, one after the other")->type_name("N");
+  app.add_option("--size", size, "Bytes per request (at least its \"request N \" text)")
+      ->type_name("BYTES")
+      ->check(CLI::NonNegativeNumber);  // CLI11 would take "-1" as 2^64 - 1
+  shmlane::examples::AddRuntimeDirFlag(app, &options.runtime_dir);
+  if (std::optional<int> exit = shmlane::examples::ParseFlags(app, argc, argv)) return *exit;
+
+  auto client = shmlane::client::Client::Attach(channel, options);
   if (!client.ok()) {
     std::fprintf(stderr, "echo_client: %s\n", client.status().ToString().c_str());
     return 1;

@@ -1,32 +1,34 @@
 // Request/reply example, server side: answers every client's request with
 // the same bytes. Clients may attach and leave at any time.
 //
-//   echo_server [--channel=echo] [--runtime-dir=DIR]
+//   echo_server [--channel echo] [--runtime-dir DIR]
+//
+// (`--flag=value` works as well; --help lists the flags.)
 //
 // Stops cleanly on SIGINT/SIGTERM (a signal thread calls Server::Stop()).
 #include <pthread.h>
 
 #include <csignal>
 #include <cstdio>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <thread>
 
+#include "clients/examples/example_flags.h"
 #include "clients/request_reply.h"
 
-namespace {
-
-std::string Flag(int argc, char** argv, std::string_view name, std::string fallback) {
-  const std::string prefix = "--" + std::string(name) + "=";
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]).starts_with(prefix)) return argv[i] + prefix.size();
-  }
-  return fallback;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
+  CLI::App app(
+      "Request/reply example, server side: answers every client's request with the same bytes "
+      "until SIGINT or SIGTERM.",
+      "echo_server");
+  shmlane::examples::InitApp(app);
+  std::string channel = "echo";
+  shmlane::client::Server::Options options;
+  app.add_option("--channel", channel, "The REQUEST_REPLY channel to serve")->type_name("NAME");
+  shmlane::examples::AddRuntimeDirFlag(app, &options.runtime_dir);
+  if (std::optional<int> exit = shmlane::examples::ParseFlags(app, argc, argv)) return *exit;
+
   // Block the signals here so that only the watcher thread receives them.
   sigset_t signals;
   sigemptyset(&signals);
@@ -35,15 +37,13 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGUSR1);  // from main: Serve ended on its own
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  shmlane::client::Server::Options options;
-  options.runtime_dir = Flag(argc, argv, "runtime-dir", "");
   options.on_peer_event = [](const shmlane::client::PeerEvent& e) {
     std::printf("%s client '%s'\n",
                 e.kind == shmlane::client::PeerEvent::Kind::kAttached ? "+" : "-",
                 e.peer.name.c_str());
     std::fflush(stdout);
   };
-  auto server = shmlane::client::Server::Attach(Flag(argc, argv, "channel", "echo"), options);
+  auto server = shmlane::client::Server::Attach(channel, options);
   if (!server.ok()) {
     std::fprintf(stderr, "echo_server: %s\n", server.status().ToString().c_str());
     return 1;

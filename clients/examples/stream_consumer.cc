@@ -3,29 +3,23 @@
 // per-producer counts once a second. Producers may come and go; the library
 // picks them up without any call from here.
 //
-//   stream_consumer [--channel=demo] [--runtime-dir=DIR] [--idle-exit-s=0]
+//   stream_consumer [--channel demo] [--runtime-dir DIR] [--idle-exit-s 0]
 //
-// With --idle-exit-s=N it exits N seconds after the last producer left.
+// With --idle-exit-s N it exits N seconds after the last producer left.
+// (`--flag=value` works as well; --help lists the flags.)
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
-#include <string_view>
 
 #include "absl/time/clock.h"
 #include "clients/consumer.h"
+#include "clients/examples/example_flags.h"
 
 namespace {
-
-std::string Flag(int argc, char** argv, std::string_view name, std::string fallback) {
-  const std::string prefix = "--" + std::string(name) + "=";
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]).starts_with(prefix)) return argv[i] + prefix.size();
-  }
-  return fallback;
-}
 
 struct PerProducer {
   std::string name;
@@ -37,9 +31,21 @@ struct PerProducer {
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app(
+      "Fan-in example, consumer side: reads every producer of a STREAM channel, checks their "
+      "sequence numbers and prints frames/s once a second.",
+      "stream_consumer");
+  shmlane::examples::InitApp(app);
+  std::string channel = "demo";
+  int idle_exit_s = 0;
   shmlane::client::Consumer::Options options;
-  options.runtime_dir = Flag(argc, argv, "runtime-dir", "");
-  const absl::Duration idle_exit = absl::Seconds(std::stoi(Flag(argc, argv, "idle-exit-s", "0")));
+  app.add_option("--channel", channel, "The STREAM channel to read")->type_name("NAME");
+  app.add_option("--idle-exit-s", idle_exit_s,
+                 "Exit this many seconds after the last producer left (0: never)")
+      ->type_name("SECONDS");
+  shmlane::examples::AddRuntimeDirFlag(app, &options.runtime_dir);
+  if (std::optional<int> exit = shmlane::examples::ParseFlags(app, argc, argv)) return *exit;
+  const absl::Duration idle_exit = absl::Seconds(idle_exit_s);
   std::map<uint64_t, PerProducer> producers;  // by lane id
   absl::Time last_left = absl::InfiniteFuture();
   options.on_peer_event = [&](const shmlane::client::PeerEvent& e) {
@@ -48,7 +54,7 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long>(e.peer.lane_id), e.status.ToString().c_str());
     if (came) producers[e.peer.lane_id].name = e.peer.name;
   };
-  auto consumer = shmlane::client::Consumer::Attach(Flag(argc, argv, "channel", "demo"), options);
+  auto consumer = shmlane::client::Consumer::Attach(channel, options);
   if (!consumer.ok()) {
     std::fprintf(stderr, "stream_consumer: %s\n", consumer.status().ToString().c_str());
     return 1;

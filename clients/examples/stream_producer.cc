@@ -1,41 +1,48 @@
 // Fan-in example, producer side: attaches to a STREAM channel and writes
 // numbered frames as fast as the consumer takes them.
 //
-//   stream_producer [--channel=demo] [--frames=1000000] [--size=64] [--name=p1]
-//                   [--runtime-dir=DIR]
+//   stream_producer [--channel demo] [--frames 1000000] [--size 64] [--name p1]
+//                   [--runtime-dir DIR]
+//
+// (`--flag=value` works as well; --help lists the flags.)
 //
 // Every frame starts with its sequence number (8 bytes, little-endian), so
 // the consumer can check that nothing was lost or reordered.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "clients/examples/example_flags.h"
 #include "clients/producer.h"
 
-namespace {
-
-std::string Flag(int argc, char** argv, std::string_view name, std::string fallback) {
-  const std::string prefix = "--" + std::string(name) + "=";
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]).starts_with(prefix)) return argv[i] + prefix.size();
-  }
-  return fallback;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  const std::string channel = Flag(argc, argv, "channel", "demo");
-  const uint64_t frames = std::stoull(Flag(argc, argv, "frames", "1000000"));
-  const size_t size = std::max<size_t>(std::stoul(Flag(argc, argv, "size", "64")), 8);
-
+  CLI::App app("Fan-in example, producer side: writes numbered frames to a STREAM channel.",
+               "stream_producer");
+  shmlane::examples::InitApp(app);
+  std::string channel = "demo";
+  uint64_t frames = 1000000;
+  size_t size = 64;
   shmlane::client::Producer::Options options;
-  options.runtime_dir = Flag(argc, argv, "runtime-dir", "");
-  options.client_name = Flag(argc, argv, "name", "");
+  app.add_option("--channel", channel, "The STREAM channel to write to")->type_name("NAME");
+  // NonNegativeNumber: CLI11 would take "-1" for an unsigned as 2^64 - 1.
+  app.add_option("--frames", frames, "How many frames to write")
+      ->type_name("N")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--size", size, "Bytes per frame; less than 8 (the sequence number) means 8")
+      ->type_name("BYTES")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--name", options.client_name,
+                 "Client name the consumer and `shmlanectl watch` show (default: the program's)")
+      ->type_name("NAME");
+  shmlane::examples::AddRuntimeDirFlag(app, &options.runtime_dir);
+  if (std::optional<int> exit = shmlane::examples::ParseFlags(app, argc, argv)) return *exit;
+  size = std::max<size_t>(size, 8);
+
   auto producer = shmlane::client::Producer::Attach(channel, options);
   if (!producer.ok()) {
     std::fprintf(stderr, "stream_producer: %s\n", producer.status().ToString().c_str());
