@@ -45,8 +45,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
+#include "bench/cli.h"
+#include "bench/result_json.h"
 #include "clients/consumer.h"
 #include "clients/producer.h"
 #include "dataplane/unique_fd.h"
@@ -60,13 +63,13 @@ using Results = std::map<std::string, double>;
 
 struct Options {
   std::string shmlaned;
-  std::string phases = "attach,create,memory,exporter";
-  double attach_iterations = 1000;
-  double create_channels = 500;
-  double lanes = 64;
-  double lane_frames = 10'000'000;
+  std::vector<std::string> phases = {"attach", "create", "memory", "exporter"};
+  int attach_iterations = 1000;
+  int create_channels = 500;
+  int lanes = 64;
+  uint64_t lane_frames = 10'000'000;
   double duration_s = 5;
-  double runs = 5;
+  int runs = 5;
   bool json = false;
 };
 
@@ -119,6 +122,10 @@ double ProcKb(pid_t pid, const std::string& key, const char* file = "status") {
   return 0;
 }
 
+// The daemon's memory at one point: VmRSS (what `ps` shows, mostly shared
+// library pages), RssAnon (its own heap, stacks and written library data:
+// what it costs), RssFile, RssShmem (the lane headers it touched) and Pss
+// (its proportional share of everything it maps).
 void PutRss(Results& r, pid_t pid, const std::string& key) {
   r[key + ".rss_kb"] = ProcKb(pid, "VmRSS");
   r[key + ".rss_anon_kb"] = ProcKb(pid, "RssAnon");
@@ -540,7 +547,7 @@ absl::Status PhaseAttach(const Options& opt, const std::string& base, Results& o
     auto r = RunChild([&](ChildIo& io) -> absl::Status {
       std::vector<double> attach, close;
       const client::AttachOptions o = ClientOptions(dir, "cbench-attach");
-      for (int i = 0; i < static_cast<int>(opt.attach_iterations) + 20; ++i) {  // 20 warm-up rounds
+      for (int i = 0; i < opt.attach_iterations + 20; ++i) {  // 20 warm-up rounds
         const int64_t t0 = NowNs();
         auto p = client::Producer::Attach("attach", o);
         const int64_t t1 = NowNs();
@@ -564,7 +571,7 @@ absl::Status PhaseAttach(const Options& opt, const std::string& base, Results& o
   const double cpu0 = CpuSeconds((*d)->pid());
   if (absl::Status s = measure("attach.no_consumer"); !s.ok()) return s;
   out["attach.no_consumer.daemon_cpu_us_per_attach"] =
-      (CpuSeconds((*d)->pid()) - cpu0) * 1e6 / opt.attach_iterations;
+      (CpuSeconds((*d)->pid()) - cpu0) * 1e6 / static_cast<double>(opt.attach_iterations);
   auto consumer = SpawnConsumer(dir, "attach", 0, 0);
   if (!consumer.ok()) return consumer.status();
   if (absl::Status s = (*consumer)->Await("ready"); !s.ok()) return s;
@@ -577,7 +584,7 @@ absl::Status PhaseCreate(const Options& opt, const std::string& base, Results& o
   auto d = Daemon::Start(opt, base, true);
   if (!d.ok()) return d.status();
   const std::string dir = (*d)->dir();
-  const int n = static_cast<int>(opt.create_channels);
+  const int n = opt.create_channels;
   auto r = RunChild([&](ChildIo& io) -> absl::Status {
     Control c(dir);
     if (absl::Status s = c.Prepare(); !s.ok()) return s;
@@ -638,8 +645,8 @@ absl::Status PhaseMemory(const Options& opt, const std::string& base, Results& o
   out["memory.ring_bytes"] = (*created)["ring_bytes"];
   usleep(100'000);
   PutRss(out, pid, "memory.channels_101");
-  const uint64_t total = static_cast<uint64_t>(opt.lane_frames);
-  const int lanes = static_cast<int>(opt.lanes);
+  const uint64_t total = opt.lane_frames;
+  const int lanes = opt.lanes;
   auto consumer = SpawnConsumer(dir, "lanes", lanes, total);
   if (!consumer.ok()) return consumer.status();
   if (absl::Status s = (*consumer)->Await("ready"); !s.ok()) return s;
@@ -704,6 +711,8 @@ absl::Status ExporterRun(const Options& opt, const std::string& base, bool metri
   const std::string dir = (*d)->dir();
   usleep(100'000);
   out["idle_rss_kb"] = ProcKb((*d)->pid(), "VmRSS");
+  out["idle_rss_anon_kb"] = ProcKb((*d)->pid(), "RssAnon");
+  out["idle_pss_kb"] = ProcKb((*d)->pid(), "Pss", "smaps_rollup");
   if (auto r = CreateChannels(dir, {"tp"}, 4); !r.ok()) return r.status();
   auto consumer = SpawnConsumer(dir, "tp", 1, 0);
   if (!consumer.ok()) return consumer.status();
@@ -779,51 +788,73 @@ absl::Status PhaseExporter(const Options& opt, const std::string& base, Results&
 
 // ---------------------------------------------------------------------------
 
-std::string Json(const Results& r, const std::map<std::string, std::string>& method) {
-  std::string s = "{\"method\":{";
-  const char* sep = "";
-  for (const auto& [k, v] : method) {
-    absl::StrAppend(&s, sep, "\"", k, "\":\"", v, "\"");
-    sep = ",";
-  }
-  s += "},\"results\":{";
-  sep = "";
-  for (const auto& [k, v] : r) {
-    absl::StrAppend(&s, sep, "\"", k, "\":", std::isfinite(v) ? absl::StrCat(v) : "null");
-    sep = ",";
-  }
-  return s + "}}";
+// {"method": {...strings}, "results": {...numbers}}, keys sorted.
+std::string ResultJson(const Results& r, const std::map<std::string, std::string>& method) {
+  Json doc = Json::object();
+  doc["method"] = Json::object();
+  for (const auto& [k, v] : method) doc["method"][k] = v;
+  doc["results"] = Json::object();
+  for (const auto& [k, v] : r) doc["results"][k] = JsonNumber(v);
+  return DumpJson(doc);
+}
+
+// Parses argv into `opt`; nullopt to go on, else the exit status.
+std::optional<int> ParseFlags(int argc, char** argv, Options& opt) {
+  CLI::App app(
+      "Control-plane figures of a private shmlaned per phase: attach and CreateChannel "
+      "latency, the daemon's memory (VmRSS, RssAnon, PSS), exporter overhead "
+      "(docs/benchmarks.md, \"Control plane\").",
+      "shmlane-control-bench");
+  ConfigureApp(app);
+  const std::string what = "What to run";
+  app.add_option("--phases", opt.phases, "comma-separated phases to run")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->check(CLI::IsMember(opt.phases))  // the default: every phase
+      ->default_str(absl::StrJoin(opt.phases, ","))
+      ->type_name("P[,P...]")
+      ->group(what);
+  app.add_option("--shmlaned", opt.shmlaned, "the daemon to start for each phase")
+      ->type_name("PATH")
+      ->group(what);
+  const std::string sizes = "Sizes";
+  app.add_option("--attach-iterations", opt.attach_iterations,
+                 "attach: Attach + Close cycles after 20 warm-up")
+      ->check(CLI::PositiveNumber)
+      ->type_name("N")
+      ->group(sizes);
+  app.add_option("--create-channels", opt.create_channels,
+                 "create: channels created, got and deleted after 20 warm-up")
+      ->check(CLI::PositiveNumber)
+      ->type_name("N")
+      ->group(sizes);
+  app.add_option("--lanes", opt.lanes, "memory: producer lanes attached")
+      ->check(CLI::Range(1, 4096))
+      ->type_name("N")
+      ->group(sizes);
+  app.add_option("--lane-frames", opt.lane_frames, "memory: 64-byte frames streamed")
+      ->check(CLI::PositiveNumber)
+      ->type_name("N")
+      ->group(sizes);
+  app.add_option("--duration", opt.duration_s,
+                 "exporter: length of each throughput run, seconds or e.g. 500ms")
+      ->transform(Duration())
+      ->type_name("S")
+      ->group(sizes);
+  app.add_option("--runs", opt.runs, "exporter: alternating runs per mode (medians)")
+      ->check(CLI::PositiveNumber)
+      ->type_name("N")
+      ->group(sizes);
+  app.add_flag("--json", opt.json, "print one JSON object on stdout (text to stderr)")
+      ->group("Output");
+  return Parse(app, argc, argv);
 }
 
 int Main(int argc, char** argv) {
   Options opt;
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   opt.shmlaned = std::filesystem::path(self).parent_path().string() + "/../control/shmlaned";
-  const std::map<std::string, double*> numbers = {{"--attach-iterations", &opt.attach_iterations},
-                                                  {"--create-channels", &opt.create_channels},
-                                                  {"--lanes", &opt.lanes},
-                                                  {"--lane-frames", &opt.lane_frames},
-                                                  {"--duration", &opt.duration_s},
-                                                  {"--runs", &opt.runs}};
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const std::string v = i + 1 < argc ? argv[i + 1] : "";
-    const auto number = numbers.find(a);
-    if (a == "--json") {
-      opt.json = true;
-      continue;
-    } else if (a == "--shmlaned" || a == "--phases") {
-      (a == "--shmlaned" ? opt.shmlaned : opt.phases) = v;
-    } else if (number == numbers.end() || !absl::SimpleAtod(v, number->second) ||
-               *number->second <= 0 || (a == "--lanes" && opt.lanes > 4096)) {
-      std::fprintf(stderr,
-                   "usage: shmlane-control-bench [--json] [--shmlaned PATH] [--phases "
-                   "attach,create,memory,exporter]\n  [--attach-iterations N] [--create-channels "
-                   "N] [--lanes N<=4096] [--lane-frames N] [--duration S] [--runs N]\n");
-      return a == "--help" ? 0 : 2;
-    }
-    ++i;
-  }
+  if (std::optional<int> exit = ParseFlags(argc, argv, opt)) return *exit;
   signal(SIGPIPE, SIG_IGN);
   const char* tmp = std::getenv("TMPDIR");
   std::string base =
@@ -842,8 +873,8 @@ int Main(int argc, char** argv) {
                               opt.attach_iterations, " iterations after 20 warm-up")},
       {"create", absl::StrCat(opt.create_channels, " CreateChannel (STREAM, defaults), then ",
                               "GetChannel and DeleteChannel of each, unix:DIR/control.sock")},
-      {"memory", absl::StrCat("VmRSS idle, +101 channels, +", opt.lanes, " producer lanes, after ",
-                              opt.lane_frames, " 64-byte frames")},
+      {"memory", absl::StrCat("VmRSS, RssAnon and PSS idle, +101 channels, +", opt.lanes,
+                              " producer lanes, after ", opt.lane_frames, " 64-byte frames")},
       {"exporter",
        absl::StrCat("1 producer (CPU 0) -> 1 consumer (CPU 1), 64-byte frames, batches of 64, ",
                     opt.duration_s, " s; scrape /metrics every 1 s vs --metrics-listen ", "none; ",
@@ -862,7 +893,7 @@ int Main(int argc, char** argv) {
                 {"create", PhaseCreate},
                 {"exporter", PhaseExporter}};
   for (const auto& [name, fn] : phases) {
-    if (!absl::StrContains(opt.phases, name)) continue;
+    if (std::find(opt.phases.begin(), opt.phases.end(), name) == opt.phases.end()) continue;
     std::fprintf(text, "phase %s: %s\n", name.c_str(), method[name].c_str());
     const int64_t t0 = NowNs();
     if (absl::Status s = fn(opt, base, results); !s.ok()) {
@@ -875,12 +906,38 @@ int Main(int argc, char** argv) {
   }
   // Derived figures and targets.
   if (results.count("memory.lanes.rss_kb")) {
-    const double lanes = opt.lanes;
+    const double lanes = static_cast<double>(opt.lanes);
     results["memory.rss_per_lane_kb"] =
         (results["memory.lanes.rss_kb"] - results["memory.consumer.rss_kb"]) / lanes;
     results["memory.memfd_bytes_per_lane"] = results["memory.daemon_memfd_bytes"] / lanes;
     results["memory.traffic_rss_delta_kb"] =
         results["memory.after_traffic.rss_kb"] - results["memory.lanes.rss_kb"];
+    results["memory.rss_anon_per_lane_kb"] =
+        (results["memory.lanes.rss_anon_kb"] - results["memory.consumer.rss_anon_kb"]) / lanes;
+    results["memory.traffic_rss_anon_delta_kb"] =
+        results["memory.after_traffic.rss_anon_kb"] - results["memory.lanes.rss_anon_kb"];
+  }
+  // The daemon's memory side by side: VmRSS is what `ps` shows, RssAnon what
+  // the daemon itself costs, PSS its share of the shared libraries too.
+  std::vector<std::pair<std::string, std::string>> points;
+  for (const char* p :
+       {"idle", "channels_101", "consumer", "lanes", "after_traffic", "after_scrape", "detached"}) {
+    points.emplace_back(absl::StrCat("memory ", p), absl::StrCat("memory.", p, "."));
+  }
+  for (const char* mode : {"scraped", "none"}) {
+    points.emplace_back(absl::StrCat("exporter ", mode, " idle"),
+                        absl::StrCat("exporter.", mode, ".idle_"));
+  }
+  bool header = false;
+  for (const auto& [label, prefix] : points) {
+    if (!results.count(prefix + "rss_kb")) continue;
+    if (!header) {
+      std::fprintf(text, "\ndaemon memory (KiB):  %-22s %9s %9s %9s\n", "", "VmRSS", "RssAnon",
+                   "PSS");
+      header = true;
+    }
+    std::fprintf(text, "  %-42s %9.0f %9.0f %9.0f\n", label.c_str(), results[prefix + "rss_kb"],
+                 results[prefix + "rss_anon_kb"], results[prefix + "pss_kb"]);
   }
   std::fprintf(text, "\nresults:\n");
   for (const auto& [k, v] : results) std::fprintf(text, "  %-44s %.6g\n", k.c_str(), v);
@@ -895,10 +952,10 @@ int Main(int argc, char** argv) {
   target("attach p50 us (no consumer)", "attach.no_consumer.p50_us", 200, true);
   target("attach p50 us (with consumer)", "attach.with_consumer.p50_us", 200, true);
   target("CreateChannel p50 us", "create.create.p50_us", 1000, true);
-  target("idle RSS KiB (16 MiB)", "memory.idle.rss_kb", 16384, true);
+  target("idle RssAnon KiB (4 MiB)", "memory.idle.rss_anon_kb", 4096, true);
   target("scraped/none throughput", "exporter.ratio_scraped_over_none", 0.97, false);
   method["loadavg_end"] = LoadAvg();
-  if (opt.json) std::printf("%s\n", Json(results, method).c_str());
+  if (opt.json) std::printf("%s\n", ResultJson(results, method).c_str());
   std::error_code ec;
   std::filesystem::remove_all(base, ec);
   return rc;

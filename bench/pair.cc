@@ -2,7 +2,7 @@
 // throughput, eventfd writes per frame and the sampled latency.
 //
 //   shmlane-pair [--frame-bytes 64] [--duration 5] [--wait spin|park]
-//                [--batch 64] [--ring-bytes 1048576] [--json]
+//                [--batch 64] [--ring-bytes 1048576] [--json]   (--help)
 //
 // The parent creates the lane (as the daemon would), forks a consumer, and
 // produces. "spin" keeps the consumer busy-polling; "park" lets it spin
@@ -10,14 +10,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
+#include "bench/cli.h"
+#include "bench/result_json.h"
 #include "dataplane/lane.h"
 
 namespace {
@@ -43,43 +46,41 @@ struct Options {
   bool json = false;
 };
 
-[[noreturn]] void Usage(const char* why) {
-  std::fprintf(stderr,
-               "%s\nusage: shmlane-pair [--frame-bytes N] [--duration SECONDS] [--wait spin|park]\n"
-               "                    [--batch N] [--ring-bytes N] [--json]\n",
-               why);
-  std::exit(2);
-}
-
-Options Parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) Usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    if (a == "--frame-bytes") {
-      if (!absl::SimpleAtoi(value(), &o.frame_bytes)) Usage("bad --frame-bytes");
-    } else if (a == "--duration") {
-      if (!absl::SimpleAtod(value(), &o.duration_s) || o.duration_s <= 0) Usage("bad --duration");
-    } else if (a == "--wait") {
-      const std::string w = value();
-      if (w != "spin" && w != "park") Usage("--wait must be spin or park");
-      o.spin = w == "spin";
-    } else if (a == "--batch") {
-      if (!absl::SimpleAtoi(value(), &o.batch) || o.batch == 0) Usage("bad --batch");
-    } else if (a == "--ring-bytes") {
-      if (!absl::SimpleAtoi(value(), &o.ring_bytes)) Usage("bad --ring-bytes");
-    } else if (a == "--json") {
-      o.json = true;
-    } else if (a == "--help" || a == "-h") {
-      Usage("shmlane-pair: stream frames between two processes through one lane");
-    } else {
-      Usage(("unknown flag " + a).c_str());
-    }
-  }
-  return o;
+// Parses argv into `o`; nullopt to go on, else the exit status.
+std::optional<int> Parse(int argc, char** argv, Options& o) {
+  CLI::App app(
+      "Streams frames from this process through one lane to a forked consumer and "
+      "reports throughput, eventfd writes per frame and the sampled latency.",
+      "shmlane-pair");
+  shmlane::bench::ConfigureApp(app);
+  std::string wait = "park";
+  const std::string lane = "Lane and traffic";
+  app.add_option("--frame-bytes", o.frame_bytes, "payload bytes per frame")
+      ->check(CLI::PositiveNumber)
+      ->type_name("N")
+      ->group(lane);
+  app.add_option("--duration", o.duration_s, "how long the producer writes: seconds, or e.g. 500ms")
+      ->transform(shmlane::bench::Duration())
+      ->type_name("SECONDS")
+      ->group(lane);
+  app.add_option("--wait", wait,
+                 "spin: the consumer busy-polls; park: it spins briefly, then sleeps on its "
+                 "eventfd")
+      ->check(CLI::IsMember({"spin", "park"}))
+      ->type_name("W")
+      ->group(lane);
+  app.add_option("--batch", o.batch, "frames per publish (release store)")
+      ->check(CLI::PositiveNumber)
+      ->type_name("N")
+      ->group(lane);
+  app.add_option("--ring-bytes", o.ring_bytes, "ring size of the lane")
+      ->check(shmlane::bench::PowerOfTwo())
+      ->type_name("N")
+      ->group(lane);
+  app.add_flag("--json", o.json, "print one JSON object instead of the text")->group("Output");
+  if (std::optional<int> exit = shmlane::bench::Parse(app, argc, argv)) return exit;
+  o.spin = wait == "spin";
+  return std::nullopt;
 }
 
 // Consumer process: drains until the producer closes; writes the frame count
@@ -113,7 +114,8 @@ int RunConsumer(Consumer consumer, int result_fd) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = Parse(argc, argv);
+  Options o;
+  if (std::optional<int> exit = Parse(argc, argv, o)) return *exit;
   LaneOptions lo;
   lo.ring_bytes = o.ring_bytes;
   lo.max_frame_bytes = o.frame_bytes;
@@ -192,17 +194,24 @@ int main(int argc, char** argv) {
   const double p50 = shmlane::dataplane::LatencyQuantileNs(hist, 0.5);
   const double p99 = shmlane::dataplane::LatencyQuantileNs(hist, 0.99);
   if (o.json) {
-    std::printf(
-        "{\"frame_bytes\":%u,\"duration_s\":%.3f,\"wait\":\"%s\",\"batch\":%u,\"frames\":%llu,"
-        "\"frames_per_s\":%.0f,\"mb_per_s\":%.1f,\"eventfd_writes\":%llu,"
-        "\"eventfd_writes_per_frame\":%.6f,\"consumer_parks\":%llu,\"producer_full_waits\":%llu,"
-        "\"latency_samples\":%llu,\"latency_ns\":{\"p50\":%.0f,\"p99\":%.0f}}\n",
-        o.frame_bytes, seconds, o.spin ? "spin" : "park", o.batch,
-        static_cast<unsigned long long>(sent), fps, mbps,
-        static_cast<unsigned long long>(eventfd_writes), writes_per_frame,
-        static_cast<unsigned long long>(snap->consumer.empty_waits),
-        static_cast<unsigned long long>(snap->producer.full_waits),
-        static_cast<unsigned long long>(snap->consumer.latency_count), p50, p99);
+    // Counts and rounded rates are integers, the rest floating point (as the
+    // printf-made JSON of earlier versions had them).
+    using shmlane::bench::JsonNumber;
+    shmlane::bench::Json v = shmlane::bench::Json::object();
+    v["frame_bytes"] = o.frame_bytes;
+    v["duration_s"] = std::round(seconds * 1e3) / 1e3;
+    v["wait"] = o.spin ? "spin" : "park";
+    v["batch"] = o.batch;
+    v["frames"] = sent;
+    v["frames_per_s"] = JsonNumber(std::round(fps));
+    v["mb_per_s"] = std::round(mbps * 10) / 10;
+    v["eventfd_writes"] = eventfd_writes;
+    v["eventfd_writes_per_frame"] = std::round(writes_per_frame * 1e6) / 1e6;
+    v["consumer_parks"] = snap->consumer.empty_waits;
+    v["producer_full_waits"] = snap->producer.full_waits;
+    v["latency_samples"] = snap->consumer.latency_count;
+    v["latency_ns"] = {{"p50", JsonNumber(std::round(p50))}, {"p99", JsonNumber(std::round(p99))}};
+    std::printf("%s\n", shmlane::bench::DumpJson(v).c_str());
   } else {
     std::printf(
         "shmlane-pair: 2 processes, 1 lane (%llu-byte ring), %u-byte frames, batch %u, "

@@ -25,15 +25,15 @@ constexpr double kCdfQuantiles[] = {0.001, 0.01,  0.05,   0.1,    0.2,     0.3, 
                                     0.5,   0.6,   0.7,    0.8,    0.9,     0.95, 0.99,
                                     0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0};
 
-JsonValue LatencyJson(const Histogram& h) {
-  JsonValue v = JsonValue::Object();
-  v.Set("p50", static_cast<double>(h.ValueAtQuantile(0.50)));
-  v.Set("p90", static_cast<double>(h.ValueAtQuantile(0.90)));
-  v.Set("p99", static_cast<double>(h.ValueAtQuantile(0.99)));
-  v.Set("p999", static_cast<double>(h.ValueAtQuantile(0.999)));
-  v.Set("max", static_cast<double>(h.max()));
-  v.Set("mean", std::round(h.mean()));
-  v.Set("count", static_cast<double>(h.count()));
+Json LatencyJson(const Histogram& h) {
+  Json v = Json::object();
+  v["p50"] = h.ValueAtQuantile(0.50);
+  v["p90"] = h.ValueAtQuantile(0.90);
+  v["p99"] = h.ValueAtQuantile(0.99);
+  v["p999"] = h.ValueAtQuantile(0.999);
+  v["max"] = h.max();
+  v["mean"] = JsonNumber(std::round(h.mean()));
+  v["count"] = h.count();
   return v;
 }
 
@@ -58,20 +58,13 @@ std::string Kb(int64_t kb) {
   return absl::StrCat(kb, " KiB");
 }
 
-double Num(const JsonValue& run, std::string_view path) {
-  const JsonValue* v = run.FindPath(path);
-  return v != nullptr && v->type() == JsonValue::Type::kNumber ? v->as_number() : NAN;
-}
-
-std::string Str(const JsonValue& run, std::string_view key) {
-  const JsonValue* v = run.Find(key);
-  return v != nullptr && v->type() == JsonValue::Type::kString ? v->as_string() : "";
-}
+double Num(const Json& run, std::string_view path) { return NumberAt(run, path); }
+std::string Str(const Json& run, std::string_view key) { return StringAt(run, key); }
 
 // Runs keyed by (pattern, frame_bytes, clients) and transport.
 using Key = std::tuple<std::string, int, int>;
-std::map<Key, std::map<std::string, const JsonValue*>> Group(const std::vector<JsonValue>& runs) {
-  std::map<Key, std::map<std::string, const JsonValue*>> groups;
+std::map<Key, std::map<std::string, const Json*>> Group(const std::vector<Json>& runs) {
+  std::map<Key, std::map<std::string, const Json*>> groups;
   for (const auto& run : runs) {
     groups[{Str(run, "pattern"), static_cast<int>(Num(run, "frame_bytes")),
             static_cast<int>(Num(run, "clients"))}][Str(run, "transport")] = &run;
@@ -79,7 +72,7 @@ std::map<Key, std::map<std::string, const JsonValue*>> Group(const std::vector<J
   return groups;
 }
 
-std::vector<std::string> TransportsIn(const std::vector<JsonValue>& runs) {
+std::vector<std::string> TransportsIn(const std::vector<Json>& runs) {
   std::set<std::string> present;
   for (const auto& run : runs) present.insert(Str(run, "transport"));
   std::vector<std::string> out;
@@ -96,72 +89,66 @@ std::string Ratio(double num, double den) {
 
 }  // namespace
 
-JsonValue MachineJson(const MachineInfo& m) {
-  JsonValue v = JsonValue::Object();
-  v.Set("host", m.host);
-  v.Set("cpu_model", m.cpu_model);
-  v.Set("cpus", m.cpus);
-  v.Set("kernel", m.kernel);
+Json MachineJson(const MachineInfo& m) {
+  Json v = Json::object();
+  v["host"] = m.host;
+  v["cpu_model"] = m.cpu_model;
+  v["cpus"] = m.cpus;
+  v["kernel"] = m.kernel;
   return v;
 }
 
-JsonValue RunJson(const RunResult& run) {
+Json RunJson(const RunResult& run) {
   const RunSpec& s = run.spec;
-  JsonValue v = JsonValue::Object();
-  v.Set("transport", ToString(s.transport));
-  v.Set("pattern", ToString(s.pattern));
-  v.Set("clients", s.clients);
-  v.Set("frame_bytes", s.frame_bytes);
-  v.Set("duration_s", absl::ToDoubleSeconds(s.duration));
-  v.Set("warmup_s", absl::ToDoubleSeconds(s.warmup));
-  v.Set("wait", ToString(s.wait));
-  v.Set("spin_us", absl::ToDoubleMicroseconds(s.spin));
-  v.SetBool("pin", s.pin);
-  if (s.pattern == Pattern::kOpenLoop) v.Set("rate", s.rate);
-  v.Set("window_s", std::round(run.window_s * 1e6) / 1e6);
-  v.Set("frames", static_cast<double>(run.frames));
-  v.Set("frames_per_s", std::round(run.frames_per_s));
-  v.Set("mb_per_s", std::round(run.mb_per_s * 100) / 100);
+  Json v = Json::object();
+  v["transport"] = ToString(s.transport);
+  v["pattern"] = ToString(s.pattern);
+  v["clients"] = s.clients;
+  v["frame_bytes"] = s.frame_bytes;
+  v["duration_s"] = JsonNumber(absl::ToDoubleSeconds(s.duration));
+  v["warmup_s"] = JsonNumber(absl::ToDoubleSeconds(s.warmup));
+  v["wait"] = ToString(s.wait);
+  v["spin_us"] = JsonNumber(absl::ToDoubleMicroseconds(s.spin));
+  v["pin"] = s.pin;
+  if (s.pattern == Pattern::kOpenLoop) v["rate"] = JsonNumber(s.rate);
+  v["window_s"] = JsonNumber(std::round(run.window_s * 1e6) / 1e6);
+  v["frames"] = run.frames;
+  v["frames_per_s"] = JsonNumber(std::round(run.frames_per_s));
+  v["mb_per_s"] = JsonNumber(std::round(run.mb_per_s * 100) / 100);
   if (run.latency != nullptr) {
-    v.Set("latency_kind", s.pattern == Pattern::kPingPong ? "round_trip" : "one_way_from_intended");
-    v.Set("latency_ns", LatencyJson(*run.latency));
-    JsonValue cdf = JsonValue::Array();
+    v["latency_kind"] = s.pattern == Pattern::kPingPong ? "round_trip" : "one_way_from_intended";
+    v["latency_ns"] = LatencyJson(*run.latency);
+    Json cdf = Json::array();
     for (double q : kCdfQuantiles) {
-      JsonValue point = JsonValue::Array();
-      point.Append(JsonValue::Number(q));
-      point.Append(JsonValue::Number(static_cast<double>(run.latency->ValueAtQuantile(q))));
-      cdf.Append(std::move(point));
+      cdf.push_back(Json::array({JsonNumber(q), run.latency->ValueAtQuantile(q)}));
     }
-    v.Set("latency_cdf", std::move(cdf));
+    v["latency_cdf"] = std::move(cdf);
   }
   if (run.latency_actual != nullptr) {
-    v.Set("latency_actual_ns", LatencyJson(*run.latency_actual));
-    v.Set("openloop_unsent", static_cast<double>(run.openloop_unsent));
+    v["latency_actual_ns"] = LatencyJson(*run.latency_actual);
+    v["openloop_unsent"] = run.openloop_unsent;
   }
   const Resources& r = run.resources;
-  JsonValue res = JsonValue::Object();
-  res.Set("clients_cpu_s", Seconds(r.clients.user_ns + r.clients.sys_ns));
-  res.Set("clients_user_s", Seconds(r.clients.user_ns));
-  res.Set("clients_sys_s", Seconds(r.clients.sys_ns));
-  res.Set("server_cpu_s", Seconds(r.server.user_ns + r.server.sys_ns));
-  res.Set("daemon_cpu_s", Seconds(r.daemon.user_ns + r.daemon.sys_ns));
-  res.Set("clients_ctx_switches",
-          static_cast<double>(r.clients.voluntary_switches + r.clients.involuntary_switches));
-  res.Set("server_ctx_switches",
-          static_cast<double>(r.server.voluntary_switches + r.server.involuntary_switches));
-  res.Set("daemon_ctx_switches",
-          static_cast<double>(r.daemon.voluntary_switches + r.daemon.involuntary_switches));
-  res.Set("daemon_rss_kb", static_cast<double>(r.daemon_rss_kb));
-  res.Set("server_rss_kb", static_cast<double>(r.server_rss_kb));
-  res.Set("client_rss_kb", static_cast<double>(r.client_rss_kb));
-  res.Set("daemon_memfd_bytes", static_cast<double>(r.daemon_memfd_bytes));
-  res.Set("shmem_delta_kb", static_cast<double>(r.shmem_delta_kb));
-  v.Set("resources", std::move(res));
+  Json res = Json::object();
+  res["clients_cpu_s"] = JsonNumber(Seconds(r.clients.user_ns + r.clients.sys_ns));
+  res["clients_user_s"] = JsonNumber(Seconds(r.clients.user_ns));
+  res["clients_sys_s"] = JsonNumber(Seconds(r.clients.sys_ns));
+  res["server_cpu_s"] = JsonNumber(Seconds(r.server.user_ns + r.server.sys_ns));
+  res["daemon_cpu_s"] = JsonNumber(Seconds(r.daemon.user_ns + r.daemon.sys_ns));
+  res["clients_ctx_switches"] = r.clients.voluntary_switches + r.clients.involuntary_switches;
+  res["server_ctx_switches"] = r.server.voluntary_switches + r.server.involuntary_switches;
+  res["daemon_ctx_switches"] = r.daemon.voluntary_switches + r.daemon.involuntary_switches;
+  res["daemon_rss_kb"] = r.daemon_rss_kb;
+  res["server_rss_kb"] = r.server_rss_kb;
+  res["client_rss_kb"] = r.client_rss_kb;
+  res["daemon_memfd_bytes"] = r.daemon_memfd_bytes;
+  res["shmem_delta_kb"] = r.shmem_delta_kb;
+  v["resources"] = std::move(res);
   if (run.spec.pattern != Pattern::kPingPong) {
-    v.Set("frames_sent_total", static_cast<double>(run.total_sent));
-    v.Set("frames_received_total", static_cast<double>(run.total_received));
+    v["frames_sent_total"] = run.total_sent;
+    v["frames_received_total"] = run.total_received;
   }
-  v.Set("setup_s", std::round(run.setup_s * 1000) / 1000);
+  v["setup_s"] = JsonNumber(std::round(run.setup_s * 1000) / 1000);
   return v;
 }
 
@@ -217,7 +204,7 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
                 Kb(r.client_rss_kb), Kb(r.daemon_memfd_bytes / 1024), r.shmem_delta_kb);
 }
 
-std::string MarkdownTables(const std::vector<JsonValue>& runs) {
+std::string MarkdownTables(const std::vector<Json>& runs) {
   const auto groups = Group(runs);
   const std::vector<std::string> transports = TransportsIn(runs);
   std::vector<std::string> baselines;
@@ -295,7 +282,7 @@ std::string MarkdownTables(const std::vector<JsonValue>& runs) {
   return md;
 }
 
-absl::Status WritePlots(const std::string& prefix, const std::vector<JsonValue>& runs) {
+absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs) {
   const std::vector<std::string> transports = TransportsIn(runs);
   // The plotted frame size: 64 bytes when present, else the smallest.
   int frame = 0;
@@ -316,8 +303,8 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<JsonValue>&
   // gnuplot's "index" counts blocks, so every transport gets one in each file,
   // with a dummy point when it has no data (gnuplot skips the "?" row).
   for (const auto& t : transports) {
-    std::vector<std::pair<int, const JsonValue*>> stream, pingpong;
-    const JsonValue* cdf_run = nullptr;
+    std::vector<std::pair<int, const Json*>> stream, pingpong;
+    const Json* cdf_run = nullptr;
     for (const auto& run : runs) {
       if (Str(run, "transport") != t || static_cast<int>(Num(run, "frame_bytes")) != frame)
         continue;
@@ -342,12 +329,12 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<JsonValue>&
     }
     latency << "\n\n";
     cdf << "\"" << t << "\"\n";
-    const JsonValue* points = cdf_run != nullptr ? cdf_run->Find("latency_cdf") : nullptr;
-    if (points == nullptr || points->items().empty()) cdf << "? ?\n";
-    if (points != nullptr) {
-      for (const auto& p : points->items()) {
-        if (p.items().size() == 2)
-          cdf << p.items()[0].as_number() << " " << p.items()[1].as_number() << "\n";
+    const Json* points = cdf_run != nullptr ? FindPath(*cdf_run, "latency_cdf") : nullptr;
+    if (points == nullptr || !points->is_array() || points->empty()) cdf << "? ?\n";
+    if (points != nullptr && points->is_array()) {
+      for (const auto& p : *points) {
+        if (p.is_array() && p.size() == 2 && p[0].is_number() && p[1].is_number())
+          cdf << p[0].get<double>() << " " << p[1].get<double>() << "\n";
       }
     }
     cdf << "\n\n";
@@ -374,17 +361,17 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<JsonValue>&
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const JsonValue& targets,
-                                                       const std::vector<JsonValue>& runs,
+absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
+                                                       const std::vector<Json>& runs,
                                                        bool smoke_only) {
-  const JsonValue* list = targets.Find("targets");
-  if (list == nullptr || list->type() != JsonValue::Type::kArray) {
+  const Json* list = FindPath(targets, "targets");
+  if (list == nullptr || !list->is_array()) {
     return absl::InvalidArgumentError("targets file: expected {\"targets\": [...]}");
   }
   std::vector<GateCheck> checks;
-  for (const auto& t : list->items()) {
-    const JsonValue* smoke = t.Find("smoke");
-    if (smoke_only && (smoke == nullptr || !smoke->as_bool())) continue;
+  for (const auto& t : *list) {
+    const Json* smoke = FindPath(t, "smoke");
+    if (smoke_only && (smoke == nullptr || !smoke->is_boolean() || !smoke->get<bool>())) continue;
     GateCheck check;
     check.name = Str(t, "name");
     check.description = Str(t, "description");
@@ -403,7 +390,7 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const JsonValue& targets,
           "' needs name, metric, pattern, clients, frame_bytes, numerator, denominator, "
           "min_ratio"));
     }
-    auto find = [&](const std::string& transport) -> const JsonValue* {
+    auto find = [&](const std::string& transport) -> const Json* {
       for (const auto& run : runs) {
         if (Str(run, "transport") == transport && Str(run, "pattern") == pattern &&
             Num(run, "clients") == clients && Num(run, "frame_bytes") == frame) {
@@ -412,8 +399,8 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const JsonValue& targets,
       }
       return nullptr;
     };
-    const JsonValue* num = find(numerator);
-    const JsonValue* den = find(denominator);
+    const Json* num = find(numerator);
+    const Json* den = find(denominator);
     if (num != nullptr && den != nullptr) {
       check.found = true;
       const double a = Num(*num, metric);
@@ -426,15 +413,15 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const JsonValue& targets,
   return checks;
 }
 
-JsonValue GateJson(const std::vector<GateCheck>& checks) {
-  JsonValue list = JsonValue::Array();
+Json GateJson(const std::vector<GateCheck>& checks) {
+  Json list = Json::array();
   for (const auto& c : checks) {
-    JsonValue v = JsonValue::Object();
-    v.Set("name", c.name);
-    v.Set("result", !c.found ? "missing" : c.passed ? "pass" : "fail");
-    if (c.found) v.Set("ratio", std::round(c.ratio * 1000) / 1000);
-    v.Set("min_ratio", c.min_ratio);
-    list.Append(std::move(v));
+    Json v = Json::object();
+    v["name"] = c.name;
+    v["result"] = !c.found ? "missing" : c.passed ? "pass" : "fail";
+    if (c.found) v["ratio"] = JsonNumber(std::round(c.ratio * 1000) / 1000);
+    v["min_ratio"] = JsonNumber(c.min_ratio);
+    list.push_back(std::move(v));
   }
   return list;
 }

@@ -47,22 +47,21 @@ const char* ToString(WaitMode w) {
 }
 
 std::optional<TransportKind> ParseTransport(std::string_view s) {
-  for (TransportKind t : {TransportKind::kShm, TransportKind::kUds, TransportKind::kPipe,
-                          TransportKind::kTcp, TransportKind::kGrpc}) {
+  for (TransportKind t : kAllTransports) {
     if (s == ToString(t)) return t;
   }
   return std::nullopt;
 }
 
 std::optional<Pattern> ParsePattern(std::string_view s) {
-  for (Pattern p : {Pattern::kStream, Pattern::kPingPong, Pattern::kOpenLoop}) {
+  for (Pattern p : kAllPatterns) {
     if (s == ToString(p)) return p;
   }
   return std::nullopt;
 }
 
 std::optional<WaitMode> ParseWaitMode(std::string_view s) {
-  for (WaitMode w : {WaitMode::kSpin, WaitMode::kPark, WaitMode::kAdaptive}) {
+  for (WaitMode w : kAllWaitModes) {
     if (s == ToString(w)) return w;
   }
   return std::nullopt;

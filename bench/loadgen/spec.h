@@ -20,6 +20,14 @@ enum class Pattern { kStream, kPingPong, kOpenLoop };
 // RunSpec::spin and then park.
 enum class WaitMode { kSpin, kPark, kAdaptive };
 
+// Every value, in the order --help and the reports list them.
+inline constexpr TransportKind kAllTransports[] = {TransportKind::kShm, TransportKind::kUds,
+                                                   TransportKind::kPipe, TransportKind::kTcp,
+                                                   TransportKind::kGrpc};
+inline constexpr Pattern kAllPatterns[] = {Pattern::kStream, Pattern::kPingPong,
+                                           Pattern::kOpenLoop};
+inline constexpr WaitMode kAllWaitModes[] = {WaitMode::kSpin, WaitMode::kPark, WaitMode::kAdaptive};
+
 inline constexpr int kMaxClients = 512;
 // Every frame starts with two timestamps (intended and actual send time,
 // CLOCK_MONOTONIC nanoseconds) when it is at least this long.

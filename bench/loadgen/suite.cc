@@ -36,9 +36,7 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
     std::vector<uint32_t> frames;
     std::vector<TransportKind> transports;
   };
-  const std::vector<TransportKind> all = {TransportKind::kShm, TransportKind::kUds,
-                                          TransportKind::kPipe, TransportKind::kTcp,
-                                          TransportKind::kGrpc};
+  const std::vector<TransportKind> all(std::begin(kAllTransports), std::end(kAllTransports));
   std::vector<Axis> axes;
   absl::Duration duration, warmup;
   // Openloop's total rate: one that every transport sustains with one client
@@ -119,8 +117,8 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
   const MachineInfo machine = GetMachineInfo();
   const std::string started = UtcStamp("%Y-%m-%dT%H:%M:%SZ");
   std::FILE* text = options.json ? stderr : stdout;
-  std::vector<JsonValue> runs;
-  JsonValue failures = JsonValue::Array();
+  std::vector<Json> runs;
+  Json failures = Json::array();
   int exit_code = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
     if (specs.size() > 1)
@@ -128,18 +126,18 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
     absl::StatusOr<RunResult> result = RunOne(specs[i]);
     if (!result.ok()) {
       absl::FPrintF(stderr, "FAILED %s: %s\n", Label(specs[i]), result.status().ToString());
-      JsonValue f = JsonValue::Object();
-      f.Set("run", Label(specs[i]));
-      f.Set("error", result.status().ToString());
-      failures.Append(std::move(f));
+      Json f = Json::object();
+      f["run"] = Label(specs[i]);
+      f["error"] = result.status().ToString();
+      failures.push_back(std::move(f));
       exit_code = 1;
       continue;
     }
     PrintRun(text, *result, machine);
     std::fflush(text);
-    JsonValue json = RunJson(*result);
+    Json json = RunJson(*result);
     if (options.json) {
-      std::printf("%s\n", json.Serialize().c_str());
+      std::printf("%s\n", DumpJson(json).c_str());
       std::fflush(stdout);
     }
     runs.push_back(std::move(json));
@@ -157,7 +155,7 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
     } else {
       std::stringstream ss;
       ss << in.rdbuf();
-      absl::StatusOr<JsonValue> targets = ParseJson(ss.str());
+      absl::StatusOr<Json> targets = ParseJson(ss.str());
       absl::StatusOr<std::vector<GateCheck>> evaluated =
           targets.ok() ? EvaluateTargets(*targets, runs, options.name == "smoke")
                        : absl::StatusOr<std::vector<GateCheck>>(targets.status());
@@ -181,27 +179,25 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
   std::filesystem::create_directories(options.out_dir, ec);
   const std::string prefix =
       absl::StrCat(options.out_dir, "/", machine.host, "-", UtcStamp("%Y%m%d-%H%M%S"));
-  JsonValue method = JsonValue::Object();
-  method.Set("machine", MachineJson(machine));
-  method.Set("suite", options.name.empty() ? "single" : options.name);
-  method.Set("started", started);
-  method.Set("wait", ToString(options.base.wait));
-  method.Set("spin_us", absl::ToDoubleMicroseconds(options.base.spin));
-  method.SetBool("pin", options.base.pin);
-  method.Set("notes",
-             "each client is a process; one server process reads all connections; frames/s "
-             "counts frames delivered to the server (stream, openloop) or round trips "
-             "completed (pingpong) inside the window; MB = 10^6 payload bytes");
-  JsonValue doc = JsonValue::Object();
-  doc.Set("method", std::move(method));
-  JsonValue run_list = JsonValue::Array();
-  for (const auto& r : runs) run_list.Append(r);
-  doc.Set("runs", std::move(run_list));
-  doc.Set("failures", std::move(failures));
-  doc.Set("gate", GateJson(checks));
+  Json method = Json::object();
+  method["machine"] = MachineJson(machine);
+  method["suite"] = options.name.empty() ? "single" : options.name;
+  method["started"] = started;
+  method["wait"] = ToString(options.base.wait);
+  method["spin_us"] = JsonNumber(absl::ToDoubleMicroseconds(options.base.spin));
+  method["pin"] = options.base.pin;
+  method["notes"] =
+      "each client is a process; one server process reads all connections; frames/s "
+      "counts frames delivered to the server (stream, openloop) or round trips "
+      "completed (pingpong) inside the window; MB = 10^6 payload bytes";
+  Json doc = Json::object();
+  doc["method"] = std::move(method);
+  doc["runs"] = runs;
+  doc["failures"] = std::move(failures);
+  doc["gate"] = GateJson(checks);
   {
     std::ofstream out(prefix + ".json");
-    out << doc.Serialize(true) << "\n";
+    out << DumpJson(doc, /*pretty=*/true) << "\n";
     if (!out) {
       absl::FPrintF(stderr, "cannot write %s.json\n", prefix);
       return 1;

@@ -1,0 +1,189 @@
+// shmlane-bench's command line: defaults, both value spellings, validation,
+// --help and usage errors (bench/cli.h), single runs and suites.
+#include "bench/loadgen/flags.h"
+
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "bench/cli.h"
+#include "gtest/gtest.h"
+
+namespace shmlane::bench {
+namespace {
+
+struct Parsed {
+  ParseOutcome outcome;
+  std::string out, err;
+};
+
+Parsed ParseArgs(std::initializer_list<const char*> args) {
+  std::vector<const char*> argv = {"shmlane-bench"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  Parsed p;
+  p.outcome = ParseCommandLine(static_cast<int>(argv.size()), argv.data());
+  p.out = testing::internal::GetCapturedStdout();
+  p.err = testing::internal::GetCapturedStderr();
+  return p;
+}
+
+TEST(FlagsTest, DefaultsAreOneUdsStreamRun) {
+  Parsed p = ParseArgs({});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  ASSERT_EQ(p.outcome.invocation->specs.size(), 1u);
+  const RunSpec& s = p.outcome.invocation->specs[0];
+  const SuiteOptions& o = p.outcome.invocation->options;
+  EXPECT_EQ(s.transport, TransportKind::kUds);
+  EXPECT_EQ(s.pattern, Pattern::kStream);
+  EXPECT_EQ(s.clients, 1);
+  EXPECT_EQ(s.frame_bytes, 64u);
+  EXPECT_EQ(s.duration, absl::Seconds(5));
+  EXPECT_EQ(s.warmup, absl::Seconds(1));
+  EXPECT_EQ(s.rate, 100000);
+  EXPECT_EQ(s.wait, WaitMode::kAdaptive);
+  EXPECT_EQ(s.spin, absl::Microseconds(50));
+  EXPECT_FALSE(s.pin);
+  EXPECT_EQ(s.ring_bytes, 0u);
+  EXPECT_FALSE(s.shmlaned.empty());
+  EXPECT_FALSE(o.json);
+  EXPECT_FALSE(o.gate);
+  EXPECT_TRUE(o.plots);
+  EXPECT_FALSE(o.write_files);  // a single run writes files only with --out
+  EXPECT_EQ(o.out_dir, "bench/results");
+  EXPECT_EQ(o.targets, "bench/targets.json");
+}
+
+TEST(FlagsTest, TakesBothValueSpellingsAndDurations) {
+  Parsed p = ParseArgs({"--transport=tcp",
+                        "--pattern",
+                        "openloop",
+                        "--clients=8",
+                        "--frame-bytes",
+                        "128",
+                        "--duration=500ms",
+                        "--warmup",
+                        "0",
+                        "--rate=2500.5",
+                        "--wait",
+                        "park",
+                        "--spin=2us",
+                        "--pin",
+                        "--ring-bytes",
+                        "65536",
+                        "--shmlaned=/x/shmlaned",
+                        "--json",
+                        "--out",
+                        "/tmp/o",
+                        "--no-plots"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  const RunSpec& s = p.outcome.invocation->specs[0];
+  const SuiteOptions& o = p.outcome.invocation->options;
+  EXPECT_EQ(s.transport, TransportKind::kTcp);
+  EXPECT_EQ(s.pattern, Pattern::kOpenLoop);
+  EXPECT_EQ(s.clients, 8);
+  EXPECT_EQ(s.frame_bytes, 128u);
+  EXPECT_EQ(s.duration, absl::Milliseconds(500));
+  EXPECT_EQ(s.warmup, absl::ZeroDuration());
+  EXPECT_EQ(s.rate, 2500.5);
+  EXPECT_EQ(s.wait, WaitMode::kPark);
+  EXPECT_EQ(s.spin, absl::Microseconds(2));
+  EXPECT_TRUE(s.pin);
+  EXPECT_EQ(s.ring_bytes, 65536u);
+  EXPECT_EQ(s.shmlaned, "/x/shmlaned");
+  EXPECT_TRUE(o.json);
+  EXPECT_TRUE(o.write_files);
+  EXPECT_EQ(o.out_dir, "/tmp/o");
+  EXPECT_FALSE(o.plots);
+  // Plain seconds and the last of repeated options.
+  p = ParseArgs({"--duration", "2.5", "--clients", "3", "--clients", "4"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  EXPECT_EQ(p.outcome.invocation->specs[0].duration, absl::Milliseconds(2500));
+  EXPECT_EQ(p.outcome.invocation->specs[0].clients, 4);
+}
+
+TEST(FlagsTest, HelpListsGroupsAndDefaultsAndExitsZero) {
+  for (const char* help : {"--help", "-h"}) {
+    Parsed p = ParseArgs({help});
+    EXPECT_FALSE(p.outcome.invocation);
+    EXPECT_EQ(p.outcome.exit_code, 0);
+    EXPECT_TRUE(p.err.empty()) << p.err;
+    for (const char* want :
+         {"Run:", "Suites and result files:", "Output:", "--transport", "--frame-bytes", "=64",
+          "=5s", "=50us", "=adaptive", "--ring-bytes", "--suite", "{quick,full,smoke}",
+          "=bench/results", "--gate", "--no-plots", "--json"}) {
+      EXPECT_NE(p.out.find(want), std::string::npos) << want << " not in\n" << p.out;
+    }
+  }
+}
+
+TEST(FlagsTest, UsageErrorsAreOneLineNamingTheArgument) {
+  struct Case {
+    std::vector<const char*> args;
+    const char* names;
+  };
+  const std::vector<Case> cases = {
+      {{"--no-such-flag"}, "--no-such-flag"},
+      {{"--clients", "0"}, "--clients"},
+      {{"--clients", "513"}, "--clients"},
+      {{"--clients", "many"}, "--clients"},
+      {{"--pattern", "burst"}, "--pattern"},
+      {{"--wait=sleep"}, "--wait"},
+      {{"--transport", "shm,carrier-pigeon"}, "--transport"},
+      {{"--duration", "soon"}, "--duration"},
+      {{"--duration", "0"}, "--duration"},
+      {{"--warmup", "-1s"}, "--warmup"},
+      {{"--ring-bytes", "1000"}, "--ring-bytes"},
+      {{"--frame-bytes", "0"}, "--frame-bytes"},
+      {{"--suite", "huge"}, "--suite"},
+      {{"--clients"}, "--clients"},
+      {{"--transport", "shm,uds"}, "--transport"},  // one per single run
+      {{"--pattern", "openloop", "--frame-bytes", "8"}, "--frame-bytes"},
+      {{"stray"}, "stray"},
+  };
+  for (const Case& c : cases) {
+    std::vector<const char*> argv = {"shmlane-bench"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    testing::internal::CaptureStdout();
+    testing::internal::CaptureStderr();
+    ParseOutcome o = ParseCommandLine(static_cast<int>(argv.size()), argv.data());
+    const std::string out = testing::internal::GetCapturedStdout();
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(o.invocation) << c.names;
+    EXPECT_EQ(o.exit_code, kExitUsage) << c.names;
+    EXPECT_TRUE(out.empty()) << out;
+    EXPECT_EQ(err.rfind("shmlane-bench: ", 0), 0u) << err;
+    EXPECT_NE(err.find(c.names), std::string::npos) << c.names << ": " << err;
+    EXPECT_EQ(err.find('\n'), err.size() - 1) << "not one line: " << err;
+  }
+}
+
+TEST(FlagsTest, SuitesTakeOverridesAndATransportList) {
+  Parsed p = ParseArgs({"--suite=smoke", "--duration", "1s", "--transport", "shm,uds"});
+  if (!p.outcome.invocation) {
+    // The smoke suite needs shm; without the client library it is refused.
+    EXPECT_NE(p.err.find("smoke suite needs the shm transport"), std::string::npos) << p.err;
+    GTEST_SKIP() << "shm not built in";
+  }
+  const Invocation& inv = *p.outcome.invocation;
+  EXPECT_TRUE(inv.options.write_files);
+  ASSERT_EQ(inv.specs.size(), 4u);  // shm, uds x stream, pingpong
+  for (const RunSpec& s : inv.specs) {
+    EXPECT_EQ(s.duration, absl::Seconds(1));
+    EXPECT_EQ(s.warmup, absl::Milliseconds(500));  // the suite's
+    EXPECT_TRUE(s.pin);
+  }
+  p = ParseArgs({"--suite", "quick", "--transport", "uds", "--transport", "pipe"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  for (const RunSpec& s : p.outcome.invocation->specs) {
+    EXPECT_TRUE(s.transport == TransportKind::kUds || s.transport == TransportKind::kPipe);
+    if (s.pattern == Pattern::kOpenLoop) {
+      EXPECT_EQ(s.rate, 20000);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace shmlane::bench
