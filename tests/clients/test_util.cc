@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -67,11 +70,49 @@ TempDir::~TempDir() {
   if (!path_.empty()) ::nftw(path_.c_str(), Remove, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+namespace {
+
+// A copy of `binary` that any uid can execute. The build tree may lie under
+// a directory other users cannot traverse (a root user's home is 0700), so a
+// child that drops to another uid would fail to exec the original. Copies
+// live in one 0755 directory per test process, removed at exit.
+absl::StatusOr<std::string> ExecutableByAnyone(const std::string& binary) {
+  static std::mutex mu;
+  static auto* copies = new std::map<std::string, std::string>();
+  static TempDir* dir = nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = copies->find(binary); it != copies->end()) return it->second;
+  if (dir == nullptr) {
+    absl::StatusOr<TempDir> made = TempDir::Make();
+    if (!made.ok()) return made.status();
+    dir = new TempDir(*std::move(made));
+    std::atexit([] { delete dir; });
+  }
+  const std::string copy =
+      absl::StrCat(dir->path(), "/", std::filesystem::path(binary).filename().string());
+  std::error_code ec;
+  std::filesystem::copy_file(binary, copy, std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec || ::chmod(copy.c_str(), 0755) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot copy ", binary, " to ", copy, " for another uid: ", ec.message()));
+  }
+  (*copies)[binary] = copy;
+  return copy;
+}
+
+}  // namespace
+
 // -------------------------------- Child -----------------------------------
 
 absl::StatusOr<Child> Child::Spawn(const std::vector<std::string>& argv, std::optional<uid_t> uid) {
   // Everything the child needs is prepared before fork: after it, only
   // async-signal-safe calls until exec (the parent may have threads).
+  std::string program = argv.empty() ? std::string() : argv[0];
+  if (uid.has_value() && !argv.empty()) {
+    absl::StatusOr<std::string> copy = ExecutableByAnyone(argv[0]);
+    if (!copy.ok()) return copy.status();
+    program = *std::move(copy);
+  }
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -90,7 +131,7 @@ absl::StatusOr<Child> Child::Spawn(const std::vector<std::string>& argv, std::op
         ::_exit(126);
       }
     }
-    ::execv(args[0], args.data());
+    ::execv(program.c_str(), args.data());
     ::_exit(127);
   }
   ::close(pipe_fds[1]);
