@@ -82,7 +82,9 @@ absl::StatusOr<PeerCredentials> ReadPeer(int fd) {
   return peer;
 }
 
-std::string ResultLabel(absl::StatusCode code) { return absl::AsciiStrToLower(CodeName(code)); }
+std::string ResultLabel(absl::StatusCode code) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
+}
 
 }  // namespace
 

@@ -20,7 +20,7 @@ constexpr size_t kMaxWatchers = 256;
 // Finishes a unary call with `status`, counting it.
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, DaemonMetrics* metrics,
                                const char* method, const absl::Status& status) {
-  metrics->CountControlRequest(method, CodeName(status.code()));
+  metrics->CountControlRequest(method, absl::StatusCodeToString(status.code()));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
@@ -177,7 +177,7 @@ grpc::ServerWriteReactor<v1::Event>* ChannelServiceImpl::WatchEvents(
     status = absl::ResourceExhaustedError(
         absl::StrCat(kMaxWatchers, " WatchEvents streams are open already; close one and retry"));
   }
-  metrics_->CountControlRequest("WatchEvents", CodeName(status.code()));
+  metrics_->CountControlRequest("WatchEvents", absl::StatusCodeToString(status.code()));
   if (!status.ok()) return new Reject(status);
   return new WatchReactor(events_, request->channel());
 }

@@ -13,7 +13,4 @@ namespace shmlane::control {
 // Same canonical code and message; OK maps to OK.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// The canonical code name ("OK", "NOT_FOUND", ...) for metrics labels.
-const char* CodeName(absl::StatusCode code);
-
 }  // namespace shmlane::control
