@@ -19,67 +19,28 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "control/attach_wire.h"
+#include "control/peer_credentials.h"
 #include "control/status.h"
 
 namespace shmlane::control {
 namespace {
 
-// Receives one packet without blocking into `buffer`; with MSG_TRUNC the
-// result is the packet's real size even when it did not fit. Clients never
-// send fds, so any that came along are closed; *had_fds says whether there
-// were some (or whether they were cut off). -1 with errno on failure.
-ssize_t ReceiveClosingFds(int fd, std::string& buffer, bool* had_fds) {
-  iovec iov{buffer.data(), buffer.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
-  if (n < 0) return n;
-  *had_fds = (msg.msg_flags & MSG_CTRUNC) != 0;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t k = 0; k < count; ++k) {
-      int received;
-      std::memcpy(&received, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-      ::close(received);
-      *had_fds = true;
-    }
-  }
-  return n;
+// Linux 6.16+: SO_PASSRIGHTS = 0 makes the kernel refuse SCM_RIGHTS sent to
+// this socket (the sender gets EPERM). Debian 12's headers predate it.
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83
+#endif
+
+void RefuseFds(int fd) {
+  const int off = 0;
+  // Older kernels say ENOPROTOOPT; FdCloser then keeps received fds off the loop.
+  (void)::setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &off, sizeof(off));
 }
 
 namespace v1 = ::shmlane::v1;
 
 absl::Status Errno(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
-}
-
-// Reads SO_PEERCRED and SO_PEERGROUPS: the identity the kernel recorded when
-// the client connected (it cannot be forged by the client).
-absl::StatusOr<PeerCredentials> ReadPeer(int fd) {
-  ucred cred{};
-  socklen_t len = sizeof(cred);
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    return Errno("SO_PEERCRED");
-  }
-  PeerCredentials peer;
-  peer.uid = cred.uid;
-  peer.gid = cred.gid;
-  peer.pid = cred.pid;
-  std::vector<gid_t> groups(64);
-  auto glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0 && errno == ERANGE &&
-      glen <= 65536 * sizeof(gid_t)) {
-    groups.resize(glen / sizeof(gid_t));
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) != 0) glen = 0;
-  }
-  groups.resize(glen / sizeof(gid_t));
-  peer.groups.assign(groups.begin(), groups.end());
-  return peer;
 }
 
 std::string ResultLabel(absl::StatusCode code) {
@@ -117,6 +78,7 @@ absl::Status AttachServer::Start() {
   if (::chmod(options_.socket_path.c_str(), options_.socket_mode) != 0) {
     return Errno(absl::StrCat("chmod ", options_.socket_path));
   }
+  RefuseFds(listen_fd_.get());
   if (::listen(listen_fd_.get(), 4096) != 0) return Errno("listen");
   epoll_fd_.Reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_fd_.valid()) return Errno("epoll_create1");
@@ -239,6 +201,7 @@ void AttachServer::Loop() {
   registry_->SetOutboundWaker(nullptr);
   connections_.clear();
   handshake_deadlines_.clear();
+  per_uid_.clear();
 }
 
 void AttachServer::DrainOutbound() {
@@ -281,10 +244,37 @@ void AttachServer::DrainOutbound() {
   }
 }
 
+ssize_t AttachServer::Receive(int fd, bool* had_fds) {
+  std::string& buffer = receive_buffer_;
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  // MSG_TRUNC: the result is the packet's real size even when it did not fit.
+  const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+  if (n < 0) return n;
+  *had_fds = (msg.msg_flags & MSG_CTRUNC) != 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t k = 0; k < count; ++k) {
+      int received;
+      std::memcpy(&received, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+      // Never close() a client's fd here: it may block (SO_LINGER, FUSE).
+      closer_.Close(received);
+      *had_fds = true;
+    }
+  }
+  return n;
+}
+
 void AttachServer::DiscardInput(int fd) {
   for (int packets = 0; packets < 16; ++packets) {
     bool had_fds = false;
-    const ssize_t n = ReceiveClosingFds(fd, receive_buffer_, &had_fds);
+    const ssize_t n = Receive(fd, &had_fds);
     if (n < 0) return;
     if (n == 0) {
       ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
@@ -314,12 +304,28 @@ void AttachServer::AcceptAll() {
       }
       return;  // EAGAIN, or an error that the next turn retries
     }
-    if (connections_.size() >= options_.max_connections) {
-      metrics_->CountAttach("overload");
+    RefuseFds(fd.get());
+    absl::StatusOr<PeerCredentials> peer = ReadPeerCredentials(fd.get());
+    if (!peer.ok()) {
+      v1::AttachMessage reply;
+      reply.mutable_attach_reply()->set_code(static_cast<int32_t>(peer.status().code()));
+      reply.mutable_attach_reply()->set_message(std::string(peer.status().message()));
+      (void)SendAttachMessage(fd.get(), reply, {});
+      metrics_->CountAttach(ResultLabel(peer.status().code()));
       continue;  // closed by UniqueFd
     }
-    absl::StatusOr<PeerCredentials> peer = ReadPeer(fd.get());
-    if (!peer.ok()) continue;
+    if (!AdmitLocked(peer->uid)) {
+      metrics_->CountAttach("overload");
+      v1::AttachMessage reply;
+      reply.mutable_attach_reply()->set_code(
+          static_cast<int32_t>(absl::StatusCode::kResourceExhausted));
+      reply.mutable_attach_reply()->set_message(absl::StrCat(
+          "shmlaned holds as many attach connections of uid ", peer->uid,
+          " as it allows (--max-connections-per-uid, --max-handshakes-per-uid) or is full "
+          "(--max-connections); close some and retry"));
+      (void)SendAttachMessage(fd.get(), reply, {});
+      continue;
+    }
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.fd = fd.get();
@@ -330,8 +336,61 @@ void AttachServer::AcceptAll() {
     conn.peer = *std::move(peer);
     conn.deadline = absl::Now() + options_.handshake_timeout;
     handshake_deadlines_.emplace(conn.deadline, raw);
+    UidCount& count = per_uid_[conn.peer.uid];
+    ++count.open;
+    ++count.handshaking;
     connections_.emplace(raw, std::move(conn));
   }
+}
+
+bool AttachServer::AdmitLocked(uint32_t uid) {
+  const UidCount mine = per_uid_.count(uid) ? per_uid_[uid] : UidCount{};
+  // Root and the daemon's own uid could stop the daemon anyway: the per-uid
+  // shares protect users from each other.
+  const bool trusted = uid == 0 || uid == ::geteuid();
+  if (!trusted && (mine.open >= options_.max_connections_per_uid ||
+                   mine.handshaking >= options_.max_handshakes_per_uid)) {
+    return false;
+  }
+  if (connections_.size() < options_.max_connections) return true;
+  // Full: a uid below its fair share displaces the oldest handshaking
+  // connection of the uid that holds the most (attached ones stay).
+  const size_t uids = per_uid_.size() + (per_uid_.count(uid) ? 0 : 1);
+  const size_t fair = options_.max_connections / std::max<size_t>(uids, 1);
+  if (mine.open >= fair) return false;
+  uint32_t biggest = uid;
+  size_t most = 0;
+  for (const auto& [u, c] : per_uid_) {
+    if (c.handshaking > 0 && c.open > most) {
+      biggest = u;
+      most = c.open;
+    }
+  }
+  if (biggest == uid || most <= fair) return false;
+  for (const auto& [deadline, fd] : handshake_deadlines_) {
+    auto it = connections_.find(fd);
+    if (it != connections_.end() && it->second.peer.uid == biggest) {
+      metrics_->CountAttach("displaced");
+      Forget(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+void AttachServer::Forget(std::map<int, Connection>::iterator it) {
+  Connection& conn = it->second;
+  auto count = per_uid_.find(conn.peer.uid);
+  if (count != per_uid_.end()) {
+    count->second.open -= std::min<size_t>(count->second.open, 1);
+    if (conn.attachment_id == 0) {
+      count->second.handshaking -= std::min<size_t>(count->second.handshaking, 1);
+    }
+    if (count->second.open == 0) per_uid_.erase(count);
+  }
+  if (conn.attachment_id == 0) handshake_deadlines_.erase({conn.deadline, it->first});
+  ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, it->first, nullptr);
+  connections_.erase(it);
 }
 
 void AttachServer::OnReadable(int fd) {
@@ -342,7 +401,7 @@ void AttachServer::OnReadable(int fd) {
     Connection& conn = it->second;
     std::string& buffer = receive_buffer_;
     bool had_fds = false;
-    const ssize_t n = ReceiveClosingFds(fd, buffer, &had_fds);
+    const ssize_t n = Receive(fd, &had_fds);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
       Close(fd, Registry::DetachKind::kDied);
@@ -381,6 +440,9 @@ void AttachServer::OnReadable(int fd) {
       }
       handshake_deadlines_.erase({conn.deadline, fd});
       conn.attachment_id = *id;
+      if (auto count = per_uid_.find(conn.peer.uid); count != per_uid_.end()) {
+        count->second.handshaking -= std::min<size_t>(count->second.handshaking, 1);
+      }
       continue;
     }
     if (message.body_case() == v1::AttachMessage::kDetach) {
@@ -408,11 +470,8 @@ void AttachServer::Close(int fd, Registry::DetachKind kind) {
   if (it->second.attachment_id != 0) {
     // Detach before the fd closes: the registry may send on it until then.
     registry_->Detach(it->second.attachment_id, kind);
-  } else {
-    handshake_deadlines_.erase({it->second.deadline, fd});
   }
-  ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
-  connections_.erase(it);
+  Forget(it);
 }
 
 void AttachServer::ExpireHandshakes() {
@@ -428,10 +487,7 @@ void AttachServer::ExpireHandshakes() {
         "no AttachRequest within the handshake timeout; connection closed");
     (void)SendAttachMessage(fd, reply, {});
     auto it = connections_.find(fd);
-    if (it != connections_.end()) {
-      ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
-      connections_.erase(it);
-    }
+    if (it != connections_.end()) Forget(it);
   }
 }
 

@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "control/daemon_metrics.h"
+#include "control/fd_closer.h"
 #include "control/registry.h"
 #include "dataplane/unique_fd.h"
 
@@ -45,6 +46,13 @@ struct AttachServerOptions {
   int socket_gid = -1;          // chown group, -1 = keep
   absl::Duration handshake_timeout = absl::Seconds(5);
   size_t max_connections = 4096;
+  // Per-uid shares (root and the daemon's uid exempt): connections at once,
+  // and of those still handshaking.
+  // When the daemon is full, a uid below its fair share (max_connections /
+  // uids connected) displaces the oldest handshaking connection of the uid
+  // holding the most.
+  size_t max_connections_per_uid = 1024;
+  size_t max_handshakes_per_uid = 64;
   // How often lanes are checked for backpressure transitions (events).
   absl::Duration backpressure_check_interval = absl::Seconds(1);
 };
@@ -83,11 +91,19 @@ class AttachServer final : private OutboundWaker {
   // Shutdown: reads and drops what a peer sends (so EPOLLIN cannot spin).
   void DiscardInput(int fd);
   void AcceptAll();
+  // Whether a new connection of `uid` may be taken now; may close another
+  // uid's handshaking connection to make room (fair share).
+  bool AdmitLocked(uint32_t uid);
+  // Receives one packet without blocking into receive_buffer_; fds that
+  // came along go to closer_. -1 with errno on failure.
+  ssize_t Receive(int fd, bool* had_fds);
   void OnReadable(int fd);
   // Replies with an error AttachReply (best effort) and closes.
   void Reject(int fd, const absl::Status& status);
   // Closes a connection; an attached one is detached with `kind` first.
   void Close(int fd, Registry::DetachKind kind);
+  // Removes a connection from the maps and counts (the fd closes with it).
+  void Forget(std::map<int, Connection>::iterator it);
   // Milliseconds until the next timer (handshakes, backpressure check,
   // outbound service).
   int NextTimeoutMs() const;
@@ -109,6 +125,12 @@ class AttachServer final : private OutboundWaker {
   std::set<std::pair<absl::Time, int>> handshake_deadlines_;
   absl::Time next_backpressure_check_;
   std::string receive_buffer_;  // one packet
+  struct UidCount {
+    size_t open = 0;
+    size_t handshaking = 0;
+  };
+  std::map<uint32_t, UidCount> per_uid_;
+  FdCloser closer_;  // client-sent fds, closed off the loop thread
 };
 
 }  // namespace shmlane::control

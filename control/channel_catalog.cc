@@ -159,15 +159,6 @@ absl::StatusOr<const ChannelRecord*> ChannelCatalog::Get(absl::string_view name)
   return record;
 }
 
-std::vector<const ChannelRecord*> ChannelCatalog::Page(absl::string_view after, size_t page_size,
-                                                       bool* more) const {
-  std::vector<const ChannelRecord*> out;
-  auto it = after.empty() ? channels_.begin() : channels_.upper_bound(after);
-  for (; it != channels_.end() && out.size() < page_size; ++it) out.push_back(&it->second);
-  *more = it != channels_.end();
-  return out;
-}
-
 std::vector<const ChannelRecord*> ChannelCatalog::All() const {
   std::vector<const ChannelRecord*> out;
   out.reserve(channels_.size());

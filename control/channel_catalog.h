@@ -65,10 +65,6 @@ class ChannelCatalog {
   // The channel, or NotFound.
   absl::StatusOr<const ChannelRecord*> Get(absl::string_view name) const;
 
-  // Up to `page_size` channels in name order after `after` (empty: from the
-  // start); `more` tells whether channels follow the last one returned.
-  std::vector<const ChannelRecord*> Page(absl::string_view after, size_t page_size,
-                                         bool* more) const;
   // Every channel in name order.
   std::vector<const ChannelRecord*> All() const;
   size_t size() const { return channels_.size(); }

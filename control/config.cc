@@ -70,6 +70,33 @@ constexpr FlagDoc kFlagDocs[] = {
     {"max_connections", "N", "Limits",
      "Most attach connections at once (handshaking or attached); more are closed at accept. "
      "Default 4096 (1..1000000)."},
+    {"control_mode", "0600|0666", "Access",
+     "Mode of control.sock. 0600 (default; 0660 with --admin-group): administrators only. "
+     "0666: every local user may connect; each call is authorized from the caller's "
+     "SO_PEERCRED identity (non-administrators manage only channels they own or administer)."},
+    {"health_listen", "HOST:PORT", "Listeners",
+     "Plaintext TCP listener that serves grpc.health.v1 and nothing else, for kubelet probes. "
+     "Default: none."},
+    {"tls_admins", "NAME", "TLS",
+     "Repeatable. A TLS client whose certificate names NAME (subject CN or a subjectAltName) "
+     "is an administrator over --listen; other certificates are refused. Default: every "
+     "certificate that --tls-client-ca signed."},
+    {"max_connections_per_uid", "N", "Limits",
+     "Most attach connections of one uid at once. Default 1024."},
+    {"max_handshakes_per_uid", "N", "Limits",
+     "Most attach connections of one uid that have not sent their AttachRequest yet. Default "
+     "64."},
+    {"max_queued_fds", "N", "Limits",
+     "Most file descriptors waiting in all attach send queues together; beyond it the "
+     "connection holding the most is disconnected. Default 16384."},
+    {"max_queue_age", "DURATION", "Limits",
+     "A connection whose oldest unsent attach message is older than this is disconnected. "
+     "Default 30s."},
+    {"audit_log", "FILE|none", "Files",
+     "JSON-lines log of every state-changing call with its caller. Default: "
+     "<runtime-dir>/audit.log (0600)."},
+    {"audit_log_max_bytes", "BYTES", "Files",
+     "Rotate the audit log to FILE.1 beyond this size. Default 16777216."},
 };
 
 std::string FlagName(absl::string_view field) {
@@ -133,7 +160,10 @@ absl::StatusOr<v1::DaemonConfig> ParseConfigText(const std::string& path, const 
                                                                : errors.first());
     }
     for (int i = 0; i < d->field_count(); ++i) {
-      const google::protobuf::TextFormat::ParseLocation loc = tree.GetLocation(d->field(i), -1);
+      const FieldDescriptor* f = d->field(i);
+      if (f->is_repeated() && out.GetReflection()->FieldSize(out, f) == 0) continue;
+      const google::protobuf::TextFormat::ParseLocation loc =
+          tree.GetLocation(f, f->is_repeated() ? 0 : -1);
       if (loc.line >= 0) {
         origins->SetFile(d->field(i)->name(),
                          absl::StrCat(path, ":", loc.line + 1, ": ", d->field(i)->name()));
@@ -157,7 +187,9 @@ absl::StatusOr<v1::DaemonConfig> ParseConfigText(const std::string& path, const 
     }
     for (int i = 0; i < d->field_count(); ++i) {
       const FieldDescriptor* f = d->field(i);
-      if (!out.GetReflection()->HasField(out, f)) continue;
+      const bool set = f->is_repeated() ? out.GetReflection()->FieldSize(out, f) > 0
+                                        : out.GetReflection()->HasField(out, f);
+      if (!set) continue;
       int line = JsonLineOf(text, f->json_name());
       if (line == 0) line = JsonLineOf(text, f->name());
       origins->SetFile(f->name(), absl::StrCat(path, ":", line, ": ", f->name()));
@@ -176,8 +208,20 @@ absl::Status SetFromFlag(const FieldDescriptor* field, const std::string& value,
   const google::protobuf::Reflection* r = config->GetReflection();
   switch (field->type()) {
     case FieldDescriptor::TYPE_STRING:
-      r->SetString(config, field, value);
+      if (field->is_repeated()) {
+        r->AddString(config, field, value);
+      } else {
+        r->SetString(config, field, value);
+      }
       return absl::OkStatus();
+    case FieldDescriptor::TYPE_UINT64: {
+      uint64_t n = 0;
+      if (!absl::SimpleAtoi(value, &n)) {
+        return absl::InvalidArgumentError(absl::StrCat("expected a number, got \"", value, "\""));
+      }
+      r->SetUInt64(config, field, n);
+      return absl::OkStatus();
+    }
     case FieldDescriptor::TYPE_BOOL: {
       bool b = true;
       if (!value.empty() && !absl::SimpleAtob(value, &b)) {
@@ -216,6 +260,9 @@ absl::Status SetFromFlag(const FieldDescriptor* field, const std::string& value,
 void Overlay(const v1::DaemonConfig& top, v1::DaemonConfig* base) {
   base->MergeFrom(top);
   if (top.has_handshake_timeout()) *base->mutable_handshake_timeout() = top.handshake_timeout();
+  if (top.has_max_queue_age()) *base->mutable_max_queue_age() = top.max_queue_age();
+  // A list given again replaces the one below instead of growing it.
+  if (top.tls_admins_size() > 0) *base->mutable_tls_admins() = top.tls_admins();
 }
 
 v1::DaemonConfig Defaults() {
@@ -231,6 +278,12 @@ v1::DaemonConfig Defaults() {
   *c.mutable_handshake_timeout() = TimeUtil::SecondsToDuration(5);
   c.set_per_lane_metrics(false);
   c.set_max_connections(4096);
+  c.set_control_mode("0600");
+  c.set_max_connections_per_uid(1024);
+  c.set_max_handshakes_per_uid(64);
+  c.set_max_queued_fds(16384);
+  *c.mutable_max_queue_age() = TimeUtil::SecondsToDuration(30);
+  c.set_audit_log_max_bytes(uint64_t{16} << 20);
   return c;
 }
 
@@ -266,12 +319,62 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
         origins.Of("max_connections"), ": expected 1..1000000, got ", c.max_connections()));
   }
   out.max_connections = c.max_connections();
+  if (c.control_mode() == "0600") {
+    out.control_mode = 0600;
+  } else if (c.control_mode() == "0666") {
+    out.control_mode = 0666;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origins.Of("control_mode"), ": expected 0600 or 0666, got \"", c.control_mode(), "\""));
+  }
+  out.health_listen = c.health_listen();
+  out.tls_admins.assign(c.tls_admins().begin(), c.tls_admins().end());
+  for (const auto& [field, value] :
+       {std::pair<const char*, uint32_t>{"max_connections_per_uid", c.max_connections_per_uid()},
+        {"max_handshakes_per_uid", c.max_handshakes_per_uid()},
+        {"max_queued_fds", c.max_queued_fds()}}) {
+    if (value == 0 || value > 1000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origins.Of(field), ": expected 1..1000000, got ", value));
+    }
+  }
+  out.max_connections_per_uid = c.max_connections_per_uid();
+  out.max_handshakes_per_uid = c.max_handshakes_per_uid();
+  out.max_queued_fds = c.max_queued_fds();
+  const absl::Duration age = absl::Nanoseconds(TimeUtil::DurationToNanoseconds(c.max_queue_age()));
+  if (age < absl::Milliseconds(100) || age > absl::Hours(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origins.Of("max_queue_age"), ": expected a duration between 100ms and 1h, got ",
+        absl::FormatDuration(age)));
+  }
+  out.max_queue_age = age;
+  out.audit_log = c.audit_log() == "none" ? ""
+                  : c.has_audit_log()     ? c.audit_log()
+                                          : absl::StrCat(c.runtime_dir(), "/audit.log");
+  if (c.audit_log_max_bytes() < 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(origins.Of("audit_log_max_bytes"),
+                                                   ": expected at least 4096, got ",
+                                                   c.audit_log_max_bytes()));
+  }
+  out.audit_log_max_bytes = c.audit_log_max_bytes();
   if (out.tls_cert.empty() != out.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
   if (!out.tls_client_ca.empty() && out.tls_cert.empty()) {
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
   }
+  if (!out.tls_admins.empty() && out.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError("--tls-admins needs --tls-client-ca");
+  }
+  if (!out.listen.empty() && (out.tls_cert.empty() || out.tls_client_ca.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", out.listen,
+        " needs --tls-cert, --tls-key and --tls-client-ca: over TCP a caller's identity is its "
+        "client certificate, and plaintext TCP would make every local user (or any host that "
+        "can reach the port) an administrator. For kubelet probes use --health-listen, which "
+        "serves grpc.health.v1 only"));
+  }
+
   return out;
 }
 
@@ -281,9 +384,10 @@ struct FlagSet {
   std::unique_ptr<CLI::App> app;
   std::string config_path;
   bool print_config = false;
-  std::map<std::string, std::string> values;    // by field name
-  std::map<std::string, bool> switches;         // by field name (bool fields)
-  std::map<std::string, CLI::Option*> options;  // by field name
+  std::map<std::string, std::string> values;              // by field name
+  std::map<std::string, bool> switches;                   // by field name (bool fields)
+  std::map<std::string, std::vector<std::string>> lists;  // by field name (repeated fields)
+  std::map<std::string, CLI::Option*> options;            // by field name
 };
 
 std::unique_ptr<FlagSet> MakeFlags() {
@@ -315,6 +419,9 @@ std::unique_ptr<FlagSet> MakeFlags() {
     CLI::Option* option =
         doc.value_name == nullptr
             ? app.add_flag(FlagName(doc.field), flags->switches[doc.field], doc.help)
+        : field->is_repeated()
+            ? app.add_option(FlagName(doc.field), flags->lists[doc.field], doc.help)
+                  ->type_name(doc.value_name)
             : app.add_option(FlagName(doc.field), flags->values[doc.field], doc.help)
                   ->type_name(doc.value_name);
     option->group(doc.group);
@@ -391,6 +498,15 @@ absl::StatusOr<ParsedCommandLine> ParseCommandLine(const std::vector<std::string
   const Descriptor* d = v1::DaemonConfig::descriptor();
   for (const auto& [name, option] : flags->options) {
     if (option->count() == 0) continue;
+    if (auto list = flags->lists.find(name); list != flags->lists.end()) {
+      for (const std::string& item : list->second) {
+        if (absl::Status s = SetFromFlag(d->FindFieldByName(name), item, &from_flags); !s.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(FlagName(name), ": ", s.message()));
+        }
+      }
+      origins.SetFlag(name);
+      continue;
+    }
     auto sw = flags->switches.find(name);
     const std::string value =
         sw == flags->switches.end() ? flags->values[name] : (sw->second ? "true" : "false");

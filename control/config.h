@@ -32,6 +32,15 @@ struct Config {
   absl::Duration handshake_timeout = absl::Seconds(5);
   bool per_lane_metrics = false;
   uint32_t max_connections = 4096;
+  uint32_t control_mode = 0600;         // control.sock (0660 with admin_group)
+  std::string health_listen;            // plaintext grpc.health.v1 only, empty = none
+  std::vector<std::string> tls_admins;  // empty: every client-CA certificate
+  uint32_t max_connections_per_uid = 1024;
+  uint32_t max_handshakes_per_uid = 64;
+  uint32_t max_queued_fds = 16384;
+  absl::Duration max_queue_age = absl::Seconds(30);
+  std::string audit_log;  // empty = none
+  uint64_t audit_log_max_bytes = uint64_t{16} << 20;
   std::string config_file;  // the file that was read, if any
 };
 

@@ -126,13 +126,13 @@ TEST(ConfigTest, BadFilesNameFileLineAndField) {
 }
 
 TEST(ConfigTest, PrintConfigShowsTheEffectiveValues) {
-  const std::string path = WriteFile("p.textproto", "listen: \"127.0.0.1:0\"\n");
+  const std::string path = WriteFile("p.textproto", "health_listen: \"127.0.0.1:0\"\n");
   auto parsed =
       ParseCommandLine({"shmlaned", "--config", path, "--runtime-dir=/tmp/p", "--print-config"});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_TRUE(parsed->print_config);
   const std::string text = FormatConfig(parsed->effective);
-  for (const char* want : {"runtime_dir: \"/tmp/p\"", "listen: \"127.0.0.1:0\"",
+  for (const char* want : {"runtime_dir: \"/tmp/p\"", "health_listen: \"127.0.0.1:0\"",
                            "state_file: \"/tmp/p/shmlaned.state\"", "max_connections: 4096",
                            "metrics_listen: \"127.0.0.1:9464\""}) {
     EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;

@@ -17,6 +17,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "control/attach_server.h"
+#include "control/audit_log.h"
+#include "control/caller.h"
+#include "control/control_listener.h"
 #include "control/daemon_metrics.h"
 #include "control/event_bus.h"
 #include "control/exporter.h"
@@ -43,12 +46,6 @@ absl::StatusOr<int> LookUpGroup(const std::string& name, const char* flag) {
   return static_cast<int>(result->gr_gid);
 }
 
-bool IsLoopback(const std::string& host_port) {
-  const size_t colon = host_port.rfind(':');
-  const std::string host = colon == std::string::npos ? host_port : host_port.substr(0, colon);
-  return host == "localhost" || absl::StartsWith(host, "127.") || host == "[::1]" || host == "::1";
-}
-
 }  // namespace
 
 struct Daemon::Impl {
@@ -66,6 +63,11 @@ struct Daemon::Impl {
   std::unique_ptr<ChannelServiceImpl> channel_service;
   std::unique_ptr<AccessServiceImpl> access_service;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<grpc::Server> health_server;  // --health-listen: grpc.health.v1 only
+  std::string health_address;
+  CallerTable callers;
+  std::unique_ptr<ControlListener> control_listener;
+  std::unique_ptr<AuditLog> audit;
   std::shared_ptr<Exporter> exporter;
   std::unique_ptr<prometheus::Exposer> exposer;
   absl::Mutex save_mu;
@@ -106,18 +108,23 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   if (!admin_gid.ok()) return admin_gid.status();
   absl::StatusOr<int> attach_gid = LookUpGroup(config.attach_group, "attach-group");
   if (!attach_gid.ok()) return attach_gid.status();
-  if (!config.listen.empty() && config.tls_cert.empty() && !IsLoopback(config.listen)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--listen ", config.listen,
-        " is not a loopback address; serving the control API on the network needs --tls-cert "
-        "and --tls-key (and ideally --tls-client-ca)"));
+  AdminPolicy admins;
+  admins.daemon_uid = ::geteuid();
+  admins.admin_gid = *admin_gid;
+  admins.admin_group_name = config.admin_group;
+  admins.tls_admins = config.tls_admins;
+  if (!config.audit_log.empty()) {
+    absl::StatusOr<std::unique_ptr<AuditLog>> audit =
+        AuditLog::Open(config.audit_log, config.audit_log_max_bytes);
+    if (!audit.ok()) return audit.status();
+    impl->audit = *std::move(audit);
   }
 
   RegistryOptions registry_options;
   registry_options.daemon_uid = ::geteuid();
   registry_options.metrics = &impl->metrics;
   registry_options.events = &impl->events;
-  impl->registry = std::make_unique<Registry>(registry_options);
+  impl->registry = std::make_unique<Registry>(registry_options, HowToBecomeAdmin(admins));
 
   absl::StatusOr<std::string> state = ReadSmallFile(config.state_file, kMaxStateBytes);
   if (state.ok()) {
@@ -141,24 +148,52 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   attach_options.socket_gid = *attach_gid;
   attach_options.handshake_timeout = config.handshake_timeout;
   attach_options.max_connections = config.max_connections;
+  attach_options.max_connections_per_uid = config.max_connections_per_uid;
+  attach_options.max_handshakes_per_uid = config.max_handshakes_per_uid;
   impl->attach =
       std::make_unique<AttachServer>(attach_options, impl->registry.get(), &impl->metrics);
   if (absl::Status s = impl->attach->Start(); !s.ok()) return s;
 
   Impl* raw = impl.get();
   PersistFn persist = [raw] { return raw->Save(); };
-  impl->channel_service = std::make_unique<ChannelServiceImpl>(impl->registry.get(), &impl->events,
-                                                               &impl->metrics, persist);
-  impl->access_service =
-      std::make_unique<AccessServiceImpl>(impl->registry.get(), &impl->metrics, persist);
+  ServiceContext services;
+  services.registry = impl->registry.get();
+  services.events = &impl->events;
+  services.metrics = &impl->metrics;
+  services.persist = persist;
+  services.callers = &impl->callers;
+  services.admins = admins;
+  services.audit = impl->audit.get();
+  impl->channel_service = std::make_unique<ChannelServiceImpl>(services);
+  impl->access_service = std::make_unique<AccessServiceImpl>(services);
   grpc::EnableDefaultHealthCheckService(true);
+  if (!config.health_listen.empty()) {
+    // Plaintext, so it serves the health service and nothing of ours.
+    grpc::ServerBuilder health;
+    int port = 0;
+    health.AddListeningPort(config.health_listen, grpc::InsecureServerCredentials(), &port);
+    impl->health_server = health.BuildAndStart();
+    if (impl->health_server == nullptr || port == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot serve health checks on ",
+                                                 config.health_listen,
+                                                 " (address in use or not permitted?)"));
+    }
+    impl->health_address =
+        absl::StrCat(config.health_listen.substr(0, config.health_listen.rfind(':')), ":", port);
+  }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  ControlListenerOptions control_options;
+  control_options.socket_path = impl->control_path;
+  control_options.socket_mode =
+      *admin_gid >= 0 && config.control_mode == 0600 ? 0660 : config.control_mode;
+  control_options.socket_gid = *admin_gid;
+  impl->control_listener = std::make_unique<ControlListener>(control_options, &impl->callers);
+  if (absl::Status s = impl->control_listener->Bind(); !s.ok()) return s;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + impl->control_path, grpc::InsecureServerCredentials());
   int tcp_port = 0;
   if (!config.listen.empty()) {
-    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-    if (!config.tls_cert.empty()) {
+    std::shared_ptr<grpc::ServerCredentials> creds;
+    {
       grpc::SslServerCredentialsOptions ssl;
       absl::StatusOr<std::string> cert = ReadSmallFile(config.tls_cert, 1 << 20);
       absl::StatusOr<std::string> key = ReadSmallFile(config.tls_key, 1 << 20);
@@ -179,6 +214,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   builder.RegisterService(impl->channel_service.get());
   builder.RegisterService(impl->access_service.get());
   impl->server = builder.BuildAndStart();
+  if (impl->server != nullptr) impl->control_listener->Start(impl->server.get());
   if (impl->server == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve the control API on unix:", impl->control_path,
@@ -192,20 +228,17 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     impl->tcp_address =
         absl::StrCat(config.listen.substr(0, config.listen.rfind(':')), ":", tcp_port);
   }
-  if (*admin_gid >= 0) {
-    if (::chown(impl->control_path.c_str(), static_cast<uid_t>(-1),
-                static_cast<gid_t>(*admin_gid)) != 0 ||
-        ::chmod(impl->control_path.c_str(), 0660) != 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot give ", impl->control_path, " to --admin-group"));
-    }
-  } else {
-    ::chmod(impl->control_path.c_str(), 0600);
-  }
   if (grpc::HealthCheckServiceInterface* health = impl->server->GetHealthCheckService()) {
     health->SetServingStatus("", true);
     health->SetServingStatus("shmlane.v1.ChannelService", true);
     health->SetServingStatus("shmlane.v1.AccessService", true);
+  }
+  if (impl->health_server != nullptr) {
+    if (grpc::HealthCheckServiceInterface* health = impl->health_server->GetHealthCheckService()) {
+      health->SetServingStatus("", true);
+      health->SetServingStatus("shmlane.v1.ChannelService", true);
+      health->SetServingStatus("shmlane.v1.AccessService", true);
+    }
   }
 
   if (config.metrics_listen != "none") {
@@ -238,11 +271,14 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
 absl::Status Daemon::Shutdown() {
   if (impl_ == nullptr || impl_->shut_down) return absl::OkStatus();
   impl_->shut_down = true;
+  impl_->control_listener->Stop();
   impl_->attach->Stop();
   // Open WatchEvents streams are cancelled after a short grace period.
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(200)));
+  if (impl_->health_server != nullptr) {
+    impl_->health_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(50)));
+  }
   absl::Status saved = impl_->Save();
-  ::unlink(impl_->control_path.c_str());
   // The metrics listener stays up: civetweb needs about a second to stop, so
   // shmlaned exits without waiting for it (~Daemon stops it when embedded).
   return saved;
@@ -252,9 +288,17 @@ std::string Daemon::Describe() const {
   std::string out = absl::StrCat("shmlaned ", SHMLANE_VERSION, " (pid ", ::getpid(), ") ready\n");
   absl::StrAppend(&out, "  control:  unix:", impl_->control_path, "\n");
   if (!impl_->config.listen.empty()) {
-    absl::StrAppend(&out, "  control:  ", impl_->tcp_address,
-                    impl_->config.tls_cert.empty() ? " (plaintext, loopback)\n" : " (TLS)\n");
+    absl::StrAppend(&out, "  control:  ", impl_->tcp_address, " (mTLS)\n");
   }
+  if (!impl_->health_address.empty()) {
+    absl::StrAppend(&out, "  health:   ", impl_->health_address, " (plaintext, health only)\n");
+  }
+  absl::StrAppend(&out, "  access:   control.sock ",
+                  impl_->config.control_mode == 0666 ? "open to local users (0666)"
+                  : impl_->config.admin_group.empty()
+                      ? "administrators only (0600)"
+                      : absl::StrCat("group ", impl_->config.admin_group, " (0660)"),
+                  "\n");
   absl::StrAppend(&out, "  attach:   ", impl_->attach_path, "\n");
   absl::StrAppend(&out, "  metrics:  ", impl_->metrics_url, "\n");
   absl::StrAppend(&out, "  state:    ", impl_->config.state_file, "\n");

@@ -18,8 +18,9 @@ using google::protobuf::util::TimeUtil;
 
 }  // namespace
 
-Registry::Registry(RegistryOptions options)
+Registry::Registry(RegistryOptions options, std::string admin_hint)
     : options_(options),
+      admin_hint_(std::move(admin_hint)),
       outbound_(options.metrics),
       access_(options.daemon_uid),
       attachments_(&outbound_, options.events, options.metrics) {}
@@ -41,10 +42,47 @@ v1::Channel Registry::DescribeLocked(const ChannelRecord& channel) const {
   return out;
 }
 
-absl::StatusOr<v1::Channel> Registry::CreateChannel(const v1::CreateChannelRequest& req) {
+bool Registry::SeesLocked(const Caller& caller, const ChannelRecord& channel) const {
+  if (caller.admin) return true;
+  if (caller.kind != Caller::Kind::kLocal) return false;
+  return caller.peer.uid == channel.owner_uid ||
+         access_.Allowed(channel, caller.peer, v1::GRANT_ROLE_PRODUCE) ||
+         access_.Allowed(channel, caller.peer, v1::GRANT_ROLE_CONSUME);
+}
+
+bool Registry::AdministersLocked(const Caller& caller, const ChannelRecord& channel) const {
+  if (caller.admin) return true;
+  if (caller.kind != Caller::Kind::kLocal) return false;
+  return access_.Allowed(channel, caller.peer, v1::GRANT_ROLE_ADMIN);
+}
+
+absl::StatusOr<const ChannelRecord*> Registry::VisibleLocked(const Caller& caller,
+                                                             absl::string_view name) const {
+  const ChannelRecord* channel = catalog_.Find(name);
+  if (channel != nullptr && SeesLocked(caller, *channel)) return channel;
+  if (caller.admin) return ChannelCatalog::NotFound(name);
+  return absl::NotFoundError(absl::StrCat("channel \"", name, "\" does not exist, or ",
+                                          caller.Describe(), " has no role on it"));
+}
+
+absl::StatusOr<v1::Channel> Registry::CreateChannel(const Caller& caller,
+                                                    const v1::CreateChannelRequest& req) {
   absl::StatusOr<v1::ChannelSpec> spec = NormalizeSpec(req.spec());
   if (!spec.ok()) return spec.status();
-  const uint32_t owner = req.has_owner_uid() ? req.owner_uid() : options_.daemon_uid;
+  uint32_t owner = req.has_owner_uid() ? req.owner_uid() : options_.daemon_uid;
+  if (!caller.admin) {
+    if (caller.kind != Caller::Kind::kLocal) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(caller.Describe(), " may not create channels; ", admin_hint_));
+    }
+    if (req.has_owner_uid() && req.owner_uid() != caller.peer.uid) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(caller.Describe(), " may not create a channel owned by uid ",
+                       req.owner_uid(), ": only administrators set owner_uid for someone else (",
+                       admin_hint_, "); leave --owner-uid out to own the channel yourself"));
+    }
+    owner = caller.peer.uid;
+  }
   // An eventfd is a system call: made before taking the lock.
   absl::StatusOr<dataplane::Doorbell> bell = dataplane::Doorbell::Create();
   if (!bell.ok()) return bell.status();
@@ -65,20 +103,25 @@ absl::StatusOr<v1::Channel> Registry::CreateChannel(const v1::CreateChannelReque
   event.set_type(v1::EVENT_TYPE_CHANNEL_CREATED);
   event.set_channel(stored.spec.name());
   event.set_detail(absl::StrCat("owner uid ", owner));
+  if (caller.kind == Caller::Kind::kLocal) {
+    event.set_uid(caller.peer.uid);
+    event.set_pid(static_cast<uint32_t>(caller.peer.pid));
+  }
   options_.events->Publish(std::move(event));
   return DescribeLocked(stored);
 }
 
-absl::StatusOr<v1::Channel> Registry::GetChannel(absl::string_view name) const {
+absl::StatusOr<v1::Channel> Registry::GetChannel(const Caller& caller,
+                                                 absl::string_view name) const {
   if (absl::Status s = ValidateChannelName(name); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<const ChannelRecord*> channel = catalog_.Get(name);
+  absl::StatusOr<const ChannelRecord*> channel = VisibleLocked(caller, name);
   if (!channel.ok()) return channel.status();
   return DescribeLocked(**channel);
 }
 
 absl::StatusOr<v1::ListChannelsResponse> Registry::ListChannels(
-    const v1::ListChannelsRequest& req) const {
+    const Caller& caller, const v1::ListChannelsRequest& req) const {
   if (req.page_size() < 0 || req.page_size() > 1000) {
     return absl::InvalidArgumentError("page_size must be between 0 (default 100) and 1000");
   }
@@ -91,8 +134,16 @@ absl::StatusOr<v1::ListChannelsResponse> Registry::ListChannels(
   }
   absl::MutexLock lock(&mu_);
   v1::ListChannelsResponse out;
+  // Channels the caller does not see are skipped, not counted (at most
+  // kMaxChannels: a linear pass is cheap).
   bool more = false;
-  for (const ChannelRecord* channel : catalog_.Page(req.page_token(), page_size, &more)) {
+  for (const ChannelRecord* channel : catalog_.All()) {
+    if (!req.page_token().empty() && channel->spec.name() <= req.page_token()) continue;
+    if (!SeesLocked(caller, *channel)) continue;
+    if (static_cast<size_t>(out.channels_size()) == page_size) {
+      more = true;
+      break;
+    }
     *out.add_channels() = DescribeLocked(*channel);
   }
   if (more && out.channels_size() > 0) {
@@ -102,11 +153,15 @@ absl::StatusOr<v1::ListChannelsResponse> Registry::ListChannels(
 }
 
 absl::StatusOr<v1::DeleteChannelResponse> Registry::DeleteChannel(
-    const v1::DeleteChannelRequest& req) {
+    const Caller& caller, const v1::DeleteChannelRequest& req) {
   if (absl::Status s = ValidateChannelName(req.name()); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  if (absl::StatusOr<const ChannelRecord*> c = catalog_.Get(req.name()); !c.ok()) {
-    return c.status();
+  absl::StatusOr<const ChannelRecord*> c = VisibleLocked(caller, req.name());
+  if (!c.ok()) return c.status();
+  if (!caller.admin && (*c)->owner_uid != caller.peer.uid) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        caller.Describe(), " may not delete channel \"", req.name(), "\": only its owner (uid ",
+        (*c)->owner_uid, ") or an administrator may (", admin_hint_, ")"));
   }
   const Attachments::Counts counts = attachments_.CountsOf(req.name());
   const size_t attached = counts.clients + (counts.consumer ? 1 : 0);
@@ -132,30 +187,43 @@ absl::StatusOr<v1::DeleteChannelResponse> Registry::DeleteChannel(
   return out;
 }
 
-absl::StatusOr<bool> Registry::AddGrant(const v1::AddGrantRequest& req) {
+absl::StatusOr<bool> Registry::AddGrant(const Caller& caller, const v1::AddGrantRequest& req) {
   if (absl::Status s = ValidateChannelName(req.channel()); !s.ok()) return s;
   if (absl::Status s = ValidateGrant(req.grant()); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  if (absl::StatusOr<const ChannelRecord*> c = catalog_.Get(req.channel()); !c.ok()) {
-    return c.status();
+  absl::StatusOr<const ChannelRecord*> c = VisibleLocked(caller, req.channel());
+  if (!c.ok()) return c.status();
+  if (!AdministersLocked(caller, **c)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(caller.Describe(), " may not change the grants of channel \"", req.channel(),
+                     "\": that needs the ADMIN role on it (its owner, uid ", (*c)->owner_uid,
+                     ", can give it with `shmlanectl grants add ", req.channel(), " --uid ",
+                     caller.peer.uid, " --role admin`), or an administrator"));
   }
   return access_.AddGrant(req.channel(), req.grant());
 }
 
-absl::StatusOr<bool> Registry::RemoveGrant(const v1::RemoveGrantRequest& req) {
+absl::StatusOr<bool> Registry::RemoveGrant(const Caller& caller,
+                                           const v1::RemoveGrantRequest& req) {
   if (absl::Status s = ValidateChannelName(req.channel()); !s.ok()) return s;
   if (absl::Status s = ValidateGrant(req.grant()); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  if (absl::StatusOr<const ChannelRecord*> c = catalog_.Get(req.channel()); !c.ok()) {
-    return c.status();
+  absl::StatusOr<const ChannelRecord*> c = VisibleLocked(caller, req.channel());
+  if (!c.ok()) return c.status();
+  if (!AdministersLocked(caller, **c)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(caller.Describe(), " may not change the grants of channel \"", req.channel(),
+                     "\": that needs the ADMIN role on it (its owner, uid ", (*c)->owner_uid,
+                     ", can give it), or an administrator"));
   }
   return access_.RemoveGrant(req.channel(), req.grant());
 }
 
-absl::StatusOr<v1::ListGrantsResponse> Registry::ListGrants(absl::string_view channel) const {
+absl::StatusOr<v1::ListGrantsResponse> Registry::ListGrants(const Caller& caller,
+                                                            absl::string_view channel) const {
   if (absl::Status s = ValidateChannelName(channel); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<const ChannelRecord*> record = catalog_.Get(channel);
+  absl::StatusOr<const ChannelRecord*> record = VisibleLocked(caller, channel);
   if (!record.ok()) return record.status();
   v1::ListGrantsResponse out;
   for (const v1::Grant& g : access_.Grants(channel)) *out.add_grants() = g;
@@ -163,27 +231,84 @@ absl::StatusOr<v1::ListGrantsResponse> Registry::ListGrants(absl::string_view ch
   return out;
 }
 
-absl::StatusOr<v1::Quota> Registry::SetQuota(const v1::SetQuotaRequest& req) {
+absl::StatusOr<v1::Quota> Registry::SetQuota(const Caller& caller, const v1::SetQuotaRequest& req) {
+  if (!caller.admin) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        caller.Describe(), " may not set quotas: only administrators may; ", admin_hint_));
+  }
   absl::MutexLock lock(&mu_);
   return access_.SetQuota(req, catalog_.OwnedBy(req.uid()));
 }
 
-absl::StatusOr<v1::Quota> Registry::GetQuota(uint32_t uid) const {
+absl::StatusOr<v1::Quota> Registry::GetQuota(const Caller& caller, uint32_t uid) const {
+  if (!caller.admin && (caller.kind != Caller::Kind::kLocal || caller.peer.uid != uid)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(caller.Describe(), " may read only its own quota (uid ", caller.peer.uid,
+                     "), not uid ", uid, "'s; ", admin_hint_));
+  }
   absl::MutexLock lock(&mu_);
   return access_.Quota(uid, catalog_.OwnedBy(uid));
 }
 
 absl::StatusOr<v1::ChannelStats> Registry::GetChannelStats(
-    const v1::GetChannelStatsRequest& req) const {
+    const Caller& caller, const v1::GetChannelStatsRequest& req) const {
   if (absl::Status s = ValidateChannelName(req.name()); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  if (absl::StatusOr<const ChannelRecord*> c = catalog_.Get(req.name()); !c.ok()) {
+  if (absl::StatusOr<const ChannelRecord*> c = VisibleLocked(caller, req.name()); !c.ok()) {
     return c.status();
   }
   v1::ChannelStats out;
   out.set_name(req.name());
   attachments_.FillStats(req.name(), req.include_lanes(), &out);
   return out;
+}
+
+absl::Status Registry::MayWatch(const Caller& caller, absl::string_view channel) const {
+  if (caller.admin) return absl::OkStatus();
+  if (channel.empty()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        caller.Describe(),
+        " may watch only channels it has a role on: name one (`shmlanectl watch CHANNEL`); "
+        "watching every channel needs an administrator (",
+        admin_hint_, ")"));
+  }
+  absl::MutexLock lock(&mu_);
+  return VisibleLocked(caller, channel).status();
+}
+
+// The daemon's own calls: an administrator.
+absl::StatusOr<v1::Channel> Registry::CreateChannel(const v1::CreateChannelRequest& req) {
+  return CreateChannel(Caller::Daemon(), req);
+}
+absl::StatusOr<v1::Channel> Registry::GetChannel(absl::string_view name) const {
+  return GetChannel(Caller::Daemon(), name);
+}
+absl::StatusOr<v1::ListChannelsResponse> Registry::ListChannels(
+    const v1::ListChannelsRequest& req) const {
+  return ListChannels(Caller::Daemon(), req);
+}
+absl::StatusOr<v1::DeleteChannelResponse> Registry::DeleteChannel(
+    const v1::DeleteChannelRequest& req) {
+  return DeleteChannel(Caller::Daemon(), req);
+}
+absl::StatusOr<bool> Registry::AddGrant(const v1::AddGrantRequest& req) {
+  return AddGrant(Caller::Daemon(), req);
+}
+absl::StatusOr<bool> Registry::RemoveGrant(const v1::RemoveGrantRequest& req) {
+  return RemoveGrant(Caller::Daemon(), req);
+}
+absl::StatusOr<v1::ListGrantsResponse> Registry::ListGrants(absl::string_view channel) const {
+  return ListGrants(Caller::Daemon(), channel);
+}
+absl::StatusOr<v1::Quota> Registry::SetQuota(const v1::SetQuotaRequest& req) {
+  return SetQuota(Caller::Daemon(), req);
+}
+absl::StatusOr<v1::Quota> Registry::GetQuota(uint32_t uid) const {
+  return GetQuota(Caller::Daemon(), uid);
+}
+absl::StatusOr<v1::ChannelStats> Registry::GetChannelStats(
+    const v1::GetChannelStatsRequest& req) const {
+  return GetChannelStats(Caller::Daemon(), req);
 }
 
 // ---------------------------------------------------------------------------
@@ -225,6 +350,18 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
   }
   absl::MutexLock lock(&mu_);
   const ChannelRecord* channel = catalog_.Find(request.channel());
+  if (channel == nullptr && peer.uid != 0 && peer.uid != options_.daemon_uid) {
+    // The same answer as for a channel that exists without a grant, so that
+    // channel names cannot be probed through the attach socket.
+    const bool client_side = role == v1::ROLE_PRODUCER || role == v1::ROLE_CLIENT;
+    const v1::GrantRole needed = client_side ? v1::GRANT_ROLE_PRODUCE : v1::GRANT_ROLE_CONSUME;
+    return absl::PermissionDeniedError(absl::StrCat(
+        "uid ", peer.uid, " may not attach to channel \"", request.channel(), "\" as ",
+        ShortName(role), ": the channel does not exist or uid ", peer.uid, " lacks the ",
+        absl::AsciiStrToUpper(ShortName(needed)),
+        " role. An administrator can create it or grant the role with `shmlanectl grants add ",
+        request.channel(), " --uid ", peer.uid, " --role ", ShortName(needed), "`"));
+  }
   if (channel == nullptr) {
     return absl::NotFoundError(absl::StrCat("channel \"", request.channel(),
                                             "\" does not exist; create it with `shmlanectl "

@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "control/access.h"
 #include "control/attachments.h"
+#include "control/caller.h"
 #include "control/channel_catalog.h"
 #include "control/daemon_metrics.h"
 #include "control/event_bus.h"
@@ -55,12 +56,53 @@ class Registry {
  public:
   using DetachKind = control::DetachKind;
 
-  explicit Registry(RegistryOptions options);
+  // `admin_hint` says who administers, for PERMISSION_DENIED messages
+  // (HowToBecomeAdmin in caller.h).
+  explicit Registry(RegistryOptions options,
+                    std::string admin_hint = "administrators are root and the daemon's uid");
   ~Registry();
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
-  // ---- Control plane ----
+  // ---- Control plane, authorized per caller ----
+  // Administrators (Caller::admin) may do everything. Anyone else may
+  // create channels it owns (within its quota), see only channels it has a
+  // role on (owner, or a grant that covers it), delete channels it owns,
+  // manage grants where it is the owner or has ADMIN, and read its own
+  // quota. A channel it has no role on reads as NOT_FOUND, so that names
+  // cannot be probed.
+  absl::StatusOr<shmlane::v1::Channel> CreateChannel(const Caller& caller,
+                                                     const shmlane::v1::CreateChannelRequest& req)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<shmlane::v1::Channel> GetChannel(const Caller& caller,
+                                                  absl::string_view name) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<shmlane::v1::ListChannelsResponse> ListChannels(
+      const Caller& caller, const shmlane::v1::ListChannelsRequest& req) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<shmlane::v1::DeleteChannelResponse> DeleteChannel(
+      const Caller& caller, const shmlane::v1::DeleteChannelRequest& req) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<bool> AddGrant(const Caller& caller, const shmlane::v1::AddGrantRequest& req)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<bool> RemoveGrant(const Caller& caller, const shmlane::v1::RemoveGrantRequest& req)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<shmlane::v1::ListGrantsResponse> ListGrants(const Caller& caller,
+                                                             absl::string_view channel) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<shmlane::v1::Quota> SetQuota(const Caller& caller,
+                                              const shmlane::v1::SetQuotaRequest& req)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<shmlane::v1::Quota> GetQuota(const Caller& caller, uint32_t uid) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<shmlane::v1::ChannelStats> GetChannelStats(
+      const Caller& caller, const shmlane::v1::GetChannelStatsRequest& req) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // OK if `caller` may watch events of `channel` (empty: every channel,
+  // administrators only).
+  absl::Status MayWatch(const Caller& caller, absl::string_view channel) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // ---- Control plane as the daemon itself (administrator) ----
   absl::StatusOr<shmlane::v1::Channel> CreateChannel(const shmlane::v1::CreateChannelRequest& req)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<shmlane::v1::Channel> GetChannel(absl::string_view name) const
@@ -114,12 +156,23 @@ class Registry {
  private:
   shmlane::v1::Channel DescribeLocked(const ChannelRecord& channel) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Whether `caller` has any role on `channel` (sees it).
+  bool SeesLocked(const Caller& caller, const ChannelRecord& channel) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Whether `caller` may manage `channel`'s grants (owner or ADMIN).
+  bool AdministersLocked(const Caller& caller, const ChannelRecord& channel) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The channel if `caller` sees it, else NOT_FOUND (also when it exists).
+  absl::StatusOr<const ChannelRecord*> VisibleLocked(const Caller& caller,
+                                                     absl::string_view name) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status RejectQuotaLocked(const ChannelRecord& channel, const PeerCredentials& peer,
                                  absl::Status quota) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives the usage of attachments that ended back to Access.
   void ReleaseUsageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RegistryOptions options_;
+  const std::string admin_hint_;
   OutboundQueues outbound_;  // own lock; after mu_ in the lock order
   mutable absl::Mutex mu_;
   ChannelCatalog catalog_ ABSL_GUARDED_BY(mu_);

@@ -116,136 +116,192 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Event> {
 
 }  // namespace
 
-ChannelServiceImpl::ChannelServiceImpl(Registry* registry, EventBus* events, DaemonMetrics* metrics,
-                                       PersistFn persist)
-    : registry_(registry), events_(events), metrics_(metrics), persist_(std::move(persist)) {}
+namespace {
+
+// The verified caller of a call, or UNAUTHENTICATED / PERMISSION_DENIED for a
+// caller that may make no control call at all.
+absl::StatusOr<Caller> Authenticate(const grpc::CallbackServerContext* context,
+                                    const ServiceContext& ctx) {
+  Caller caller = IdentifyCaller(*context, *ctx.callers, ctx.admins);
+  switch (caller.kind) {
+    case Caller::Kind::kUnauthenticated:
+      return absl::UnauthenticatedError(
+          "the control API needs a verified caller: connect through control.sock, or over TCP "
+          "with a client certificate the daemon's --tls-client-ca signed");
+    case Caller::Kind::kCertificate:
+      if (!caller.admin) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            caller.Describe(),
+            " is not an administrator: add one of its names to the daemon's --tls-admins"));
+      }
+      break;
+    default:
+      break;
+  }
+  return caller;
+}
+
+// Runs one unary call: identifies the caller, calls `fn` with it, persists
+// and audits a mutation, counts and finishes the call.
+template <typename Fn>
+grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const ServiceContext& ctx,
+                                const char* method, absl::string_view channel, bool mutates,
+                                Fn fn) {
+  absl::StatusOr<Caller> caller = Authenticate(context, ctx);
+  absl::Status status = caller.status();
+  bool changed = false;
+  if (caller.ok()) status = fn(*caller, &changed);
+  if (status.ok() && changed) status = PersistAfter(ctx.persist);
+  if (mutates && ctx.audit != nullptr) {
+    ctx.audit->Record(caller.ok() ? *caller : Caller(), method, channel, status);
+  }
+  return Done(context, ctx.metrics, method, status);
+}
+
+}  // namespace
 
 grpc::ServerUnaryReactor* ChannelServiceImpl::CreateChannel(grpc::CallbackServerContext* context,
                                                             const v1::CreateChannelRequest* request,
                                                             v1::Channel* response) {
-  absl::StatusOr<v1::Channel> r = registry_->CreateChannel(*request);
-  absl::Status status = r.status();
-  if (r.ok()) {
-    *response = *std::move(r);
-    status = PersistAfter(persist_);
-  }
-  return Done(context, metrics_, "CreateChannel", status);
+  return Serve(context, ctx_, "CreateChannel", request->spec().name(), true,
+               [&](const Caller& caller, bool* changed) {
+                 absl::StatusOr<v1::Channel> r = ctx_.registry->CreateChannel(caller, *request);
+                 if (!r.ok()) return r.status();
+                 *response = *std::move(r);
+                 *changed = true;
+                 return absl::OkStatus();
+               });
 }
 
 grpc::ServerUnaryReactor* ChannelServiceImpl::GetChannel(grpc::CallbackServerContext* context,
                                                          const v1::GetChannelRequest* request,
                                                          v1::Channel* response) {
-  absl::StatusOr<v1::Channel> r = registry_->GetChannel(request->name());
-  const absl::Status status = r.status();
-  if (r.ok()) *response = *std::move(r);
-  return Done(context, metrics_, "GetChannel", status);
+  return Serve(context, ctx_, "GetChannel", request->name(), false,
+               [&](const Caller& caller, bool*) {
+                 absl::StatusOr<v1::Channel> r = ctx_.registry->GetChannel(caller, request->name());
+                 if (r.ok()) *response = *std::move(r);
+                 return r.status();
+               });
 }
 
 grpc::ServerUnaryReactor* ChannelServiceImpl::ListChannels(grpc::CallbackServerContext* context,
                                                            const v1::ListChannelsRequest* request,
                                                            v1::ListChannelsResponse* response) {
-  absl::StatusOr<v1::ListChannelsResponse> r = registry_->ListChannels(*request);
-  const absl::Status status = r.status();
-  if (r.ok()) *response = *std::move(r);
-  return Done(context, metrics_, "ListChannels", status);
+  return Serve(context, ctx_, "ListChannels", "", false, [&](const Caller& caller, bool*) {
+    absl::StatusOr<v1::ListChannelsResponse> r = ctx_.registry->ListChannels(caller, *request);
+    if (r.ok()) *response = *std::move(r);
+    return r.status();
+  });
 }
 
 grpc::ServerUnaryReactor* ChannelServiceImpl::DeleteChannel(grpc::CallbackServerContext* context,
                                                             const v1::DeleteChannelRequest* request,
                                                             v1::DeleteChannelResponse* response) {
-  absl::StatusOr<v1::DeleteChannelResponse> r = registry_->DeleteChannel(*request);
-  absl::Status status = r.status();
-  if (r.ok()) {
-    *response = *std::move(r);
-    status = PersistAfter(persist_);
-  }
-  return Done(context, metrics_, "DeleteChannel", status);
+  return Serve(context, ctx_, "DeleteChannel", request->name(), true,
+               [&](const Caller& caller, bool* changed) {
+                 absl::StatusOr<v1::DeleteChannelResponse> r =
+                     ctx_.registry->DeleteChannel(caller, *request);
+                 if (!r.ok()) return r.status();
+                 *response = *std::move(r);
+                 *changed = true;
+                 return absl::OkStatus();
+               });
 }
 
 grpc::ServerWriteReactor<v1::Event>* ChannelServiceImpl::WatchEvents(
-    grpc::CallbackServerContext* /*context*/, const v1::WatchEventsRequest* request) {
+    grpc::CallbackServerContext* context, const v1::WatchEventsRequest* request) {
   class Reject final : public grpc::ServerWriteReactor<v1::Event> {
    public:
     explicit Reject(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
     void OnDone() override { delete this; }
   };
   absl::Status status;
-  if (!request->channel().empty() && !ValidateChannelName(request->channel()).ok()) {
+  absl::StatusOr<Caller> caller = Authenticate(context, ctx_);
+  if (!caller.ok()) {
+    status = caller.status();
+  } else if (!request->channel().empty() && !ValidateChannelName(request->channel()).ok()) {
     status = absl::InvalidArgumentError(
         absl::StrCat("\"", request->channel().substr(0, 64), "\" is not a channel name"));
-  } else if (events_->subscribers() >= kMaxWatchers) {
+  } else if (absl::Status may = ctx_.registry->MayWatch(*caller, request->channel()); !may.ok()) {
+    status = may;
+  } else if (ctx_.events->subscribers() >= kMaxWatchers) {
     status = absl::ResourceExhaustedError(
         absl::StrCat(kMaxWatchers, " WatchEvents streams are open already; close one and retry"));
   }
-  metrics_->CountControlRequest("WatchEvents", absl::StatusCodeToString(status.code()));
+  ctx_.metrics->CountControlRequest("WatchEvents", absl::StatusCodeToString(status.code()));
   if (!status.ok()) return new Reject(status);
-  return new WatchReactor(events_, request->channel());
+  return new WatchReactor(ctx_.events, request->channel());
 }
 
 grpc::ServerUnaryReactor* ChannelServiceImpl::GetChannelStats(
     grpc::CallbackServerContext* context, const v1::GetChannelStatsRequest* request,
     v1::ChannelStats* response) {
-  absl::StatusOr<v1::ChannelStats> r = registry_->GetChannelStats(*request);
-  const absl::Status status = r.status();
-  if (r.ok()) *response = *std::move(r);
-  return Done(context, metrics_, "GetChannelStats", status);
+  return Serve(
+      context, ctx_, "GetChannelStats", request->name(), false, [&](const Caller& caller, bool*) {
+        absl::StatusOr<v1::ChannelStats> r = ctx_.registry->GetChannelStats(caller, *request);
+        if (r.ok()) *response = *std::move(r);
+        return r.status();
+      });
 }
-
-AccessServiceImpl::AccessServiceImpl(Registry* registry, DaemonMetrics* metrics, PersistFn persist)
-    : registry_(registry), metrics_(metrics), persist_(std::move(persist)) {}
 
 grpc::ServerUnaryReactor* AccessServiceImpl::AddGrant(grpc::CallbackServerContext* context,
                                                       const v1::AddGrantRequest* request,
                                                       v1::GrantResponse* response) {
-  absl::StatusOr<bool> r = registry_->AddGrant(*request);
-  absl::Status status = r.status();
-  if (r.ok()) {
-    response->set_changed(*r);
-    if (*r) status = PersistAfter(persist_);
-  }
-  return Done(context, metrics_, "AddGrant", status);
+  return Serve(context, ctx_, "AddGrant", request->channel(), true,
+               [&](const Caller& caller, bool* changed) {
+                 absl::StatusOr<bool> r = ctx_.registry->AddGrant(caller, *request);
+                 if (!r.ok()) return r.status();
+                 response->set_changed(*r);
+                 *changed = *r;
+                 return absl::OkStatus();
+               });
 }
 
 grpc::ServerUnaryReactor* AccessServiceImpl::RemoveGrant(grpc::CallbackServerContext* context,
                                                          const v1::RemoveGrantRequest* request,
                                                          v1::GrantResponse* response) {
-  absl::StatusOr<bool> r = registry_->RemoveGrant(*request);
-  absl::Status status = r.status();
-  if (r.ok()) {
-    response->set_changed(*r);
-    if (*r) status = PersistAfter(persist_);
-  }
-  return Done(context, metrics_, "RemoveGrant", status);
+  return Serve(context, ctx_, "RemoveGrant", request->channel(), true,
+               [&](const Caller& caller, bool* changed) {
+                 absl::StatusOr<bool> r = ctx_.registry->RemoveGrant(caller, *request);
+                 if (!r.ok()) return r.status();
+                 response->set_changed(*r);
+                 *changed = *r;
+                 return absl::OkStatus();
+               });
 }
 
 grpc::ServerUnaryReactor* AccessServiceImpl::ListGrants(grpc::CallbackServerContext* context,
                                                         const v1::ListGrantsRequest* request,
                                                         v1::ListGrantsResponse* response) {
-  absl::StatusOr<v1::ListGrantsResponse> r = registry_->ListGrants(request->channel());
-  const absl::Status status = r.status();
-  if (r.ok()) *response = *std::move(r);
-  return Done(context, metrics_, "ListGrants", status);
+  return Serve(context, ctx_, "ListGrants", request->channel(), false,
+               [&](const Caller& caller, bool*) {
+                 absl::StatusOr<v1::ListGrantsResponse> r =
+                     ctx_.registry->ListGrants(caller, request->channel());
+                 if (r.ok()) *response = *std::move(r);
+                 return r.status();
+               });
 }
 
 grpc::ServerUnaryReactor* AccessServiceImpl::SetQuota(grpc::CallbackServerContext* context,
                                                       const v1::SetQuotaRequest* request,
                                                       v1::Quota* response) {
-  absl::StatusOr<v1::Quota> r = registry_->SetQuota(*request);
-  absl::Status status = r.status();
-  if (r.ok()) {
+  return Serve(context, ctx_, "SetQuota", "", true, [&](const Caller& caller, bool* changed) {
+    absl::StatusOr<v1::Quota> r = ctx_.registry->SetQuota(caller, *request);
+    if (!r.ok()) return r.status();
     *response = *std::move(r);
-    status = PersistAfter(persist_);
-  }
-  return Done(context, metrics_, "SetQuota", status);
+    *changed = true;
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* AccessServiceImpl::GetQuota(grpc::CallbackServerContext* context,
                                                       const v1::GetQuotaRequest* request,
                                                       v1::Quota* response) {
-  absl::StatusOr<v1::Quota> r = registry_->GetQuota(request->uid());
-  const absl::Status status = r.status();
-  if (r.ok()) *response = *std::move(r);
-  return Done(context, metrics_, "GetQuota", status);
+  return Serve(context, ctx_, "GetQuota", "", false, [&](const Caller& caller, bool*) {
+    absl::StatusOr<v1::Quota> r = ctx_.registry->GetQuota(caller, request->uid());
+    if (r.ok()) *response = *std::move(r);
+    return r.status();
+  });
 }
 
 }  // namespace shmlane::control

@@ -3,9 +3,11 @@
 // Registry. Every call is counted in DaemonMetrics by method and code, and
 // every mutating call persists the daemon state before it returns.
 //
-// Identity: gRPC 1.51 does not expose the peer uid of a Unix-socket caller,
-// so these services do no per-caller authorization: the control socket's
-// file mode (and TLS client certificates on TCP) is the admin boundary.
+// Identity: every call has a verified caller (caller.h): the SO_PEERCRED of
+// its control.sock connection, or its client certificate over TCP. The
+// Registry authorizes each call for that caller; calls without an identity
+// get UNAUTHENTICATED. Every state-changing call, allowed or refused, is
+// written to the audit log.
 //
 // Thread safety: gRPC calls the handlers from its own threads, concurrently;
 // the classes hold no mutable state besides what Registry and EventBus guard.
@@ -14,6 +16,8 @@
 #include <functional>
 
 #include "absl/status/status.h"
+#include "control/audit_log.h"
+#include "control/caller.h"
 #include "control/daemon_metrics.h"
 #include "control/event_bus.h"
 #include "control/registry.h"
@@ -24,10 +28,20 @@ namespace shmlane::control {
 // Saves the daemon state; called after every successful mutation.
 using PersistFn = std::function<absl::Status()>;
 
+// What both services need. Pointers are not owned and outlive the services.
+struct ServiceContext {
+  Registry* registry = nullptr;
+  EventBus* events = nullptr;
+  DaemonMetrics* metrics = nullptr;
+  PersistFn persist;
+  const CallerTable* callers = nullptr;
+  AdminPolicy admins;
+  AuditLog* audit = nullptr;  // optional
+};
+
 class ChannelServiceImpl final : public shmlane::v1::ChannelService::CallbackService {
  public:
-  ChannelServiceImpl(Registry* registry, EventBus* events, DaemonMetrics* metrics,
-                     PersistFn persist);
+  explicit ChannelServiceImpl(ServiceContext context) : ctx_(std::move(context)) {}
 
   grpc::ServerUnaryReactor* CreateChannel(grpc::CallbackServerContext* context,
                                           const shmlane::v1::CreateChannelRequest* request,
@@ -49,15 +63,12 @@ class ChannelServiceImpl final : public shmlane::v1::ChannelService::CallbackSer
                                             shmlane::v1::ChannelStats* response) override;
 
  private:
-  Registry* const registry_;
-  EventBus* const events_;
-  DaemonMetrics* const metrics_;
-  const PersistFn persist_;
+  const ServiceContext ctx_;
 };
 
 class AccessServiceImpl final : public shmlane::v1::AccessService::CallbackService {
  public:
-  AccessServiceImpl(Registry* registry, DaemonMetrics* metrics, PersistFn persist);
+  explicit AccessServiceImpl(ServiceContext context) : ctx_(std::move(context)) {}
 
   grpc::ServerUnaryReactor* AddGrant(grpc::CallbackServerContext* context,
                                      const shmlane::v1::AddGrantRequest* request,
@@ -76,9 +87,7 @@ class AccessServiceImpl final : public shmlane::v1::AccessService::CallbackServi
                                      shmlane::v1::Quota* response) override;
 
  private:
-  Registry* const registry_;
-  DaemonMetrics* const metrics_;
-  const PersistFn persist_;
+  const ServiceContext ctx_;
 };
 
 }  // namespace shmlane::control

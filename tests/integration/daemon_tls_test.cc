@@ -1,5 +1,7 @@
-// shmlaned's TCP control listener: plaintext only on loopback, TLS with a
-// server certificate, mTLS with --tls-client-ca, and server reflection over
+// shmlaned's TCP control listener: never plaintext (every caller is
+// identified by its client certificate, mTLS with --tls-client-ca; names in
+// --tls-admins), a plaintext --health-listen that serves health only, and
+// server reflection over
 // it. A throwaway PKI (two CAs, a server and client certificates) is made
 // with the openssl command at test time in the daemon's temporary directory.
 #include <grpcpp/completion_queue.h>
@@ -201,27 +203,47 @@ class DaemonTlsTest : public ::testing::Test {
   std::vector<std::string> ServerTls() const {
     return {"--tls-cert", pki_.server.cert, "--tls-key", pki_.server.key};
   }
+  // Server certificate plus client verification: what --listen needs.
+  std::vector<std::string> MutualTls() const {
+    return {"--tls-cert",    pki_.server.cert,  "--tls-key",
+            pki_.server.key, "--tls-client-ca", pki_.ca.cert};
+  }
+  // The client flags of a caller with the trusted client certificate.
+  std::vector<std::string> TrustedClient() const {
+    return {"--tls-ca", pki_.ca.cert, "--tls-cert", pki_.client.cert, "--tls-key", pki_.client.key};
+  }
 
   TestDaemon d_;
   Pki pki_;
 };
 
-TEST_F(DaemonTlsTest, PlaintextOnANonLoopbackAddressIsRefused) {
+TEST_F(DaemonTlsTest, PlaintextOrServerOnlyTlsOnTcpIsRefused) {
   const int port = UnusedTcpPort();
   ASSERT_GT(port, 0);
-  for (const std::string& listen : {absl::StrCat("0.0.0.0:", port), absl::StrCat("[::]:", port)}) {
+  // Before: plaintext on loopback served the whole control API, so every
+  // local user (and every container in the network namespace) was an
+  // administrator.
+  for (const std::string& listen : {absl::StrCat("127.0.0.1:", port),
+                                    absl::StrCat("0.0.0.0:", port), absl::StrCat("[::]:", port)}) {
     auto r = d_.RunExpectingExit(
         {"--runtime-dir", d_.runtime_dir(), "--metrics-listen", "none", "--listen", listen});
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 2) << listen << ": " << r->err;
-    EXPECT_TRUE(absl::StrContains(r->err, "--listen " + listen + " is not a loopback address"))
-        << r->err;
-    EXPECT_TRUE(absl::StrContains(r->err, "--tls-cert")) << r->err;
+    EXPECT_TRUE(absl::StrContains(r->err, "--listen " + listen + " needs --tls-cert")) << r->err;
+    EXPECT_TRUE(absl::StrContains(r->err, "--health-listen")) << r->err;
     EXPECT_EQ(r->out.find("ready"), std::string::npos) << r->out;
   }
+  // A server certificate alone gives callers no identity: refused too.
+  std::vector<std::string> args = {"--runtime-dir", d_.runtime_dir(), "--metrics-listen",
+                                   "none",          "--listen",       "127.0.0.1:0"};
+  for (const std::string& f : ServerTls()) args.push_back(f);
+  auto r = d_.RunExpectingExit(args);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(r->err, "--tls-client-ca")) << r->err;
   // Half a TLS configuration is a configuration error too.
-  auto r = d_.RunExpectingExit({"--runtime-dir", d_.runtime_dir(), "--metrics-listen", "none",
-                                "--listen", "127.0.0.1:0", "--tls-cert", pki_.server.cert});
+  r = d_.RunExpectingExit({"--runtime-dir", d_.runtime_dir(), "--metrics-listen", "none",
+                           "--listen", "127.0.0.1:0", "--tls-cert", pki_.server.cert});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 2);
   EXPECT_TRUE(absl::StrContains(r->err, "--tls-cert and --tls-key go together")) << r->err;
@@ -232,36 +254,58 @@ TEST_F(DaemonTlsTest, PlaintextOnANonLoopbackAddressIsRefused) {
   EXPECT_TRUE(absl::StrContains(r->err, "--tls-client-ca needs --tls-cert")) << r->err;
 }
 
-TEST_F(DaemonTlsTest, PlaintextOnLoopbackServesTheCli) {
-  const std::string target = StartListening("127.0.0.1", {});
-  EXPECT_TRUE(absl::StrContains(d_.stdout_text(), "(plaintext, loopback)")) << d_.stdout_text();
-  CommandResult r = ListOver(target, {});
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(absl::StrContains(r.out, "over-tcp")) << r.out;
-  // A TLS client cannot talk to a plaintext listener.
-  r = ListOver(target, {"--tls-ca", pki_.ca.cert});
-  EXPECT_NE(r.exit_code, 0) << r.out;
+TEST_F(DaemonTlsTest, HealthListenServesHealthAndNothingElse) {
+  ASSERT_TRUE(d_.Start({"--health-listen", "127.0.0.1:0"}).ok()) << d_.stderr_text();
+  const std::string out = d_.stdout_text();
+  const size_t at = out.find("health:   127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << out;
+  const std::string target = out.substr(at + 10, out.find(' ', at + 10) - (at + 10));
+  ASSERT_EQ(d_.Ctl({"channels", "create", "hidden"}).exit_code, 0);
+  CommandResult r = RunCommand({SHMLANECTL_PATH, "--server", target, "--timeout", "5s", "health"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "SERVING")) << r.out;
+  r = ListOver(target, {});
+  EXPECT_NE(r.exit_code, 0) << "the control API must not answer on the health port: " << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err, "UNIMPLEMENTED")) << r.err;
+  EXPECT_FALSE(absl::StrContains(r.out, "hidden")) << r.out;
 }
 
-TEST_F(DaemonTlsTest, TlsServesClientsThatTrustItsCaAndRefusesPlaintext) {
-  const std::string target = StartListening("127.0.0.1", ServerTls());
-  EXPECT_TRUE(absl::StrContains(d_.stdout_text(), "(TLS)")) << d_.stdout_text();
+TEST_F(DaemonTlsTest, MutualTlsVerifiesTheServerByItsCaAndNames) {
+  const std::string target = StartListening("127.0.0.1", MutualTls());
+  EXPECT_TRUE(absl::StrContains(d_.stdout_text(), "(mTLS)")) << d_.stdout_text();
   const std::string port = target.substr(target.rfind(':') + 1);
   // Verified against the IP and the DNS subjectAltName.
   for (const std::string& name : {target, "localhost:" + port}) {
-    CommandResult r = ListOver(name, {"--tls-ca", pki_.ca.cert});
+    CommandResult r = ListOver(name, TrustedClient());
     EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
     EXPECT_TRUE(absl::StrContains(r.out, "over-tcp")) << r.out;
   }
   CommandResult r = ListOver(target, {});
   EXPECT_EQ(r.exit_code, 3) << "plaintext to a TLS listener: " << r.out;
   EXPECT_TRUE(absl::StrContains(r.err, "UNAVAILABLE")) << r.err;
-  r = ListOver(target, {"--tls-ca", pki_.other_ca.cert});
-  EXPECT_EQ(r.exit_code, 3) << "a server certificate from an untrusted CA: " << r.out;
-  // No client certificate is asked for, but one offered does no harm.
-  r = ListOver(target, {"--tls-ca", pki_.ca.cert, "--tls-cert", pki_.client.cert, "--tls-key",
+  r = ListOver(target, {"--tls-ca", pki_.other_ca.cert, "--tls-cert", pki_.client.cert, "--tls-key",
                         pki_.client.key});
+  EXPECT_EQ(r.exit_code, 3) << "a server certificate from an untrusted CA: " << r.out;
+}
+
+TEST_F(DaemonTlsTest, TlsAdminsNamesWhichCertificatesAdminister) {
+  std::vector<std::string> flags = MutualTls();
+  flags.insert(flags.end(), {"--tls-admins", "someone-else"});
+  std::string target = StartListening("127.0.0.1", flags);
+  CommandResult r = ListOver(target, TrustedClient());
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err, "PERMISSION_DENIED")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "shmlane-test-orchestrator")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--tls-admins")) << r.err;
+  ASSERT_TRUE(d_.Stop().ok());
+  flags = MutualTls();
+  flags.insert(flags.end(), {"--tls-admins", "shmlane-test-orchestrator"});
+  flags.insert(flags.begin(), {"--listen", "127.0.0.1:0"});
+  ASSERT_TRUE(d_.Start(flags).ok()) << d_.stderr_text();
+  target = absl::StrCat("127.0.0.1:", TcpControlPort(d_, "127.0.0.1"));
+  r = ListOver(target, TrustedClient());
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "over-tcp")) << r.out;  // kept in the state file
 }
 
 TEST_F(DaemonTlsTest, MutualTlsAcceptsOnlyClientsWithACertificateFromTheClientCa) {
@@ -283,14 +327,14 @@ TEST_F(DaemonTlsTest, MutualTlsAcceptsOnlyClientsWithACertificateFromTheClientCa
 }
 
 TEST_F(DaemonTlsTest, TlsMayListenOnAllInterfaces) {
-  const std::string target = StartListening("0.0.0.0", ServerTls());
-  CommandResult r = ListOver(target, {"--tls-ca", pki_.ca.cert});
+  const std::string target = StartListening("0.0.0.0", MutualTls());
+  CommandResult r = ListOver(target, TrustedClient());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "over-tcp")) << r.out;
 }
 
 TEST_F(DaemonTlsTest, CliTlsFlagsAreChecked) {
-  const std::string target = StartListening("127.0.0.1", ServerTls());
+  const std::string target = StartListening("127.0.0.1", MutualTls());
   CommandResult r = ListOver(target, {"--tls-ca", pki_.ca.cert, "--tls-cert", pki_.client.cert});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(r.err, "--tls-cert and --tls-key go together")) << r.err;

@@ -1,0 +1,90 @@
+#include "control/control_listener.h"
+
+#include <grpcpp/server_posix.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "control/peer_credentials.h"
+
+namespace shmlane::control {
+
+absl::Status ControlListener::Bind() {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (options_.socket_path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("control socket path ", options_.socket_path,
+                                                   " is too long; use a shorter --runtime-dir"));
+  }
+  std::memcpy(addr.sun_path, options_.socket_path.c_str(), options_.socket_path.size() + 1);
+  listen_fd_.Reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  wake_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!listen_fd_.valid() || !wake_fd_.valid()) {
+    return absl::InternalError(absl::StrCat("control socket: ", std::strerror(errno)));
+  }
+  if (::bind(listen_fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot bind ", options_.socket_path, ": ", std::strerror(errno)));
+  }
+  if ((options_.socket_gid >= 0 && ::chown(options_.socket_path.c_str(), static_cast<uid_t>(-1),
+                                           static_cast<gid_t>(options_.socket_gid)) != 0) ||
+      ::chmod(options_.socket_path.c_str(), options_.socket_mode) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot set the owner group and mode of ",
+                                                      options_.socket_path, ": ",
+                                                      std::strerror(errno)));
+  }
+  if (::listen(listen_fd_.get(), 1024) != 0) {
+    return absl::InternalError(absl::StrCat("listen: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+void ControlListener::Start(grpc::Server* server) {
+  thread_ = std::thread([this, server] { Loop(server); });
+}
+
+void ControlListener::Stop() {
+  if (thread_.joinable()) {
+    stopping_.store(true, std::memory_order_release);
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
+    thread_.join();
+  }
+  if (listen_fd_.valid()) {
+    listen_fd_.Reset();
+    ::unlink(options_.socket_path.c_str());
+  }
+}
+
+void ControlListener::Loop(grpc::Server* server) {
+  while (!stopping_.load(std::memory_order_acquire)) {
+    pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) {
+      std::fprintf(stderr, "shmlaned: control socket poll: %s\n", std::strerror(errno));
+      return;
+    }
+    for (int accepted = 0; accepted < 64; ++accepted) {
+      // gRPC's endpoint expects a non-blocking socket.
+      dataplane::UniqueFd fd(
+          ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!fd.valid())
+        break;  // EAGAIN, or EMFILE: gRPC connections close and the next turn retries
+      absl::StatusOr<PeerCredentials> peer = ReadPeerCredentials(fd.get());
+      if (!peer.ok()) continue;  // no identity, no call: closed
+      callers_->Set(fd.get(), *peer);
+      // gRPC owns the fd from here and closes it when the connection ends;
+      // its number is only reused by a later accept, which Set()s it again.
+      grpc::AddInsecureChannelFromFd(server, fd.Release());
+    }
+  }
+}
+
+}  // namespace shmlane::control
