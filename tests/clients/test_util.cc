@@ -14,14 +14,12 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <filesystem>
-#include <map>
-#include <mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/common/executable_copy.h"
 
 namespace shmlane::testing {
 namespace {
@@ -69,38 +67,6 @@ absl::StatusOr<TempDir> TempDir::Make() {
 TempDir::~TempDir() {
   if (!path_.empty()) ::nftw(path_.c_str(), Remove, 16, FTW_DEPTH | FTW_PHYS);
 }
-
-namespace {
-
-// A copy of `binary` that any uid can execute. The build tree may lie under
-// a directory other users cannot traverse (a root user's home is 0700), so a
-// child that drops to another uid would fail to exec the original. Copies
-// live in one 0755 directory per test process, removed at exit.
-absl::StatusOr<std::string> ExecutableByAnyone(const std::string& binary) {
-  static std::mutex mu;
-  static auto* copies = new std::map<std::string, std::string>();
-  static TempDir* dir = nullptr;
-  std::lock_guard<std::mutex> lock(mu);
-  if (auto it = copies->find(binary); it != copies->end()) return it->second;
-  if (dir == nullptr) {
-    absl::StatusOr<TempDir> made = TempDir::Make();
-    if (!made.ok()) return made.status();
-    dir = new TempDir(*std::move(made));
-    std::atexit([] { delete dir; });
-  }
-  const std::string copy =
-      absl::StrCat(dir->path(), "/", std::filesystem::path(binary).filename().string());
-  std::error_code ec;
-  std::filesystem::copy_file(binary, copy, std::filesystem::copy_options::overwrite_existing, ec);
-  if (ec || ::chmod(copy.c_str(), 0755) != 0) {
-    return absl::InternalError(
-        absl::StrCat("cannot copy ", binary, " to ", copy, " for another uid: ", ec.message()));
-  }
-  (*copies)[binary] = copy;
-  return copy;
-}
-
-}  // namespace
 
 // -------------------------------- Child -----------------------------------
 

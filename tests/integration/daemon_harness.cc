@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "tests/common/executable_copy.h"
 
 namespace shmlane::testing {
 namespace {
@@ -61,16 +62,33 @@ std::optional<int> WaitFor(pid_t pid, absl::Duration timeout) {
 
 }  // namespace
 
-CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout) {
+namespace {
+
+CommandResult Run(const Identity* who, const std::vector<std::string>& argv,
+                  absl::Duration timeout) {
   CommandResult result;
+  std::string program = argv.empty() ? std::string() : argv[0];
+  if (who != nullptr && !argv.empty()) {
+    absl::StatusOr<std::string> copy = ExecutableByAnyone(argv[0]);
+    if (!copy.ok()) {
+      result.err = std::string(copy.status().message());
+      return result;
+    }
+    program = *copy;
+  }
   int out_pipe[2], err_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) return result;
+  std::vector<char*> args = Argv(argv);
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    std::vector<char*> args = Argv(argv);
-    ::execv(args[0], args.data());
+    if (who != nullptr && (::setgroups(who->groups.size(), who->groups.data()) != 0 ||
+                           ::setresgid(who->gid, who->gid, who->gid) != 0 ||
+                           ::setresuid(who->uid, who->uid, who->uid) != 0)) {
+      std::_Exit(126);
+    }
+    ::execv(program.c_str(), args.data());
     std::_Exit(127);
   }
   ::close(out_pipe[1]);
@@ -103,6 +121,17 @@ CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration ti
   }
   result.exit_code = code.value_or(-1);
   return result;
+}
+
+}  // namespace
+
+CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout) {
+  return Run(nullptr, argv, timeout);
+}
+
+CommandResult RunCommandAs(const Identity& who, const std::vector<std::string>& argv,
+                           absl::Duration timeout) {
+  return Run(&who, argv, timeout);
 }
 
 TestDaemon::TestDaemon() {
@@ -197,6 +226,12 @@ CommandResult TestDaemon::Ctl(std::vector<std::string> args) const {
   std::vector<std::string> argv = {SHMLANECTL_PATH, "--runtime-dir", runtime_dir_};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv);
+}
+
+CommandResult TestDaemon::CtlAs(const Identity& who, std::vector<std::string> args) const {
+  std::vector<std::string> argv = {SHMLANECTL_PATH, "--runtime-dir", runtime_dir_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommandAs(who, argv);
 }
 
 absl::StatusOr<RawAttach> RawAttach::Connect(const std::string& socket_path) {
@@ -329,6 +364,20 @@ std::optional<double> MetricValue(const std::string& text, const std::string& se
     }
   }
   return std::nullopt;
+}
+
+int RunAsIdentity(const Identity& who, int (*fn)(const std::string&), const std::string& arg) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgroups(who.groups.size(), who.groups.data()) != 0 ||
+        ::setresgid(who.gid, who.gid, who.gid) != 0 ||
+        ::setresuid(who.uid, who.uid, who.uid) != 0) {
+      std::_Exit(254);
+    }
+    std::_Exit(fn(arg));
+  }
+  std::optional<int> code = WaitFor(pid, absl::Seconds(20));
+  return code.value_or(-1);
 }
 
 int RunAsUser(uid_t uid, gid_t gid, int (*fn)(const std::string&), const std::string& arg) {

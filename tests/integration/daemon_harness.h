@@ -31,6 +31,18 @@ struct CommandResult {
 CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout = absl::Seconds(20));
 
+// A process identity for tests that act as another user (needs root).
+struct Identity {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary
+};
+
+// RunCommand as `who`: the child sets its groups, gid and uid before it
+// executes a copy of argv[0] that any uid can run.
+CommandResult RunCommandAs(const Identity& who, const std::vector<std::string>& argv,
+                           absl::Duration timeout = absl::Seconds(20));
+
 class TestDaemon {
  public:
   // Creates a fresh base directory (mkdtemp, chmod 0755); the runtime dir is
@@ -54,6 +66,8 @@ class TestDaemon {
 
   // shmlanectl --runtime-dir DIR args...
   CommandResult Ctl(std::vector<std::string> args) const;
+  // The same as another user.
+  CommandResult CtlAs(const Identity& who, std::vector<std::string> args) const;
 
   const std::string& base_dir() const { return base_; }
   const std::string& runtime_dir() const { return runtime_dir_; }
@@ -119,6 +133,7 @@ std::optional<double> MetricValue(const std::string& text, const std::string& se
 // Runs `fn` in a forked child after switching to uid/gid; returns fn's
 // result (0..255) as the child's exit code, or -1 if it died.
 int RunAsUser(uid_t uid, gid_t gid, int (*fn)(const std::string&), const std::string& arg);
+int RunAsIdentity(const Identity& who, int (*fn)(const std::string&), const std::string& arg);
 
 // Count of entries in /dev/shm.
 size_t CountDevShm();
