@@ -130,11 +130,9 @@ v1::Quota Access::Quota(uint32_t uid, uint32_t channels_owned) const {
   *out.mutable_limits() = Limits(uid);
   out.set_is_default(quotas_.count(uid) == 0);
   out.mutable_usage()->set_channels(channels_owned);
-  auto u = usage_.find(uid);
-  if (u != usage_.end()) {
-    out.mutable_usage()->set_attachments(u->second.attachments);
-    out.mutable_usage()->set_shm_bytes(u->second.shm_bytes);
-  }
+  auto u = attachments_.find(uid);
+  out.mutable_usage()->set_attachments(u == attachments_.end() ? 0 : u->second);
+  out.mutable_usage()->set_shm_bytes(ledger_->HeldBy(uid));
   return out;
 }
 
@@ -181,18 +179,18 @@ absl::Status Access::CheckCreate(uint32_t owner, uint32_t owned,
 
 absl::Status Access::CheckAttach(uint32_t uid, uint64_t shm_bytes) const {
   const v1::QuotaLimits limits = Limits(uid);
-  Usage usage;
-  if (auto u = usage_.find(uid); u != usage_.end()) usage = u->second;
-  if (usage.attachments + 1 > limits.max_attachments()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("quota max_attachments: uid ", uid, " has ", usage.attachments, " of ",
-                     limits.max_attachments(),
-                     " attachments; detach one or raise it with `shmlanectl quota set --uid ", uid,
-                     " --max-attachments N`"));
+  auto u = attachments_.find(uid);
+  const uint32_t attachments = u == attachments_.end() ? 0 : u->second;
+  const uint64_t held = ledger_->HeldBy(uid);
+  if (attachments + 1 > limits.max_attachments()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "quota max_attachments: uid ", uid, " has ", attachments, " of ", limits.max_attachments(),
+        " attachments; detach one or raise it with `shmlanectl quota set --uid ", uid,
+        " --max-attachments N`"));
   }
-  if (usage.shm_bytes + shm_bytes > limits.max_shm_bytes()) {
+  if (held + shm_bytes > limits.max_shm_bytes()) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("quota max_shm_bytes: uid ", uid, " uses ", usage.shm_bytes, " of ",
+        absl::StrCat("quota max_shm_bytes: uid ", uid, " uses ", held, " of ",
                      limits.max_shm_bytes(), " bytes and this attachment needs ", shm_bytes,
                      "; detach something or raise it with `shmlanectl quota set --uid ", uid,
                      " --max-shm-bytes N`"));
@@ -200,19 +198,12 @@ absl::Status Access::CheckAttach(uint32_t uid, uint64_t shm_bytes) const {
   return absl::OkStatus();
 }
 
-void Access::Charge(uint32_t uid, uint64_t shm_bytes) {
-  Usage& u = usage_[uid];
-  u.attachments += 1;
-  u.shm_bytes += shm_bytes;
-}
+void Access::Charge(uint32_t uid) { ++attachments_[uid]; }
 
-void Access::Release(uint32_t uid, uint64_t shm_bytes) {
-  auto it = usage_.find(uid);
-  if (it == usage_.end()) return;
-  Usage& u = it->second;
-  u.attachments -= std::min(u.attachments, 1u);
-  u.shm_bytes -= std::min(u.shm_bytes, shm_bytes);
-  if (u.attachments == 0 && u.shm_bytes == 0) usage_.erase(it);
+void Access::Release(uint32_t uid) {
+  auto it = attachments_.find(uid);
+  if (it == attachments_.end()) return;
+  if (--it->second == 0) attachments_.erase(it);
 }
 
 void Access::Export(v1::DaemonState* state) const {

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "control/channel_catalog.h"
+#include "control/shm_ledger.h"
 #include "shmlane/v1/control.pb.h"
 #include "shmlane/v1/state.pb.h"
 
@@ -55,7 +56,8 @@ bool GrantCovers(const shmlane::v1::Grant& grant, const PeerCredentials& peer,
 class Access {
  public:
   // Root, `daemon_uid` and a channel's owner may do everything on it.
-  explicit Access(uint32_t daemon_uid) : daemon_uid_(daemon_uid) {}
+  // `ledger` (not owned) says how much lane memory each uid holds.
+  Access(uint32_t daemon_uid, const ShmLedger* ledger) : daemon_uid_(daemon_uid), ledger_(ledger) {}
 
   // ---- Grants (the caller has checked that the channel exists) ----
   // true if added, false if an equal grant was there already.
@@ -80,13 +82,12 @@ class Access {
   // who owns `channels_owned` channels, may not create `spec`.
   absl::Status CheckCreate(uint32_t owner, uint32_t channels_owned,
                            const shmlane::v1::ChannelSpec& spec) const;
-  // ResourceExhausted if one more attachment holding `shm_bytes` would take
-  // `uid` over its quota.
+  // ResourceExhausted if one more attachment needing `shm_bytes` more lane
+  // memory would take `uid` over its quota (memory as the ledger holds it).
   absl::Status CheckAttach(uint32_t uid, uint64_t shm_bytes) const;
-  // Usage bookkeeping of attachments: Release undoes one Charge; usage never
-  // goes negative.
-  void Charge(uint32_t uid, uint64_t shm_bytes);
-  void Release(uint32_t uid, uint64_t shm_bytes);
+  // Attachment counts: Release undoes one Charge; never negative.
+  void Charge(uint32_t uid);
+  void Release(uint32_t uid);
 
   // ---- State file ----
   // Adds the grants to the channels already in `state` and the quotas.
@@ -96,14 +97,11 @@ class Access {
   void Restore(const shmlane::v1::DaemonState& state);
 
  private:
-  struct Usage {
-    uint32_t attachments = 0;
-    uint64_t shm_bytes = 0;
-  };
   const uint32_t daemon_uid_;
+  const ShmLedger* const ledger_;
   std::map<std::string, std::vector<shmlane::v1::Grant>, std::less<>> grants_;
   std::map<uint32_t, shmlane::v1::QuotaLimits> quotas_;
-  std::map<uint32_t, Usage> usage_;
+  std::map<uint32_t, uint32_t> attachments_;
 };
 
 }  // namespace shmlane::control

@@ -46,7 +46,8 @@ PeerCredentials Peer(uint32_t uid, uint32_t gid, std::vector<uint32_t> groups = 
 }
 
 TEST(AccessTest, RootDaemonAndOwnerNeedNoGrant) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   const ChannelRecord c = Channel("c", 2000);
   for (uint32_t uid : {0u, kDaemonUid, 2000u}) {
     EXPECT_TRUE(access.Allowed(c, Peer(uid, 9), v1::GRANT_ROLE_CONSUME)) << uid;
@@ -55,7 +56,8 @@ TEST(AccessTest, RootDaemonAndOwnerNeedNoGrant) {
 }
 
 TEST(AccessTest, GrantsMatchUidPrimaryGidSupplementaryGidAndAnyone) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   const ChannelRecord c = Channel("c");
   ASSERT_TRUE(*access.AddGrant("c", ToUid(3001, v1::GRANT_ROLE_PRODUCE)));
   ASSERT_TRUE(*access.AddGrant("c", ToGid(500, v1::GRANT_ROLE_PRODUCE)));
@@ -73,7 +75,8 @@ TEST(AccessTest, GrantsMatchUidPrimaryGidSupplementaryGidAndAnyone) {
 }
 
 TEST(AccessTest, AdminImpliesTheOtherRoles) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   const ChannelRecord c = Channel("c");
   ASSERT_TRUE(*access.AddGrant("c", ToGid(600, v1::GRANT_ROLE_ADMIN)));
   for (v1::GrantRole role :
@@ -83,7 +86,8 @@ TEST(AccessTest, AdminImpliesTheOtherRoles) {
 }
 
 TEST(AccessTest, GrantsAreDeduplicatedBoundedRemovedAndDropped) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   EXPECT_TRUE(*access.AddGrant("c", ToUid(1, v1::GRANT_ROLE_PRODUCE)));
   EXPECT_FALSE(*access.AddGrant("c", ToUid(1, v1::GRANT_ROLE_PRODUCE)));
   EXPECT_TRUE(*access.AddGrant("c", ToUid(1, v1::GRANT_ROLE_CONSUME)));
@@ -105,7 +109,8 @@ TEST(AccessTest, GrantsAreDeduplicatedBoundedRemovedAndDropped) {
 }
 
 TEST(AccessTest, QuotaLimitsDefaultsOverridesAndReset) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   EXPECT_EQ(access.Limits(7).max_channels(), kDefaultQuotaMaxChannels);
   v1::SetQuotaRequest req;
   req.set_uid(7);
@@ -123,7 +128,8 @@ TEST(AccessTest, QuotaLimitsDefaultsOverridesAndReset) {
 }
 
 TEST(AccessTest, QuotaEntriesAreBounded) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   v1::SetQuotaRequest req;
   req.mutable_limits()->set_max_channels(1);
   for (uint32_t uid = 0; uid < kMaxQuotaEntries; ++uid) {
@@ -137,7 +143,8 @@ TEST(AccessTest, QuotaEntriesAreBounded) {
 }
 
 TEST(AccessTest, CreateChecksChannelsAndFrameSize) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   v1::SetQuotaRequest req;
   req.set_uid(7);
   req.mutable_limits()->set_max_channels(2);
@@ -154,7 +161,8 @@ TEST(AccessTest, CreateChecksChannelsAndFrameSize) {
 }
 
 TEST(AccessTest, AttachUsageIsChargedReleasedAndNeverNegative) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   v1::SetQuotaRequest req;
   req.set_uid(7);
   req.mutable_limits()->set_max_attachments(2);
@@ -162,10 +170,11 @@ TEST(AccessTest, AttachUsageIsChargedReleasedAndNeverNegative) {
   ASSERT_TRUE(access.SetQuota(req, 0).ok());
   EXPECT_EQ(access.CheckAttach(7, 1001).code(), absl::StatusCode::kResourceExhausted);
   ASSERT_TRUE(access.CheckAttach(7, 600).ok());
-  access.Charge(7, 600);
+  access.Charge(7);
+  std::shared_ptr<const ShmCharge> lane = ledger.Charge(7, 600);
   EXPECT_EQ(access.CheckAttach(7, 600).code(), absl::StatusCode::kResourceExhausted);  // shm
   ASSERT_TRUE(access.CheckAttach(7, 0).ok());
-  access.Charge(7, 0);
+  access.Charge(7);
   absl::Status over = access.CheckAttach(7, 0);  // attachments
   EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(over.message().find("max_attachments"), absl::string_view::npos) << over;
@@ -173,19 +182,26 @@ TEST(AccessTest, AttachUsageIsChargedReleasedAndNeverNegative) {
   EXPECT_EQ(q.usage().attachments(), 2u);
   EXPECT_EQ(q.usage().shm_bytes(), 600u);
   EXPECT_EQ(q.usage().channels(), 3u);
-  access.Release(7, 600);
-  access.Release(7, 0);
-  access.Release(7, 600);  // one more than was charged
-  access.Release(8, 5);    // never charged
+  access.Release(7);
+  access.Release(7);
+  access.Release(7);  // one more than was charged
+  access.Release(8);  // never charged
   q = access.Quota(7, 0);
   EXPECT_EQ(q.usage().attachments(), 0u);
-  EXPECT_EQ(q.usage().shm_bytes(), 0u);
+  // The memory stays charged while something holds it (a queued fd, say).
+  EXPECT_EQ(q.usage().shm_bytes(), 600u);
+  std::shared_ptr<const ShmCharge> queued = lane;
+  lane.reset();
+  EXPECT_EQ(access.Quota(7, 0).usage().shm_bytes(), 600u);
+  queued.reset();
+  EXPECT_EQ(access.Quota(7, 0).usage().shm_bytes(), 0u);
   EXPECT_EQ(access.Quota(8, 0).usage().attachments(), 0u);
   EXPECT_TRUE(access.CheckAttach(7, 1000).ok());
 }
 
 TEST(AccessTest, StateRoundTripsGrantsAndQuotas) {
-  Access access(kDaemonUid);
+  ShmLedger ledger;
+  Access access(kDaemonUid, &ledger);
   ASSERT_TRUE(*access.AddGrant("c", ToGid(5, v1::GRANT_ROLE_CONSUME)));
   v1::SetQuotaRequest req;
   req.set_uid(7);
@@ -197,7 +213,7 @@ TEST(AccessTest, StateRoundTripsGrantsAndQuotas) {
   ASSERT_EQ(state.channels(0).grants_size(), 1);
   // An invalid grant (as a newer daemon might write) is skipped.
   state.mutable_channels(0)->add_grants()->set_role(v1::GRANT_ROLE_ADMIN);
-  Access other(kDaemonUid);
+  Access other(kDaemonUid, &ledger);
   other.Restore(state);
   EXPECT_EQ(other.Grants("c").size(), 1u);
   EXPECT_EQ(other.Limits(7).max_channels(), 3u);

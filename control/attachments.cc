@@ -85,8 +85,8 @@ absl::Status Attachments::CheckRoom(const ChannelRecord& record, v1::Role role) 
   return absl::OkStatus();
 }
 
-absl::StatusOr<Attachments::Lane> Attachments::NewLane(const v1::ChannelSpec& spec,
-                                                       Lane::Kind kind) {
+absl::StatusOr<Attachments::Lane> Attachments::NewLane(const v1::ChannelSpec& spec, Lane::Kind kind,
+                                                       uint32_t uid) {
   dataplane::LaneOptions options = LaneOptionsFor(spec);
   options.lane_id = next_lane_id_;
   absl::StatusOr<dataplane::Segment> segment = dataplane::CreateLaneSegment(options);
@@ -95,13 +95,15 @@ absl::StatusOr<Attachments::Lane> Attachments::NewLane(const v1::ChannelSpec& sp
   lane.id = next_lane_id_++;
   lane.kind = kind;
   lane.segment = *std::move(segment);
+  lane.charge = ledger_->Charge(uid, dataplane::kLaneHeaderBytes + spec.ring_bytes());
   return lane;
 }
 
 absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveChannel& channel,
                                        const Lane& lane, bool for_consumer_side,
                                        v1::LaneDescription* out,
-                                       std::vector<dataplane::UniqueFd>* fds) const {
+                                       std::vector<dataplane::UniqueFd>* fds,
+                                       OutboundHolds* holds) const {
   // The client side (producer, or REQUEST_REPLY client) writes STREAM and
   // request lanes and reads reply lanes; the consumer side does the opposite.
   const bool client_writes = lane.kind != Lane::Kind::kReply;
@@ -115,6 +117,7 @@ absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveCh
   out->set_direction(writes ? v1::LANE_DIRECTION_WRITE : v1::LANE_DIRECTION_READ);
   out->set_segment_fd_index(static_cast<uint32_t>(fds->size()));
   fds->push_back(*std::move(seg_fd));
+  holds->push_back(lane.charge);  // the memfd copy keeps the memory charged
   out->set_peer_doorbell_fd_index(static_cast<uint32_t>(fds->size()));
   fds->push_back(*std::move(bell_fd));
   const uint64_t peer = for_consumer_side ? lane.client_attachment : channel.consumer_attachment;
@@ -127,8 +130,8 @@ absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveCh
 }
 
 void Attachments::Send(const Attachment& attachment, const v1::AttachMessage& message,
-                       std::vector<dataplane::UniqueFd> fds) {
-  outbound_->Send(attachment.id, attachment.fd, message, std::move(fds));
+                       std::vector<dataplane::UniqueFd> fds, OutboundHolds holds) {
+  outbound_->Send(attachment.id, attachment.fd, message, std::move(fds), std::move(holds));
 }
 
 void Attachments::OfferLanesToConsumer(const v1::ChannelSpec& spec, const LiveChannel& channel,
@@ -137,22 +140,23 @@ void Attachments::OfferLanesToConsumer(const v1::ChannelSpec& spec, const LiveCh
   if (consumer == attachments_.end()) return;
   v1::AttachMessage message;
   std::vector<dataplane::UniqueFd> fds;
+  OutboundHolds holds;
   for (uint64_t lane_id : client.lanes) {
     auto lane = channel.lanes.find(lane_id);
     if (lane == channel.lanes.end()) continue;
     if (!DescribeLane(spec, channel, lane->second, /*for_consumer_side=*/true,
-                      message.mutable_lane_added()->add_lanes(), &fds)
+                      message.mutable_lane_added()->add_lanes(), &fds, &holds)
              .ok()) {
       ::shutdown(consumer->second.fd, SHUT_RDWR);
       return;
     }
   }
-  Send(consumer->second, message, std::move(fds));
+  Send(consumer->second, message, std::move(fds), std::move(holds));
 }
 
 absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int socket_fd,
                                              const PeerCredentials& peer,
-                                             const v1::AttachRequest& request, uint64_t shm_bytes) {
+                                             const v1::AttachRequest& request) {
   auto cit = channels_.find(record.spec.name());
   if (cit == channels_.end()) return ChannelCatalog::NotFound(record.spec.name());
   LiveChannel& channel = cit->second;
@@ -169,7 +173,6 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   attachment.role = role;
   attachment.peer = peer;
   attachment.client_name = request.client_name();
-  attachment.shm_bytes = shm_bytes;
   std::vector<Lane> new_lanes;
   if (client_side) {
     absl::StatusOr<dataplane::Doorbell> bell = dataplane::Doorbell::Create();
@@ -178,7 +181,7 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     const Lane::Kind kinds[2] = {stream ? Lane::Kind::kStream : Lane::Kind::kRequest,
                                  Lane::Kind::kReply};
     for (uint64_t i = 0; i < lanes_needed; ++i) {
-      absl::StatusOr<Lane> lane = NewLane(spec, kinds[i]);
+      absl::StatusOr<Lane> lane = NewLane(spec, kinds[i], peer.uid);
       if (!lane.ok()) return lane.status();
       lane->client_attachment = attachment.id;
       const bool client_produces = kinds[i] != Lane::Kind::kReply;
@@ -197,6 +200,7 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   v1::AttachMessage reply_message;
   v1::AttachReply* reply = reply_message.mutable_attach_reply();
   std::vector<dataplane::UniqueFd> reply_fds;
+  OutboundHolds reply_holds;
   absl::StatusOr<dataplane::UniqueFd> own = attachment.bell->DupFd();
   if (!own.ok()) return own.status();
   reply->set_code(0);
@@ -207,10 +211,16 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   reply->set_ring_bytes(spec.ring_bytes());
   // Later packets for a consumer with many peers (each bounded to
   // kMaxFdsPerPacket fds, one client's lanes never split).
-  std::vector<std::pair<v1::AttachMessage, std::vector<dataplane::UniqueFd>>> more;
+  struct Later {
+    v1::AttachMessage message;
+    std::vector<dataplane::UniqueFd> fds;
+    OutboundHolds holds;
+  };
+  std::vector<Later> more;
   if (client_side) {
     for (const Lane& lane : new_lanes) {
-      if (absl::Status s = DescribeLane(spec, channel, lane, false, reply->add_lanes(), &reply_fds);
+      if (absl::Status s = DescribeLane(spec, channel, lane, false, reply->add_lanes(), &reply_fds,
+                                        &reply_holds);
           !s.ok()) {
         return s;
       }
@@ -219,14 +229,16 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     channel.consumer_attachment = attachment.id;  // for peer ids in descriptions
     v1::AttachMessage* packet = &reply_message;
     std::vector<dataplane::UniqueFd>* packet_fds = &reply_fds;
+    OutboundHolds* packet_holds = &reply_holds;
     uint32_t following = 0;
     for (uint64_t client_id : channel.client_attachments) {
       const Attachment& client = attachments_.at(client_id);
       const size_t fds_needed = 2 * client.lanes.size();
       if (packet_fds->size() + fds_needed > kMaxFdsPerPacket) {
         more.emplace_back();
-        packet = &more.back().first;
-        packet_fds = &more.back().second;
+        packet = &more.back().message;
+        packet_fds = &more.back().fds;
+        packet_holds = &more.back().holds;
         packet->mutable_lane_added();
       }
       for (uint64_t lane_id : client.lanes) {
@@ -234,7 +246,7 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
         v1::LaneDescription* d = packet == &reply_message
                                      ? reply->add_lanes()
                                      : packet->mutable_lane_added()->add_lanes();
-        absl::Status s = DescribeLane(spec, channel, lane, true, d, packet_fds);
+        absl::Status s = DescribeLane(spec, channel, lane, true, d, packet_fds, packet_holds);
         if (!s.ok()) {
           channel.consumer_attachment = 0;
           return s;
@@ -255,8 +267,10 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   // The reply takes the same queue as everything after it, so the LaneAdded
   // packets that complete it can never overtake it. A peer already gone
   // shows as a hang-up, which ends the attachment through Detach().
-  Send(stored, reply_message, std::move(reply_fds));
-  for (auto& [message, fds] : more) Send(stored, message, std::move(fds));
+  Send(stored, reply_message, std::move(reply_fds), std::move(reply_holds));
+  for (Later& later : more) {
+    Send(stored, later.message, std::move(later.fds), std::move(later.holds));
+  }
   if (client_side) OfferLanesToConsumer(spec, channel, stored);
   metrics_->CountAttach("ok");
   Publish(v1::EVENT_TYPE_ATTACHED, stored.channel, &stored,
@@ -290,10 +304,10 @@ void Attachments::RetireLane(const std::string& name, LiveChannel& channel, uint
   // Both sides learn, whichever of them is still attached.
   if (tell_consumer) {
     auto consumer = attachments_.find(channel.consumer_attachment);
-    if (consumer != attachments_.end()) Send(consumer->second, message, {});
+    if (consumer != attachments_.end()) Send(consumer->second, message);
   }
   auto client = attachments_.find(lane.client_attachment);
-  if (client != attachments_.end()) Send(client->second, message, {});
+  if (client != attachments_.end()) Send(client->second, message);
   channel.lanes.erase(it);
 }
 
@@ -348,7 +362,7 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
     message.mutable_goodbye()->set_reason(std::string(goodbye));
     outbound_->SendLast(attachment.id, attachment.fd, message);
   }
-  released_.push_back({attachment.peer.uid, attachment.shm_bytes});
+  released_.push_back({attachment.peer.uid});
   Publish(event, attachment.channel, &attachment, std::string(why));
 }
 

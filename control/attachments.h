@@ -32,6 +32,7 @@
 #include "control/event_bus.h"
 #include "control/lane_stats.h"
 #include "control/outbound.h"
+#include "control/shm_ledger.h"
 #include "dataplane/doorbell.h"
 #include "dataplane/segment.h"
 #include "shmlane/v1/attach.pb.h"
@@ -44,16 +45,18 @@ inline constexpr size_t kMaxClientNameBytes = 63;
 // Why an attach connection ended, as the attach server saw it.
 enum class DetachKind { kClean, kDied, kProtocolError };
 
-// Quota usage that an ended attachment no longer holds.
+// An attachment that ended: its uid's attachment count goes down. (Its
+// lanes' memory is on the ShmLedger until the daemon lets go of it.)
 struct ReleasedUsage {
   uint32_t uid = 0;
-  uint64_t shm_bytes = 0;
 };
 
 class Attachments {
  public:
-  Attachments(OutboundQueues* outbound, EventBus* events, DaemonMetrics* metrics)
-      : outbound_(outbound), events_(events), metrics_(metrics) {}
+  // `ledger` is charged with every lane's memory for as long as the daemon
+  // holds it (its mapping, or a copy of its memfd in an outbound queue).
+  Attachments(OutboundQueues* outbound, ShmLedger* ledger, EventBus* events, DaemonMetrics* metrics)
+      : outbound_(outbound), ledger_(ledger), events_(events), metrics_(metrics) {}
   Attachments(const Attachments&) = delete;
   Attachments& operator=(const Attachments&) = delete;
 
@@ -83,11 +86,11 @@ class Attachments {
   absl::Status CheckRoom(const ChannelRecord& channel, shmlane::v1::Role role) const;
   // Creates the attachment for the process behind `socket_fd` and sends (or
   // queues) its AttachReply with the fds. Access and CheckRoom have passed;
-  // `shm_bytes` is ShmBytesFor(channel.spec, role), charged by the caller.
-  // On error nothing was sent.
+  // The lanes' memory goes on the ledger for peer.uid. On error nothing was
+  // sent.
   absl::StatusOr<uint64_t> Attach(const ChannelRecord& channel, int socket_fd,
                                   const PeerCredentials& peer,
-                                  const shmlane::v1::AttachRequest& request, uint64_t shm_bytes);
+                                  const shmlane::v1::AttachRequest& request);
   // Ends an attachment (no-op if the daemon already ended it): closes its
   // lanes and tells the peers. The caller closes the fd after.
   void Detach(uint64_t attachment_id, DetachKind kind);
@@ -115,6 +118,7 @@ class Attachments {
     uint64_t client_attachment = 0;  // the producer (STREAM) or client (REQUEST_REPLY)
     uint64_t last_backpressure = 0;
     bool in_backpressure = false;
+    std::shared_ptr<const ShmCharge> charge;  // its memory, on the creator's uid
   };
   struct Attachment {
     uint64_t id = 0;
@@ -125,7 +129,6 @@ class Attachments {
     std::string client_name;
     std::shared_ptr<dataplane::Doorbell> bell;  // its own doorbell
     std::vector<uint64_t> lanes;                // lanes created for it (client side)
-    uint64_t shm_bytes = 0;                     // charged to peer.uid
   };
   struct LiveChannel {
     // The doorbell of the consumer (STREAM) or server (REQUEST_REPLY); it
@@ -137,13 +140,13 @@ class Attachments {
     LaneTotals retired;
   };
 
-  absl::StatusOr<Lane> NewLane(const shmlane::v1::ChannelSpec& spec, Lane::Kind kind);
+  absl::StatusOr<Lane> NewLane(const shmlane::v1::ChannelSpec& spec, Lane::Kind kind, uint32_t uid);
   // Describes `lane` as seen by its client (producer) or consumer side and
   // appends its fds to `fds`.
   absl::Status DescribeLane(const shmlane::v1::ChannelSpec& spec, const LiveChannel& channel,
                             const Lane& lane, bool for_consumer_side,
                             shmlane::v1::LaneDescription* out,
-                            std::vector<dataplane::UniqueFd>* fds) const;
+                            std::vector<dataplane::UniqueFd>* fds, OutboundHolds* holds) const;
   // Sends the lanes of `client` to the channel's consumer as LaneAdded.
   void OfferLanesToConsumer(const shmlane::v1::ChannelSpec& spec, const LiveChannel& channel,
                             const Attachment& client);
@@ -156,12 +159,13 @@ class Attachments {
   void EndAttachment(uint64_t attachment_id, shmlane::v1::EventType event, absl::string_view why,
                      absl::string_view goodbye);
   void Send(const Attachment& attachment, const shmlane::v1::AttachMessage& message,
-            std::vector<dataplane::UniqueFd> fds);
+            std::vector<dataplane::UniqueFd> fds = {}, OutboundHolds holds = {});
   void Publish(shmlane::v1::EventType type, const std::string& channel,
                const Attachment* attachment, std::string detail);
   std::string NameOf(uint64_t attachment_id) const;
 
   OutboundQueues* const outbound_;
+  ShmLedger* const ledger_;
   EventBus* const events_;
   DaemonMetrics* const metrics_;
   std::map<std::string, LiveChannel, std::less<>> channels_;

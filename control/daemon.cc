@@ -124,7 +124,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   registry_options.daemon_uid = ::geteuid();
   registry_options.metrics = &impl->metrics;
   registry_options.events = &impl->events;
-  impl->registry = std::make_unique<Registry>(registry_options, HowToBecomeAdmin(admins));
+  OutboundLimits outbound_limits;
+  outbound_limits.max_total_fds = config.max_queued_fds;
+  outbound_limits.max_age = config.max_queue_age;
+  impl->registry =
+      std::make_unique<Registry>(registry_options, HowToBecomeAdmin(admins), outbound_limits);
 
   absl::StatusOr<std::string> state = ReadSmallFile(config.state_file, kMaxStateBytes);
   if (state.ok()) {

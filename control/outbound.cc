@@ -16,21 +16,22 @@ void OutboundQueues::SetWaker(OutboundWaker* waker) {
     // Nobody will flush what is queued: give those peers a hang-up.
     for (auto& [id, outbox] : outboxes_) ::shutdown(outbox.fd, SHUT_RDWR);
     outboxes_.clear();
+    total_fds_ = 0;
   }
   waker_ = waker;
 }
 
 void OutboundQueues::Send(uint64_t connection, int socket_fd,
                           const shmlane::v1::AttachMessage& message,
-                          std::vector<dataplane::UniqueFd> fds) {
+                          std::vector<dataplane::UniqueFd> fds, OutboundHolds holds) {
   absl::MutexLock lock(&mu_);
-  SendLocked(connection, socket_fd, message, std::move(fds));
+  SendLocked(connection, socket_fd, message, std::move(fds), std::move(holds));
 }
 
 void OutboundQueues::SendLast(uint64_t connection, int socket_fd,
                               const shmlane::v1::AttachMessage& message) {
   absl::MutexLock lock(&mu_);
-  SendLocked(connection, socket_fd, message, {});
+  SendLocked(connection, socket_fd, message, {}, {});
   auto it = outboxes_.find(connection);
   if (it == outboxes_.end()) {
     ::shutdown(socket_fd, SHUT_RDWR);
@@ -48,15 +49,18 @@ bool OutboundQueues::Remove(uint64_t connection) {
   if (it == outboxes_.end()) return false;
   // The fd closes next, which also takes it out of the epoll set.
   const bool overflowed = it->second.overflowed;
+  total_fds_ -= std::min(total_fds_, it->second.fds);
   outboxes_.erase(it);
   return overflowed;
 }
 
 void OutboundQueues::SendLocked(uint64_t connection, int socket_fd,
                                 const shmlane::v1::AttachMessage& message,
-                                std::vector<dataplane::UniqueFd> fds) {
+                                std::vector<dataplane::UniqueFd> fds, OutboundHolds holds) {
   Packet packet;
   packet.fds = std::move(fds);
+  packet.holds = std::move(holds);
+  packet.queued_at = absl::Now();
   if (!message.SerializeToString(&packet.bytes) || packet.bytes.size() > kMaxAttachMessageBytes ||
       packet.fds.size() > kMaxFdsPerPacket) {
     // Cannot happen (packets are built within the bounds); if it did, the
@@ -70,11 +74,14 @@ void OutboundQueues::SendLocked(uint64_t connection, int socket_fd,
     if (outbox.overflowed) return;  // already disconnected; the fds close here
     outbox.bytes += packet.bytes.size();
     outbox.fds += packet.fds.size();
+    total_fds_ += packet.fds.size();
+    const absl::Time now = packet.queued_at;
     outbox.packets.push_back(std::move(packet));
     if (outbox.packets.size() > kMaxOutboundMessages || outbox.bytes > kMaxOutboundBytes ||
         outbox.fds > kMaxOutboundFds) {
       OverflowLocked(outbox);
     }
+    EnforceLimitsLocked(now);
     return;
   }
   // Nothing queued: the common case sends at once.
@@ -93,12 +100,32 @@ void OutboundQueues::SendLocked(uint64_t connection, int socket_fd,
   outbox.fd = socket_fd;
   outbox.bytes = packet.bytes.size();
   outbox.fds = packet.fds.size();
+  total_fds_ += packet.fds.size();
+  const absl::Time now = packet.queued_at;
   outbox.packets.push_back(std::move(packet));
   if (result == PacketSendResult::kWouldBlock) {
     WatchLocked(outbox, true);
   } else {
-    outbox.retry_at = absl::Now() + kOutboundRetryDelay;
-    ScheduleServiceLocked();
+    outbox.retry_at = now + kOutboundRetryDelay;
+  }
+  EnforceLimitsLocked(now);
+  ScheduleServiceLocked();  // the age limit is a deadline too
+}
+
+void OutboundQueues::EnforceLimitsLocked(absl::Time now) {
+  for (auto& [id, outbox] : outboxes_) {
+    if (!outbox.overflowed && !outbox.packets.empty() &&
+        now - outbox.packets.front().queued_at > limits_.max_age) {
+      OverflowLocked(outbox);
+    }
+  }
+  while (total_fds_ > limits_.max_total_fds) {
+    Outbox* worst = nullptr;
+    for (auto& [id, outbox] : outboxes_) {
+      if (!outbox.overflowed && (worst == nullptr || outbox.fds > worst->fds)) worst = &outbox;
+    }
+    if (worst == nullptr || worst->fds == 0) break;
+    OverflowLocked(*worst);
   }
 }
 
@@ -110,7 +137,8 @@ void OutboundQueues::WatchLocked(Outbox& outbox, bool watch) {
 
 void OutboundQueues::OverflowLocked(Outbox& outbox) {
   metrics_->CountAttachSendOverflow();
-  outbox.packets.clear();  // closes the queued fds
+  total_fds_ -= std::min(total_fds_, outbox.fds);
+  outbox.packets.clear();  // closes the queued fds, releases what they held
   outbox.bytes = 0;
   outbox.fds = 0;
   WatchLocked(outbox, false);
@@ -133,6 +161,7 @@ void OutboundQueues::FlushLocked(uint64_t connection) {
       case PacketSendResult::kSent:
         outbox.bytes -= packet.bytes.size();
         outbox.fds -= packet.fds.size();
+        total_fds_ -= std::min(total_fds_, packet.fds.size());
         outbox.packets.pop_front();
         continue;
       case PacketSendResult::kWouldBlock:
@@ -149,6 +178,7 @@ void OutboundQueues::FlushLocked(uint64_t connection) {
         // The peer is gone; its hang-up reaches the attach server.
         WatchLocked(outbox, false);
         ::shutdown(outbox.fd, SHUT_RDWR);
+        total_fds_ -= std::min(total_fds_, outbox.fds);
         outboxes_.erase(it);
         return;
     }
@@ -163,6 +193,10 @@ void OutboundQueues::ScheduleServiceLocked() {
   absl::Time next = absl::InfiniteFuture();
   for (const auto& [id, outbox] : outboxes_) {
     next = std::min({next, outbox.retry_at, outbox.end_deadline});
+    if (!outbox.overflowed && !outbox.packets.empty()) {
+      next = std::min(next,
+                      outbox.packets.front().queued_at + limits_.max_age + absl::Milliseconds(1));
+    }
   }
   if (next != absl::InfiniteFuture()) waker_->WakeAt(next);
 }
@@ -187,13 +221,20 @@ void OutboundQueues::Service() {
       // An ended connection that did not read its last packets in time.
       WatchLocked(outbox, false);
       ::shutdown(outbox.fd, SHUT_RDWR);
+      total_fds_ -= std::min(total_fds_, outbox.fds);
       outboxes_.erase(it);
       continue;
     }
     outbox.retry_at = absl::InfiniteFuture();
     FlushLocked(id);
   }
+  EnforceLimitsLocked(now);
   ScheduleServiceLocked();
+}
+
+size_t OutboundQueues::queued_fds() const {
+  absl::MutexLock lock(&mu_);
+  return total_fds_;
 }
 
 bool OutboundQueues::HasPending() const {

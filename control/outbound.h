@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,18 @@ inline constexpr absl::Duration kOutboundRetryDelay = absl::Milliseconds(10);
 // still queued for it before its socket is shut down anyway.
 inline constexpr absl::Duration kEndedFlushTimeout = absl::Seconds(2);
 
+// What a queued packet keeps alive besides its fds (the ShmCharge of each
+// lane memfd it carries, so that the memory stays on its owner's quota
+// while the daemon holds a copy of the fd).
+using OutboundHolds = std::vector<std::shared_ptr<const void>>;
+
+// Daemon-wide bounds, set from the configuration (--max-queued-fds,
+// --max-queue-age).
+struct OutboundLimits {
+  size_t max_total_fds = 16384;
+  absl::Duration max_age = absl::Seconds(30);
+};
+
 // How the queues ask the attach loop to flush them later. The attach server
 // implements it; methods are called with OutboundQueues::mu_ held, from any
 // thread, and must not call back into OutboundQueues or the Registry.
@@ -63,7 +76,8 @@ class OutboundWaker {
 
 class OutboundQueues {
  public:
-  explicit OutboundQueues(DaemonMetrics* metrics) : metrics_(metrics) {}
+  explicit OutboundQueues(DaemonMetrics* metrics, OutboundLimits limits = {})
+      : metrics_(metrics), limits_(limits) {}
   OutboundQueues(const OutboundQueues&) = delete;
   OutboundQueues& operator=(const OutboundQueues&) = delete;
 
@@ -73,9 +87,12 @@ class OutboundQueues {
   void SetWaker(OutboundWaker* waker) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Sends now, or queues behind what is already queued for `connection`
-  // (order is per connection). Takes the fds.
+  // (order is per connection). Takes the fds and what they keep alive.
+  // Beyond the daemon-wide fd bound the connection holding the most queued
+  // fds is disconnected; so is one whose oldest packet waits too long.
   void Send(uint64_t connection, int socket_fd, const shmlane::v1::AttachMessage& message,
-            std::vector<dataplane::UniqueFd> fds) ABSL_LOCKS_EXCLUDED(mu_);
+            std::vector<dataplane::UniqueFd> fds, OutboundHolds holds = {})
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Sends `message` (a Goodbye) as the connection's last packet and shuts
   // the socket down once everything queued is through, or after
   // kEndedFlushTimeout, so that a peer that never reads cannot pin the fd.
@@ -92,6 +109,8 @@ class OutboundQueues {
   void Service() ABSL_LOCKS_EXCLUDED(mu_);
   // True while some queue holds packets.
   bool HasPending() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Fds waiting in all queues together.
+  size_t queued_fds() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // A packet the kernel could not take yet: serialized, with its own
@@ -99,6 +118,8 @@ class OutboundQueues {
   struct Packet {
     std::string bytes;
     std::vector<dataplane::UniqueFd> fds;
+    OutboundHolds holds;
+    absl::Time queued_at;
   };
   // The packets waiting for one connection, in send order. Exists only
   // while non-empty, or to mark a peer that overflowed (until Remove).
@@ -117,7 +138,10 @@ class OutboundQueues {
   };
 
   void SendLocked(uint64_t connection, int socket_fd, const shmlane::v1::AttachMessage& message,
-                  std::vector<dataplane::UniqueFd> fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                  std::vector<dataplane::UniqueFd> fds, OutboundHolds holds)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Enforces max_total_fds and max_age by disconnecting the worst queues.
+  void EnforceLimitsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends queued packets until the kernel refuses; erases the outbox once
   // empty (shutting an ended connection's socket down).
   void FlushLocked(uint64_t connection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -129,7 +153,9 @@ class OutboundQueues {
   void ScheduleServiceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   DaemonMetrics* const metrics_;
+  const OutboundLimits limits_;
   mutable absl::Mutex mu_;
+  size_t total_fds_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, Outbox> outboxes_ ABSL_GUARDED_BY(mu_);
   OutboundWaker* waker_ ABSL_GUARDED_BY(mu_) = nullptr;
 };

@@ -18,12 +18,12 @@ using google::protobuf::util::TimeUtil;
 
 }  // namespace
 
-Registry::Registry(RegistryOptions options, std::string admin_hint)
+Registry::Registry(RegistryOptions options, std::string admin_hint, OutboundLimits limits)
     : options_(options),
       admin_hint_(std::move(admin_hint)),
-      outbound_(options.metrics),
-      access_(options.daemon_uid),
-      attachments_(&outbound_, options.events, options.metrics) {}
+      outbound_(options.metrics, limits),
+      access_(options.daemon_uid, &ledger_),
+      attachments_(&outbound_, &ledger_, options.events, options.metrics) {}
 
 Registry::~Registry() = default;
 
@@ -328,7 +328,7 @@ absl::Status Registry::RejectQuotaLocked(const ChannelRecord& channel, const Pee
 }
 
 void Registry::ReleaseUsageLocked() {
-  for (const ReleasedUsage& r : attachments_.TakeReleased()) access_.Release(r.uid, r.shm_bytes);
+  for (const ReleasedUsage& r : attachments_.TakeReleased()) access_.Release(r.uid);
 }
 
 absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& peer,
@@ -389,8 +389,8 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
   if (absl::Status s = access_.CheckAttach(peer.uid, shm_bytes); !s.ok()) {
     return RejectQuotaLocked(*channel, peer, std::move(s));
   }
-  absl::StatusOr<uint64_t> id = attachments_.Attach(*channel, socket_fd, peer, request, shm_bytes);
-  if (id.ok()) access_.Charge(peer.uid, shm_bytes);
+  absl::StatusOr<uint64_t> id = attachments_.Attach(*channel, socket_fd, peer, request);
+  if (id.ok()) access_.Charge(peer.uid);
   return id;
 }
 

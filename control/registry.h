@@ -40,6 +40,7 @@
 #include "control/event_bus.h"
 #include "control/lane_stats.h"
 #include "control/outbound.h"
+#include "control/shm_ledger.h"
 #include "shmlane/v1/attach.pb.h"
 #include "shmlane/v1/control.pb.h"
 #include "shmlane/v1/state.pb.h"
@@ -58,8 +59,10 @@ class Registry {
 
   // `admin_hint` says who administers, for PERMISSION_DENIED messages
   // (HowToBecomeAdmin in caller.h).
+  // `limits` bound the outbound queues (outbound.h).
   explicit Registry(RegistryOptions options,
-                    std::string admin_hint = "administrators are root and the daemon's uid");
+                    std::string admin_hint = "administrators are root and the daemon's uid",
+                    OutboundLimits limits = {});
   ~Registry();
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
@@ -173,6 +176,8 @@ class Registry {
 
   const RegistryOptions options_;
   const std::string admin_hint_;
+  // Declared before everything that holds charges, so destroyed after them.
+  ShmLedger ledger_;         // own leaf lock
   OutboundQueues outbound_;  // own lock; after mu_ in the lock order
   mutable absl::Mutex mu_;
   ChannelCatalog catalog_ ABSL_GUARDED_BY(mu_);

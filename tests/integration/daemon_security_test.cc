@@ -8,6 +8,7 @@
 // and says so. The uids 64001-64004 and gids 64050-64200 are fixed,
 // throw-away ids that need no /etc/passwd entry; the one named group that
 // --admin-group needs is created with groupadd and removed after.
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
@@ -412,6 +413,88 @@ TEST_F(SecurityTest, OneUidCannotTakeEveryConnectionSlot) {
   auto body = HttpGet(d_.metrics_port(), "/metrics");
   ASSERT_TRUE(body.ok()) << body.status();
   EXPECT_GT(MetricValue(*body, "shmlane_attach_total{result=\"overload\"}").value_or(0), 0);
+}
+
+}  // namespace
+}  // namespace shmlane::testing
+
+namespace shmlane::testing {
+namespace {
+
+size_t OpenFds(pid_t pid) {
+  size_t n = 0;
+  const std::string dir = absl::StrCat("/proc/", pid, "/fd");
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (::readdir(d) != nullptr) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+TEST_F(SecurityTest, ANeverReadingConsumerIsHeldToTheFdCeiling) {
+  ASSERT_TRUE(d_.Start({"--max-queued-fds", "256", "--max-queue-age", "30s"}).ok())
+      << d_.stderr_text();
+  ASSERT_EQ(d_.Ctl({"channels", "create", "sink", "--ring-bytes", "4096"}).exit_code, 0);
+  auto consumer = AttachTo(d_.attach_socket(), "sink", v1::ROLE_CONSUMER);
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  ASSERT_EQ(consumer->reply.message.attach_reply().code(), 0);
+  const size_t baseline = OpenFds(d_.pid());
+  size_t peak = baseline;
+  // Producers come and go; the consumer never reads its attach socket, so
+  // each LaneAdded (two fds) waits, first in the kernel, then in the daemon.
+  for (int i = 0; i < 1500; ++i) {
+    auto p = AttachTo(d_.attach_socket(), "sink", v1::ROLE_PRODUCER);
+    ASSERT_TRUE(p.ok()) << p.status();
+    p->conn.Close();
+    if (i % 50 == 0) peak = std::max(peak, OpenFds(d_.pid()));
+  }
+  absl::SleepFor(absl::Milliseconds(200));
+  peak = std::max(peak, OpenFds(d_.pid()));
+  std::printf("daemon fds: %zu before, at most %zu during 1500 producer churns\n", baseline, peak);
+  // Before: 5,723 extra fds for 3000 churns (two per churn, unbounded).
+  EXPECT_LT(peak, baseline + 256 + 64) << "queued fds beyond --max-queued-fds";
+  // The consumer was disconnected (counted), not the daemon stalled.
+  EXPECT_TRUE(consumer->conn.WaitClosed(absl::Seconds(5)));
+  auto body = HttpGet(d_.metrics_port(), "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_GE(MetricValue(*body, "shmlane_attach_send_overflows_total").value_or(0), 1);
+}
+
+TEST_F(SecurityTest, QueuedLaneMemoryStaysOnItsOwnersQuota) {
+  ASSERT_TRUE(d_.Start({"--max-queued-fds", "100000", "--max-queue-age", "30s"}).ok())
+      << d_.stderr_text();
+  ASSERT_EQ(d_.Ctl({"channels", "create", "q", "--ring-bytes", "4096"}).exit_code, 0);
+  ASSERT_EQ(d_.Ctl({"grants", "add", "q", "--uid", "64001", "--role", "produce"}).exit_code, 0);
+  auto consumer = AttachTo(d_.attach_socket(), "q", v1::ROLE_CONSUMER);
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  // Room for 200 lanes of uid 64001 at a time.
+  auto first = AttachTo(d_.attach_socket(), "q", v1::ROLE_PRODUCER);
+  ASSERT_TRUE(first.ok());
+  const uint64_t lane_bytes = 4096 + 4096;  // header + ring, as ShmBytesFor counts
+  ASSERT_EQ(
+      d_.Ctl({"quota", "set", "--uid", "64001", "--max-shm-bytes", absl::StrCat(200 * lane_bytes)})
+          .exit_code,
+      0);
+  // Producers of uid 64001 come and go while the consumer never reads:
+  // their lanes' memfds pile up in the daemon's queue for the consumer, and
+  // that memory must stay on 64001's quota until the daemon lets go of it.
+  int refused_at = -1;
+  for (int i = 0; i < 1500 && refused_at < 0; ++i) {
+    const int code = RunAsIdentity(kAlice, AttachCode, AttachArg(d_, "q", v1::ROLE_PRODUCER));
+    if (code == 8) refused_at = i;  // RESOURCE_EXHAUSTED
+    ASSERT_TRUE(code == 0 || code == 8) << "attach " << i << " replied " << code;
+  }
+  std::printf("uid 64001 refused by max_shm_bytes after %d short-lived producers\n", refused_at);
+  // Before: never refused (the quota was released at detach while the
+  // daemon still held the memfds).
+  EXPECT_GE(refused_at, 0);
+  // Once the consumer goes, the queue and its memory go with it.
+  consumer->conn.Close();
+  absl::SleepFor(absl::Milliseconds(300));
+  CommandResult q = d_.Ctl({"--json", "quota", "get", "--uid", "64001"});
+  EXPECT_TRUE(absl::StrContains(q.out, "\"shm_bytes\": \"0\"") ||
+              !absl::StrContains(q.out, "shm_bytes"))
+      << q.out;
 }
 
 }  // namespace
