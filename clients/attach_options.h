@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,12 @@ struct AttachOptions {
   absl::Duration attach_timeout = absl::Seconds(5);
   // How blocking calls wait: spin this long, then park on the doorbell.
   dataplane::WaitOptions wait;
+  // Who the daemon must be. The client checks the attach socket's
+  // SO_PEERCRED before it sends anything: by default the daemon must run as
+  // root or as the owner of the runtime directory, so that another user who
+  // can write a shared directory cannot pose as the daemon and receive our
+  // frames. Set this to accept exactly one other uid.
+  std::optional<uint32_t> expected_daemon_uid;
 };
 
 // The runtime directory `explicit_dir` (when not empty) or the environment
@@ -42,7 +49,13 @@ std::string AttachSocketPath(std::string_view explicit_dir = {});
 struct Peer {
   uint64_t lane_id = 0;        // the lane (unique within the daemon's lifetime)
   uint64_t attachment_id = 0;  // the peer's attachment
-  std::string name;            // the peer's client_name
+  std::string name;            // the peer's client_name: chosen by the peer, not proof
+  // The peer's identity as the kernel reported it to the daemon
+  // (SO_PEERCRED): trust these, not `name`. Valid when has_credentials.
+  bool has_credentials = false;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int32_t pid = 0;
 };
 
 // A peer came or went. Delivered on the thread that called the consumer's or

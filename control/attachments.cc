@@ -123,7 +123,13 @@ absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveCh
   const uint64_t peer = for_consumer_side ? lane.client_attachment : channel.consumer_attachment;
   out->set_peer_attachment_id(peer);
   auto a = attachments_.find(peer);
-  if (a != attachments_.end()) out->set_peer_name(a->second.client_name);
+  if (a != attachments_.end()) {
+    out->set_peer_name(a->second.client_name);
+    out->set_has_peer_credentials(true);
+    out->set_peer_uid(a->second.peer.uid);
+    out->set_peer_gid(a->second.peer.gid);
+    out->set_peer_pid(a->second.peer.pid);
+  }
   out->set_ring_bytes(spec.ring_bytes());
   out->set_max_frame_bytes(spec.max_frame_bytes());
   return absl::OkStatus();
@@ -409,6 +415,7 @@ void Attachments::Publish(v1::EventType type, const std::string& channel,
   if (attachment != nullptr) {
     event.set_attachment_id(attachment->id);
     event.set_uid(attachment->peer.uid);
+    event.set_gid(attachment->peer.gid);
     event.set_pid(static_cast<uint32_t>(attachment->peer.pid));
     event.set_client_name(attachment->client_name);
     event.set_role(ShortName(attachment->role));

@@ -343,6 +343,13 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
     return absl::InvalidArgumentError(
         absl::StrCat("client_name is ", request.client_name().size(), " bytes; at most 63"));
   }
+  for (char c : request.client_name()) {
+    // Names end up in terminals (shmlanectl watch), logs and metrics.
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "client_name may hold only printable ASCII characters (0x20..0x7e)");
+    }
+  }
   const v1::Role role = request.role();
   if (role != v1::ROLE_PRODUCER && role != v1::ROLE_CONSUMER && role != v1::ROLE_CLIENT &&
       role != v1::ROLE_SERVER) {

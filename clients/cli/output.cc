@@ -62,7 +62,11 @@ std::string DurationText(const google::protobuf::Duration& duration) {
   return absl::StrFormat("%.1fms", static_cast<double>(ns) / 1e6);
 }
 
-void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+void PrintTable(const std::vector<std::vector<std::string>>& raw) {
+  std::vector<std::vector<std::string>> rows = raw;
+  for (auto& row : rows) {
+    for (std::string& cell : row) cell = Printable(cell);
+  }
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     widths.resize(std::max(widths.size(), row.size()));
@@ -131,15 +135,30 @@ void PrintStats(const v1::ChannelStats& stats) {
   PrintTable(rows);
 }
 
+std::string Printable(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
 void PrintEvent(const v1::Event& event) {
-  const std::string who = event.attachment_id() != 0
-                              ? absl::StrCat("attachment=", event.attachment_id(),
-                                             " uid=", event.uid(), " pid=", event.pid(), " ")
-                              : "";
-  const std::string name = event.client_name().empty() ? "" : "name=" + event.client_name() + " ";
+  const std::string who =
+      event.attachment_id() != 0
+          ? absl::StrCat("attachment=", event.attachment_id(), " uid=", event.uid(),
+                         " gid=", event.gid(), " pid=", event.pid(), " ")
+          : "";
+  const std::string name =
+      event.client_name().empty() ? "" : "name=" + Printable(event.client_name()) + " ";
   std::printf("%s %-20s %-16s %s%s%s\n", TimeUtil::ToString(event.time()).c_str(),
-              ShortName(event.type()).c_str(), event.channel().c_str(), who.c_str(), name.c_str(),
-              event.detail().c_str());
+              ShortName(event.type()).c_str(), Printable(event.channel()).c_str(), who.c_str(),
+              name.c_str(), Printable(event.detail()).c_str());
 }
 
 }  // namespace shmlane::cli

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/message.h"
 #include "shmlane/v1/control.pb.h"
@@ -28,6 +29,10 @@ std::string CodeName(grpc::StatusCode code);
 std::string PrincipalName(const v1::Principal& principal);
 // "-" for zero, else ns, us or ms with one decimal.
 std::string DurationText(const google::protobuf::Duration& duration);
+
+// `text` with every byte outside printable ASCII shown as \xNN, so that
+// names and details from other processes cannot drive the terminal.
+std::string Printable(absl::string_view text);
 
 // Prints rows as left-aligned columns, two spaces apart.
 void PrintTable(const std::vector<std::vector<std::string>>& rows);

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <algorithm>
@@ -43,8 +44,8 @@ bool WaitReadable(int fd, absl::Time deadline) {
   }
 }
 
-absl::StatusOr<AttachSocket> AttachSocket::Connect(const std::string& path,
-                                                   absl::Duration timeout) {
+absl::StatusOr<AttachSocket> AttachSocket::Connect(const std::string& path, absl::Duration timeout,
+                                                   std::optional<uint32_t> expected_uid) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
@@ -90,6 +91,29 @@ absl::StatusOr<AttachSocket> AttachSocket::Connect(const std::string& path,
   }
   tv = timeval{};
   (void)::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  // Who accepted? The kernel recorded it at listen(); nobody can forge it.
+  ucred daemon{};
+  socklen_t len = sizeof(daemon);
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &daemon, &len) != 0) {
+    return absl::InternalError(absl::StrCat("SO_PEERCRED on ", path, ": ", ErrnoText(errno)));
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  struct stat st {};
+  const bool dir_known = ::stat(dir.c_str(), &st) == 0;
+  const bool trusted = expected_uid.has_value()
+                           ? daemon.uid == *expected_uid
+                           : daemon.uid == 0 || (dir_known && daemon.uid == st.st_uid);
+  if (!trusted) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the process behind ", path, " (pid ", daemon.pid, ", uid ", daemon.uid,
+        ") is not the shmlane daemon this client trusts: ",
+        expected_uid.has_value()
+            ? absl::StrCat("expected uid ", *expected_uid)
+            : absl::StrCat("a daemon runs as root or as the owner of ", dir, " (uid ",
+                           dir_known ? absl::StrCat(st.st_uid) : "unknown", ")"),
+        "; nothing was sent. If that uid is right, set AttachOptions::expected_daemon_uid"));
+  }
   return AttachSocket(std::move(fd), path);
 }
 

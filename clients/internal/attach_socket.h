@@ -39,7 +39,11 @@ class AttachSocket {
   // no daemon listens there, PermissionDenied when the socket's mode keeps
   // this user out, DeadlineExceeded when the daemon's backlog stays full
   // for `timeout`.
-  static absl::StatusOr<AttachSocket> Connect(const std::string& path, absl::Duration timeout);
+  // PermissionDenied when the process that accepted is not the daemon we
+  // expect: `expected_uid`, or else root or the owner of the socket's
+  // directory.
+  static absl::StatusOr<AttachSocket> Connect(const std::string& path, absl::Duration timeout,
+                                              std::optional<uint32_t> expected_uid = std::nullopt);
 
   AttachSocket() = default;
   AttachSocket(AttachSocket&&) noexcept = default;

@@ -110,7 +110,11 @@ absl::StatusOr<std::vector<LaneEnd>> TakeLanes(
     lane.direction = d.direction();
     lane.peer = Peer{.lane_id = d.lane_id(),
                      .attachment_id = d.peer_attachment_id(),
-                     .name = d.peer_name().substr(0, kMaxClientNameBytes)};
+                     .name = d.peer_name().substr(0, kMaxClientNameBytes),
+                     .has_credentials = d.has_peer_credentials(),
+                     .uid = d.peer_uid(),
+                     .gid = d.peer_gid(),
+                     .pid = d.peer_pid()};
     lane.ring_bytes = d.ring_bytes();
     lane.max_frame_bytes = d.max_frame_bytes();
 
@@ -158,8 +162,8 @@ absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
                                  const AttachOptions& options) {
   if (channel.empty()) return absl::InvalidArgumentError("channel name is empty");
   const absl::Time deadline = absl::Now() + options.attach_timeout;
-  auto socket =
-      AttachSocket::Connect(AttachSocketPath(options.runtime_dir), options.attach_timeout);
+  auto socket = AttachSocket::Connect(AttachSocketPath(options.runtime_dir), options.attach_timeout,
+                                      options.expected_daemon_uid);
   if (!socket.ok()) return socket.status();
 
   v1::AttachMessage request;

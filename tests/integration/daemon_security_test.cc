@@ -35,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "clients/producer.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 
@@ -495,6 +496,105 @@ TEST_F(SecurityTest, QueuedLaneMemoryStaysOnItsOwnersQuota) {
   EXPECT_TRUE(absl::StrContains(q.out, "\"shm_bytes\": \"0\"") ||
               !absl::StrContains(q.out, "shm_bytes"))
       << q.out;
+}
+
+TEST_F(SecurityTest, AFakeDaemonInASharedDirectoryIsRefusedByTheClient) {
+  // A directory anyone may write (as a careless shared runtime directory
+  // would be), owned by root.
+  char tmpl[] = "/tmp/shmlane-shared-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  ASSERT_EQ(::chmod(dir.c_str(), 01777), 0);
+  const std::string sock = dir + "/attach.sock";
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  const pid_t fake = ::fork();
+  if (fake == 0) {
+    // uid 64001 poses as the daemon: binds attach.sock and takes whatever comes.
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(64001, 64001, 64001) != 0 ||
+        ::setresuid(64001, 64001, 64001) != 0) {
+      std::_Exit(1);
+    }
+    const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, sock.c_str(), sock.size() + 1);
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd, 8) != 0) {
+      std::_Exit(2);
+    }
+    (void)!::write(ready[1], "r", 1);
+    for (;;) {
+      const int c = ::accept(fd, nullptr, nullptr);
+      char buf[4096];
+      // Whatever the client sent first would be its AttachRequest.
+      if (c >= 0 && ::recv(c, buf, sizeof(buf), 0) > 0) (void)!::write(ready[1], "s", 1);
+    }
+  }
+  ::close(ready[1]);
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  client::AttachOptions options;
+  options.runtime_dir = dir;
+  options.attach_timeout = absl::Seconds(2);
+  absl::StatusOr<client::Producer> p = client::Producer::Attach("secrets", options);
+  ASSERT_FALSE(p.ok()) << "the client attached to a fake daemon";
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kPermissionDenied) << p.status();
+  EXPECT_TRUE(absl::StrContains(p.status().message(), "uid 64001")) << p.status();
+  EXPECT_TRUE(absl::StrContains(p.status().message(), "not the shmlane daemon")) << p.status();
+  // And it sent nothing, not even its AttachRequest.
+  pollfd pfd{ready[0], POLLIN, 0};
+  EXPECT_EQ(::poll(&pfd, 1, 200), 0) << "the fake daemon received a request";
+  // A client told to expect that uid goes ahead (and then gets no reply).
+  options.expected_daemon_uid = 64001;
+  options.attach_timeout = absl::Milliseconds(300);
+  p = client::Producer::Attach("secrets", options);
+  EXPECT_NE(p.status().code(), absl::StatusCode::kPermissionDenied) << p.status();
+  ::kill(fake, SIGKILL);
+  ::waitpid(fake, nullptr, 0);
+  ::close(ready[0]);
+  ::unlink(sock.c_str());
+  ::rmdir(dir.c_str());
+}
+
+// Runs in a child: attaches as producer to "SOCKET|CHANNEL", stays 500 ms.
+int ProduceBriefly(const std::string& arg) {
+  const size_t bar = arg.find('|');
+  auto a = AttachTo(arg.substr(0, bar), arg.substr(bar + 1), v1::ROLE_PRODUCER, "posing-as-root");
+  if (!a.ok()) return 200;
+  absl::SleepFor(absl::Milliseconds(500));
+  return a->reply.message.attach_reply().code();
+}
+
+TEST_F(SecurityTest, AConsumerLearnsWhoAProducerReallyIs) {
+  ASSERT_TRUE(d_.Start().ok()) << d_.stderr_text();
+  ASSERT_EQ(d_.Ctl({"channels", "create", "who"}).exit_code, 0);
+  ASSERT_EQ(d_.Ctl({"grants", "add", "who", "--gid", "64050", "--role", "produce"}).exit_code, 0);
+  auto consumer = AttachTo(d_.attach_socket(), "who", v1::ROLE_CONSUMER);
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::_Exit(RunAsIdentity(kBob, ProduceBriefly, d_.attach_socket() + "|who"));
+  }
+  absl::StatusOr<Packet> added = consumer->conn.Receive(absl::Seconds(5));
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_TRUE(added->message.has_lane_added()) << added->message.DebugString();
+  const v1::LaneDescription& lane = added->message.lane_added().lanes(0);
+  EXPECT_EQ(lane.peer_name(), "posing-as-root");  // self-chosen
+  EXPECT_TRUE(lane.has_peer_credentials());
+  EXPECT_EQ(lane.peer_uid(), 64002u);  // kernel-verified
+  EXPECT_EQ(lane.peer_gid(), 64002u);
+  EXPECT_GT(lane.peer_pid(), 0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  // Names that could drive a terminal are refused at attach.
+  auto conn = RawAttach::Connect(d_.attach_socket());
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE(conn->SendRequest("who", v1::ROLE_PRODUCER, 1, "evil\x1b[2J").ok());
+  absl::StatusOr<Packet> reply = conn->Receive();
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(reply->message.attach_reply().code(), 3);  // INVALID_ARGUMENT
+  EXPECT_TRUE(absl::StrContains(reply->message.attach_reply().message(), "printable"));
 }
 
 }  // namespace
