@@ -450,6 +450,10 @@ struct StreamResult {
 
 void StreamThreads(uint64_t frames, WaitOptions wait, bool slow_consumer, bool slow_producer) {
   Pair p = MakePair({.ring_bytes = 1 << 14, .max_frame_bytes = 512, .sample_every = 16}, wait);
+  // Neither side may leave the other waiting forever: a failing producer
+  // stops and closes (the consumer then sees kClosed), a failing consumer
+  // closes (the producer's Write then returns kClosed), and every blocking
+  // call has a deadline.
   std::thread producer([&] {
     std::mt19937 rng(7);
     std::vector<std::byte> buf(512);
@@ -457,7 +461,11 @@ void StreamThreads(uint64_t frames, WaitOptions wait, bool slow_consumer, bool s
       const size_t n = 8 + rng() % 256;
       std::memcpy(buf.data(), &seq, 8);
       for (size_t i = 8; i < n; ++i) buf[i] = std::byte(static_cast<uint8_t>(seq + i));
-      ASSERT_EQ(p.producer->Write({buf.data(), n}), WriteResult::kOk);
+      const WriteResult r = p.producer->Write({buf.data(), n}, absl::Now() + absl::Seconds(60));
+      if (r != WriteResult::kOk) {
+        ADD_FAILURE() << "Write of frame " << seq << ": " << ToString(r);
+        break;
+      }
       if (slow_producer && seq % 64 == 0) absl::SleepFor(absl::Microseconds(50));
     }
     p.producer->Close();
@@ -466,13 +474,20 @@ void StreamThreads(uint64_t frames, WaitOptions wait, bool slow_consumer, bool s
   std::vector<std::byte> out(512);
   for (;;) {
     size_t n = 0;
-    const ReadResult r = p.consumer->Read(out, &n);
+    const ReadResult r = p.consumer->Read(out, &n, absl::Now() + absl::Seconds(60));
     if (r == ReadResult::kClosed) break;
-    ASSERT_EQ(r, ReadResult::kOk) << ToString(r) << " " << p.consumer->status();
-    uint64_t seq;
-    std::memcpy(&seq, out.data(), 8);
-    ASSERT_EQ(seq, expect);
-    for (size_t i = 8; i < n; ++i) ASSERT_EQ(out[i], std::byte(static_cast<uint8_t>(seq + i)));
+    uint64_t seq = ~uint64_t{0};
+    if (r == ReadResult::kOk) std::memcpy(&seq, out.data(), 8);
+    bool content_ok = r == ReadResult::kOk;
+    for (size_t i = 8; content_ok && i < n; ++i) {
+      content_ok = out[i] == std::byte(static_cast<uint8_t>(seq + i));
+    }
+    if (r != ReadResult::kOk || seq != expect || !content_ok) {
+      ADD_FAILURE() << "frame " << expect << ": " << ToString(r) << " " << p.consumer->status()
+                    << ", seq " << seq << ", content " << (content_ok ? "ok" : "corrupt");
+      p.consumer->Close();
+      break;
+    }
     ++expect;
     if (slow_consumer && expect % 64 == 0) absl::SleepFor(absl::Microseconds(50));
   }
