@@ -93,6 +93,38 @@ TEST(LaneSetTest, WaitWakesOnAnyLane) {
             0u);
 }
 
+// Callbacks may add and remove lanes (the client library learns of peers
+// from inside its reads): the pass stays valid and sees consistent lanes.
+TEST(LaneSetTest, CallbacksMayAddAndRemoveLanes) {
+  LaneSet set(std::make_shared<Doorbell>(*Doorbell::Create()));
+  std::vector<Lane> lanes = MakeLanes(4, set, {.sample_every = 0});
+  LaneSet spare(
+      set.doorbell());  // holds the extra lane's first consumer; the callback adds another
+  std::vector<Lane> extra = MakeLanes(1, spare, {.sample_every = 0});
+  std::byte b[8] = {};
+  for (auto& l : lanes) ASSERT_EQ(l.producer->TryWrite(b), WriteResult::kOk);
+  ASSERT_EQ(lanes[2].producer->TryWrite(b), WriteResult::kOk);
+  std::map<uint64_t, int> got;
+  bool changed = false;
+  auto on_frame = [&](uint64_t id, std::span<const std::byte>) {
+    ++got[id];
+    if (!changed) {
+      changed = true;
+      EXPECT_TRUE(set.Remove(id == 1 ? 2 : 1));  // a lane not visited yet, or visited
+      EXPECT_TRUE(set.Remove(id));               // the lane being drained right now
+      auto c = Consumer::Attach(*Segment::Map(*extra[0].observer.DupFd(), Access::kReadWrite),
+                                {set.doorbell(), extra[0].producer_bell});
+      ASSERT_TRUE(c.ok());
+      set.Add(9, std::move(*c));
+    }
+  };
+  auto on_end = [](uint64_t, ReadResult, const absl::Status&) {};
+  for (int i = 0; i < 4; ++i) set.Poll(on_frame, on_end);
+  EXPECT_EQ(set.size(), 3u);  // 4 - 2 removed + 1 added
+  EXPECT_TRUE(set.Remove(9));
+  EXPECT_FALSE(set.Remove(9));
+}
+
 TEST(LaneSetTest, ManyThreadsFanIn) {
   constexpr int kLanes = 8;
   const uint64_t per_lane = 20'000;
