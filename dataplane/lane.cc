@@ -447,11 +447,17 @@ WriteResult Producer::Write(std::span<const std::byte> frame, Deadline deadline)
 WriteResult Producer::WaitForSpace(uint64_t record_bytes, Deadline deadline) {
   Publish();  // never wait for a consumer that cannot see our deferred commits
   WriteResult space = WriteResult::kFull;
+  const LaneBlocks& b = *geo_.blocks;
+  // The spin also watches the close words (lines almost never written, so
+  // they stay cached): a consumer that closes ends the spin, not the budget.
   if (SpinUntil(wait_.spin, deadline, [&] {
         space = CheckSpace(record_bytes);
-        return space != WriteResult::kFull;
+        return space != WriteResult::kFull ||
+               Load(b.consumer_control.closed, std::memory_order_relaxed) != 0 ||
+               Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
       })) {
-    return space;
+    if (space != WriteResult::kFull) return space;
+    if (PeerClosed()) return WriteResult::kClosed;
   }
   if (space == WriteResult::kBroken) return space;
   ProducerControl& me = geo_.blocks->producer_control;
@@ -749,9 +755,13 @@ ReadResult Consumer::WaitReadable(Deadline deadline) {
   if (broken_) return ReadResult::kBroken;
   if (head_ != cached_tail_) return ReadResult::kOk;
   PayDebt();  // about to wait for data: we are idle
+  // The spin also watches the close words, so a producer that closes (or a
+  // supervisor close) ends it at once rather than after the whole budget.
+  const LaneBlocks& b = *geo_.blocks;
   bool ready = SpinUntil(wait_.spin, deadline, [&] {
-    const uint64_t tail = Load(geo_.blocks->producer_index.tail, std::memory_order_relaxed);
-    return tail != head_;
+    return Load(b.producer_index.tail, std::memory_order_relaxed) != head_ ||
+           Load(b.producer_control.closed, std::memory_order_relaxed) != 0 ||
+           Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
   });
   if (ready) {
     PeekResult p{ReadResult::kEmpty, {}};

@@ -368,6 +368,37 @@ TEST(LaneTest, SupervisorCloseWakesParkedConsumer) {
   supervisor.join();
 }
 
+// A side spinning (not parked) when its peer closes ends the spin at once:
+// found with shmlane-pair --wait spin (spin = 1 h), whose consumer span for
+// the whole hour when the producer closed after the last frame was read.
+TEST(LaneTest, SpinningConsumerSeesTheProducerClose) {
+  Pair p = MakePair({}, {.spin = absl::Seconds(30)});
+  std::thread closer([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    p.producer->Close();
+  });
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(p.consumer->WaitReadable(absl::Now() + absl::Seconds(60)), ReadResult::kClosed);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  closer.join();
+}
+
+TEST(LaneTest, SpinningProducerSeesTheConsumerClose) {
+  Pair p = MakePair({.ring_bytes = 4096, .max_frame_bytes = 1000, .sample_every = 0},
+                    {.spin = absl::Seconds(30)});
+  std::vector<std::byte> msg(1000);
+  while (p.producer->TryWrite(Bytes(msg)) == WriteResult::kOk) {
+  }
+  std::thread closer([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    p.consumer->Close();
+  });
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(p.producer->Write(Bytes(msg), absl::Now() + absl::Seconds(60)), WriteResult::kClosed);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  closer.join();
+}
+
 TEST(LaneTest, ReadTimesOut) {
   Pair p = MakePair({}, {.spin = absl::Microseconds(5)});
   std::vector<std::byte> out(64);
@@ -515,15 +546,21 @@ TEST(LaneHostileTest, HeaderScribbledDuringPeekIsNotADataRace) {
   Pair p = MakePair({.ring_bytes = 4096, .max_frame_bytes = 100, .sample_every = 0});
   ASSERT_EQ(p.producer->TryWrite(Bytes(Pattern(16, 0))), WriteResult::kOk);
   std::atomic<bool> stop{false};
+  std::atomic<bool> started{false};
   std::thread scribbler([&] {
-    auto* word = reinterpret_cast<uint64_t*>(p.ring());
+    // Through the consumer's own mapping: ThreadSanitizer tracks addresses,
+    // and the test's mapping of the memfd is a different one.
+    auto* word = reinterpret_cast<uint64_t*>(p.consumer->segment().data() + kLaneHeaderBytes);
     const uint64_t values[] = {16, 4000, uint64_t{0x80} << 32, 16};
     for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
       std::atomic_ref<uint64_t>(*word).store(values[i % 4], std::memory_order_relaxed);
+      started.store(true, std::memory_order_relaxed);
     }
   });
+  while (!started.load()) std::this_thread::yield();
   int ok = 0, broken = 0;
-  for (int i = 0; i < 2000 && broken == 0; ++i) {
+  const absl::Time until = absl::Now() + absl::Milliseconds(50);
+  for (int i = 0; broken == 0 && (i < 2000 || absl::Now() < until); ++i) {
     const PeekResult r = p.consumer->Peek();
     if (r.result == ReadResult::kOk) ++ok;
     if (r.result == ReadResult::kBroken) ++broken;
