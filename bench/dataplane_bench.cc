@@ -2,14 +2,17 @@
 // the same thread, so no cache line crosses cores): the floor under every
 // multi-process number.
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 #include "dataplane/lane.h"
+#include "dataplane/lane_set.h"
 
 namespace shmlane::dataplane {
 namespace {
@@ -76,6 +79,82 @@ void BM_ZeroCopyBatch64(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * kBatch * n);
 }
 BENCHMARK(BM_ZeroCopyBatch64)->Arg(64)->Arg(1024)->Arg(64 << 10);
+
+// Park/unpark round trip through a LaneSet of N lanes: the main thread
+// writes one frame to lane i % N and parks on a reply lane; a consumer
+// thread parked in LaneSet::Wait (spin 0: every wait parks) wakes, reads it
+// and writes the reply. One iteration = two park/unpark pairs, one of them
+// through the set (announce on N lanes, one ppoll, re-check). Arg 1: 0 =
+// one doorbell shared by all producers, 1 = a doorbell per lane (epoll).
+void BM_ParkUnpark(benchmark::State& state) {
+  const auto lanes_n = static_cast<int>(state.range(0));
+  const bool per_lane = state.range(1) != 0;
+#ifdef SHMLANE_BENCH_BASE_API
+  if (per_lane) {
+    state.SkipWithError("no per-lane doorbells in this build");
+    return;
+  }
+#endif
+  const WaitOptions park_at_once{absl::ZeroDuration()};
+  LaneOptions o;
+  o.ring_bytes = 1 << 16;
+  o.max_frame_bytes = 64;
+  o.sample_every = 0;
+  auto shared_bell = std::make_shared<const Doorbell>(*Doorbell::Create());
+#ifdef SHMLANE_BENCH_BASE_API
+  LaneSet set(shared_bell, 64, park_at_once);
+#else
+  LaneSet set = per_lane ? LaneSet(64, park_at_once) : LaneSet(shared_bell, 64, park_at_once);
+#endif
+  std::vector<Segment> segs;
+  std::vector<Producer> producers;
+  for (int i = 0; i < lanes_n; ++i) {
+    segs.push_back(*CreateLaneSegment(o));
+    auto pb = std::make_shared<const Doorbell>(*Doorbell::Create());
+    auto cb = per_lane ? std::make_shared<const Doorbell>(*Doorbell::Create()) : shared_bell;
+    producers.push_back(
+        *Producer::Attach(*Segment::Map(*segs.back().DupFd(), Access::kReadWrite), {pb, cb}));
+    set.Add(i, *Consumer::Attach(*Segment::Map(*segs.back().DupFd(), Access::kReadWrite), {cb, pb},
+                                 park_at_once));
+  }
+  Segment reply_seg = *CreateLaneSegment(o);
+  auto rpb = std::make_shared<const Doorbell>(*Doorbell::Create());
+  auto rcb = std::make_shared<const Doorbell>(*Doorbell::Create());
+  Producer reply_out =
+      *Producer::Attach(*Segment::Map(*reply_seg.DupFd(), Access::kReadWrite), {rpb, rcb});
+  Consumer reply_in = *Consumer::Attach(*Segment::Map(*reply_seg.DupFd(), Access::kReadWrite),
+                                        {rcb, rpb}, park_at_once);
+  std::atomic<bool> stop{false};
+  std::thread server([&] {
+    const std::byte ack[8] = {};
+    while (!stop.load(std::memory_order_relaxed)) {
+      set.Wait([&](uint64_t, std::span<const std::byte>) { (void)reply_out.TryWrite(ack); },
+               [](uint64_t, ReadResult, const absl::Status&) {},
+               absl::Now() + absl::Milliseconds(100));
+    }
+  });
+  const std::byte ping[8] = {};
+  std::byte pong[64];
+  size_t len = 0;
+  uint64_t i = 0;
+  for (auto _ : state) {
+    if (producers[i++ % lanes_n].TryWrite(ping) != WriteResult::kOk) {
+      state.SkipWithError("write failed");
+      break;
+    }
+    if (reply_in.Read(pong, &len, absl::Now() + absl::Seconds(5)) != ReadResult::kOk) {
+      state.SkipWithError("no reply");
+      break;
+    }
+  }
+  stop = true;
+  server.join();
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ParkUnpark)
+    ->ArgsProduct({{1, 32, 512}, {0, 1}})
+    ->ArgNames({"lanes", "per_lane"})
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace shmlane::dataplane

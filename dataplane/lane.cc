@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "dataplane/internal/check.h"
@@ -18,6 +19,7 @@ namespace {
 using internal::kFlagOrder;
 using internal::kIndexLoad;
 using internal::kIndexStore;
+using internal::kParkStore;
 using internal::Load;
 using internal::Store;
 using internal::StoreLoadFence;
@@ -123,11 +125,7 @@ absl::StatusOr<Segment> CreateLaneSegment(const LaneOptions& options) {
 
 namespace internal {
 
-uint64_t MonotonicNs() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
-}
+uint64_t MonotonicNs() { return static_cast<uint64_t>(Deadline::NowNs()); }
 
 absl::StatusOr<LaneGeometry> ReadGeometry(const Segment& segment) {
   if (!segment.valid() || segment.size() < kLaneHeaderBytes) {
@@ -184,18 +182,63 @@ absl::StatusOr<LaneGeometry> ReadGeometry(const Segment& segment) {
 // Wake-up protocol (both directions are the same Dekker pattern):
 //
 //   publisher                          sleeper
-//   store index (release)              store waiting = seq   (relaxed)
+//   store index (release)              store waiting = episode|1 (release)
 //   fence(seq_cst)                     fence(seq_cst)
 //   load waiting                       load index (acquire)
-//   if set and not yet rung: Ring()    if nothing new: block on its eventfd
+//   if parked and not yet rung: Ring() if nothing new: block on its eventfd
 //
 // The two seq_cst fences order each side's store before its load, so at least
 // one side sees the other's store: either the sleeper sees the new index and
-// does not sleep, or the publisher sees the flag and rings. The publisher
-// rings at most once per park episode (`seq` changes each time the sleeper
-// parks), and never while the sleeper is awake, so a busy pipeline makes no
-// system call. The fence is one per publish, which is why batching pays.
+// does not sleep, or the publisher sees the word and rings. The publisher
+// rings at most once per park episode (the episode in the word changes each
+// time the sleeper parks, and never repeats: it is resumed across endpoints
+// and 63 bits wide), and never while the sleeper is awake, so a busy
+// pipeline makes no system call. The fence is one per publish, which is why
+// batching pays.
+//
+// A ring is only a hint. The sleeper re-checks its ring after every wake-up
+// and ends at its deadline however often it is rung, and a publisher does
+// not trust the sleeper's word either: a peer that keeps announcing new
+// episodes without consuming what it was rung for gets no further rings
+// (RingConsumer), so it cannot make every publish a system call.
 // ---------------------------------------------------------------------------
+
+namespace internal {
+
+struct WakeDebt {
+  std::shared_ptr<const Doorbell> bell;  // the producer's doorbell (kept open while owed)
+  std::atomic<uint64_t> owed{0};         // producer waiter word we owe a ring for; 0: none
+  std::atomic<bool> listed{false};       // on some thread's t_wake_debts
+  std::atomic<uint64_t> rings{0};        // rings paid by FlushDeferredWakeups
+};
+
+namespace {
+// Debts of consumers used by this thread. Weak: a consumer may die first.
+thread_local std::vector<std::weak_ptr<WakeDebt>> t_wake_debts;
+
+void Owe(const std::shared_ptr<WakeDebt>& debt, uint64_t waiting) {
+  debt->owed.store(waiting, std::memory_order_relaxed);
+  if (!debt->listed.exchange(true, std::memory_order_acq_rel)) t_wake_debts.push_back(debt);
+}
+}  // namespace
+
+}  // namespace internal
+
+void FlushDeferredWakeups() {
+  if (internal::t_wake_debts.empty()) return;
+  std::vector<std::weak_ptr<internal::WakeDebt>> debts;
+  debts.swap(internal::t_wake_debts);
+  for (const std::weak_ptr<internal::WakeDebt>& weak : debts) {
+    std::shared_ptr<internal::WakeDebt> d = weak.lock();
+    if (d == nullptr) continue;
+    d->listed.store(false, std::memory_order_release);
+    if (d->owed.exchange(0, std::memory_order_acq_rel) != 0) {
+      // The producer may have woken since: a spurious ring only makes it look again.
+      d->bell->Ring();
+      d->rings.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
 
 // ------------------------------- Producer ---------------------------------
 
@@ -203,8 +246,10 @@ absl::StatusOr<Producer> Producer::Attach(Segment segment, LaneBells bells, Wait
   if (segment.access() != Access::kReadWrite) {
     return absl::InvalidArgumentError("a producer needs a read-write mapping");
   }
-  if (bells.own == nullptr || bells.peer == nullptr) {
-    return absl::InvalidArgumentError("a producer needs its own and the consumer's doorbell");
+  if (bells.own == nullptr || bells.peer == nullptr || !bells.own->valid() ||
+      !bells.peer->valid()) {
+    return absl::InvalidArgumentError(
+        "a producer needs its own and the consumer's doorbell, both valid eventfds");
   }
   absl::StatusOr<internal::LaneGeometry> geo = internal::ReadGeometry(segment);
   if (!geo.ok()) return geo.status();
@@ -219,6 +264,11 @@ absl::StatusOr<Producer> Producer::Attach(Segment segment, LaneBells bells, Wait
   }
   p.tail_ = p.published_tail_ = tail;
   p.cached_head_ = head;
+  // Continue our side's park episodes where the previous endpoint stopped,
+  // and say that we are not parked (a predecessor may have died parked).
+  ProducerControl& me = p.geo_.blocks->producer_control;
+  p.park_episode_ = Load(me.waiting, std::memory_order_relaxed) >> 1;
+  Store(me.waiting, p.park_episode_ << 1, std::memory_order_relaxed);
   return p;
 }
 
@@ -242,6 +292,11 @@ bool Producer::Fail(uint32_t code, std::string message) {
   return false;
 }
 
+void Producer::DoorbellError(absl::Status s) {
+  if (doorbell_status_.ok()) doorbell_status_ = std::move(s);
+  Store(geo_.blocks->producer_counters.wakeup_errors, ++wakeup_errors_, std::memory_order_relaxed);
+}
+
 absl::Status Producer::status() const {
   if (broken_) return absl::DataLossError(absl::StrCat("lane broken: ", broken_message_));
   return absl::OkStatus();
@@ -254,25 +309,43 @@ bool Producer::PeerClosed() const {
           (kClosedConsumerGone | kClosedDeleted)) != 0;
 }
 
+bool Producer::RefreshHead() {
+  // One load, validated, then used: a head that moved backwards, past what we
+  // published, or off the record grid breaks the lane.
+  const uint64_t head = Load(geo_.blocks->consumer_index.head, kIndexLoad);
+  if (head < cached_head_ || head > published_tail_ || (head % kRecordAlign) != 0) {
+    return Fail(kBadHead, absl::StrCat("consumer head ", head, " is outside [", cached_head_, ", ",
+                                       published_tail_, "] or misaligned"));
+  }
+  cached_head_ = head;
+  return true;
+}
+
+uint64_t Producer::NeededFor(uint64_t record_bytes) const {
+  const uint64_t to_end = geo_.ring_bytes - (tail_ & geo_.mask);
+  return record_bytes <= to_end ? record_bytes : to_end + record_bytes;
+}
+
+WriteResult Producer::CheckSpace(uint64_t record_bytes) {
+  if (broken_) return WriteResult::kBroken;
+  if (!RefreshHead()) return WriteResult::kBroken;
+  return tail_ + NeededFor(record_bytes) - cached_head_ <= geo_.ring_bytes ? WriteResult::kOk
+                                                                           : WriteResult::kFull;
+}
+
 WriteResult Producer::Claim(uint64_t record_bytes, uint64_t* position) {
   const uint64_t offset = tail_ & geo_.mask;
   const uint64_t to_end = geo_.ring_bytes - offset;
-  const uint64_t needed = record_bytes <= to_end ? record_bytes : to_end + record_bytes;
+  const uint64_t needed = NeededFor(record_bytes);
   if (tail_ + needed - cached_head_ > geo_.ring_bytes) {
     // One shared-line read per "looks full", not per frame.
-    const uint64_t head = Load(geo_.blocks->consumer_index.head, kIndexLoad);
-    if (head < cached_head_ || head > published_tail_ || (head % kRecordAlign) != 0) {
-      Fail(kBadHead, absl::StrCat("consumer head ", head, " is outside [", cached_head_, ", ",
-                                  published_tail_, "] or misaligned"));
-      return WriteResult::kBroken;
-    }
-    cached_head_ = head;
-    if (tail_ + needed - head > geo_.ring_bytes) return WriteResult::kFull;
+    if (!RefreshHead()) return WriteResult::kBroken;
+    if (tail_ + needed - cached_head_ > geo_.ring_bytes) return WriteResult::kFull;
   }
   if (needed != record_bytes) {
     // The record does not fit before the end: pad to the end and wrap.
-    FrameHeader pad{static_cast<uint32_t>(to_end), kFrameFlagPadding};
-    std::memcpy(geo_.ring + offset, &pad, sizeof(pad));
+    internal::StoreHeader(geo_.ring + offset,
+                          FrameHeader{static_cast<uint32_t>(to_end), kFrameFlagPadding});
     tail_ += to_end;
   }
   *position = tail_;
@@ -289,6 +362,10 @@ Reservation Producer::ReserveSlow(size_t n) {
   if (r == WriteResult::kFull) {
     Store(geo_.blocks->producer_counters.backpressure_events, ++backpressure_events_,
           std::memory_order_relaxed);
+    // Deferred commits the consumer cannot see can never be freed: a full
+    // ring publishes them, so that whoever waits for space next (this
+    // caller, or Write) is not waiting for itself.
+    Publish();
     if (PeerClosed()) r = WriteResult::kClosed;
   }
   if (r != WriteResult::kOk) return {r, {}};
@@ -300,14 +377,25 @@ Reservation Producer::ReserveSlow(size_t n) {
 }
 
 void Producer::StampAndCount(uint64_t offset) {
-  const uint64_t now = MonotonicNs();
-  std::memcpy(geo_.ring + offset + sizeof(FrameHeader), &now, sizeof(now));
+  Store(*reinterpret_cast<uint64_t*>(geo_.ring + offset + sizeof(FrameHeader)), MonotonicNs(),
+        std::memory_order_relaxed);
   until_sample_ = geo_.sample_every;
 }
 
-void Producer::RingConsumer(uint32_t waiting) {
+void Producer::RingConsumer(uint64_t waiting) {
+  // Acquire: a consumer that announced this episode published its head
+  // before it (release), so the head read below is at least that one.
+  waiting = Load(geo_.blocks->consumer_control.waiting, std::memory_order_acquire);
+  if (!WaiterParked(waiting) || waiting == last_rung_) return;
+  // An honest consumer parks again only after it read what the previous
+  // ring was for (its re-check after announcing sees that tail). One that
+  // has not is flipping its word: it gets no ring, so it cannot make every
+  // publish a system call.
+  const uint64_t head = Load(geo_.blocks->consumer_index.head, std::memory_order_relaxed);
+  if (last_rung_ != 0 && head < rung_tail_) return;
   last_rung_ = waiting;
-  bells_.peer->Ring();
+  rung_tail_ = published_tail_;
+  if (absl::Status s = bells_.peer->Notify(); !s.ok()) DoorbellError(std::move(s));
   Store(geo_.blocks->producer_counters.wakeups_sent, ++wakeups_sent_, std::memory_order_relaxed);
 }
 
@@ -331,6 +419,10 @@ size_t Producer::TryWriteBatch(std::span<const std::span<const std::byte>> frame
 }
 
 WriteResult Producer::Write(std::span<const std::byte> frame, absl::Time deadline) {
+  return Write(frame, Deadline::FromTime(deadline));
+}
+
+WriteResult Producer::Write(std::span<const std::byte> frame, Deadline deadline) {
   for (;;) {
     const WriteResult r = TryWrite(frame);
     if (r != WriteResult::kFull) return r;
@@ -344,46 +436,67 @@ WriteResult Producer::Write(std::span<const std::byte> frame, absl::Time deadlin
       case BackpressurePolicy::kBlock:
         break;
     }
+    // kOk means a validated head left room, so the next TryWrite succeeds:
+    // this loop turns at most twice.
     const bool stamped = until_sample_ == 1;
     const WriteResult w = WaitForSpace(RecordBytes(frame.size(), stamped), deadline);
     if (w != WriteResult::kOk) return w;
   }
 }
 
-WriteResult Producer::WaitForSpace(uint64_t record_bytes, absl::Time deadline) {
-  // Enough space for the record even if it has to wrap (worst case).
-  const uint64_t needed = 2 * record_bytes;
-  auto has_space = [&] {
-    const uint64_t offset = tail_ & geo_.mask;
-    const uint64_t to_end = geo_.ring_bytes - offset;
-    const uint64_t want =
-        std::min(needed, record_bytes <= to_end ? record_bytes : to_end + record_bytes);
-    const uint64_t head = Load(geo_.blocks->consumer_index.head, kIndexLoad);
-    return tail_ + want - head <= geo_.ring_bytes;
-  };
-  if (SpinUntil(wait_.spin, deadline, has_space)) return WriteResult::kOk;
+WriteResult Producer::WaitForSpace(uint64_t record_bytes, Deadline deadline) {
+  Publish();  // never wait for a consumer that cannot see our deferred commits
+  WriteResult space = WriteResult::kFull;
+  const LaneBlocks& b = *geo_.blocks;
+  // The spin also watches the close words (lines almost never written, so
+  // they stay cached): a consumer that closes ends the spin, not the budget.
+  if (SpinUntil(wait_.spin, deadline, [&] {
+        space = CheckSpace(record_bytes);
+        return space != WriteResult::kFull ||
+               Load(b.consumer_control.closed, std::memory_order_relaxed) != 0 ||
+               Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
+      })) {
+    if (space != WriteResult::kFull) return space;
+    if (PeerClosed()) return WriteResult::kClosed;
+  }
+  if (space == WriteResult::kBroken) return space;
   ProducerControl& me = geo_.blocks->producer_control;
+  const uint64_t need = std::min<uint64_t>(NeededFor(record_bytes), geo_.ring_bytes);
   for (;;) {
-    if (++park_seq_ == 0) park_seq_ = 1;
-    Store(me.waiting, park_seq_, kFlagOrder);
+    FlushDeferredWakeups();  // we are about to sleep: pay what our consumers owe
+    if (++park_episode_ >= (uint64_t{1} << 63)) park_episode_ = 1;
+    Store(me.need_bytes, static_cast<uint32_t>(need), std::memory_order_relaxed);
+    Store(me.waiting, (park_episode_ << 1) | 1, kParkStore);
     StoreLoadFence();  // pairs with Consumer::PublishHead
-    if (has_space()) break;
+    auto unpark = [&] { Store(me.waiting, park_episode_ << 1, std::memory_order_relaxed); };
+    space = CheckSpace(record_bytes);
+    if (space != WriteResult::kFull) {
+      unpark();
+      return space;
+    }
     if (PeerClosed()) {
-      Store(me.waiting, 0u, std::memory_order_relaxed);
+      unpark();
       return WriteResult::kClosed;
     }
+    if (deadline.Expired()) {
+      unpark();
+      return WriteResult::kTimeout;
+    }
     Store(geo_.blocks->producer_counters.full_waits, ++full_waits_, std::memory_order_relaxed);
-    const bool rung = bells_.own->Wait(deadline);
-    if (rung) {
+    absl::StatusOr<WakeReason> woke = bells_.own->Await(deadline);
+    unpark();
+    if (!woke.ok()) DoorbellError(woke.status());
+    if (woke.ok() && *woke == WakeReason::kRung) {
       Store(geo_.blocks->producer_counters.wakeups_received, ++wakeups_received_,
             std::memory_order_relaxed);
-    } else if (!has_space()) {
-      Store(me.waiting, 0u, std::memory_order_relaxed);
-      return PeerClosed() ? WriteResult::kClosed : WriteResult::kTimeout;
     }
+    // Whatever woke us (a ring, a flood, nothing), look at the ring, then
+    // at the clock: a wake-up never extends the wait.
+    space = CheckSpace(record_bytes);
+    if (space != WriteResult::kFull) return space;
+    if (PeerClosed()) return WriteResult::kClosed;
+    if (!woke.ok() || deadline.Expired()) return WriteResult::kTimeout;
   }
-  Store(me.waiting, 0u, std::memory_order_relaxed);
-  return WriteResult::kOk;
 }
 
 void Producer::Close() {
@@ -393,7 +506,8 @@ void Producer::Close() {
   closed_ = true;
   // Release: the consumer that sees `closed` also sees the final tail.
   Store(geo_.blocks->producer_control.closed, 1u, std::memory_order_release);
-  bells_.peer->Ring();
+  StoreLoadFence();
+  if (absl::Status s = bells_.peer->Notify(); !s.ok()) DoorbellError(std::move(s));
 }
 
 // ------------------------------- Consumer ---------------------------------
@@ -402,8 +516,10 @@ absl::StatusOr<Consumer> Consumer::Attach(Segment segment, LaneBells bells, Wait
   if (segment.access() != Access::kReadWrite) {
     return absl::InvalidArgumentError("a consumer needs a read-write mapping (it writes head)");
   }
-  if (bells.own == nullptr || bells.peer == nullptr) {
-    return absl::InvalidArgumentError("a consumer needs its own and the producer's doorbell");
+  if (bells.own == nullptr || bells.peer == nullptr || !bells.own->valid() ||
+      !bells.peer->valid()) {
+    return absl::InvalidArgumentError(
+        "a consumer needs its own and the producer's doorbell, both valid eventfds");
   }
   absl::StatusOr<internal::LaneGeometry> geo = internal::ReadGeometry(segment);
   if (!geo.ok()) return geo.status();
@@ -413,11 +529,20 @@ absl::StatusOr<Consumer> Consumer::Attach(Segment segment, LaneBells bells, Wait
     return absl::DataLossError(absl::StrCat("lane head ", head, " is misaligned"));
   }
   c.head_ = c.published_head_ = c.cached_tail_ = head;
+  ConsumerControl& me = c.geo_.blocks->consumer_control;
+  c.park_episode_ = Load(me.waiting, std::memory_order_relaxed) >> 1;
+  Store(me.waiting, c.park_episode_ << 1, std::memory_order_relaxed);
   return c;
 }
 
 Consumer::Consumer(Segment segment, internal::LaneGeometry geo, LaneBells bells, WaitOptions wait)
-    : segment_(std::move(segment)), geo_(geo), bells_(std::move(bells)), wait_(wait) {}
+    : segment_(std::move(segment)),
+      geo_(geo),
+      bells_(std::move(bells)),
+      wait_(wait),
+      debt_(std::make_shared<internal::WakeDebt>()) {
+  debt_->bell = bells_.peer;
+}
 
 Consumer::~Consumer() {
   if (segment_.valid() && !closed_) Close();
@@ -430,6 +555,11 @@ bool Consumer::Fail(uint32_t code, std::string message) {
     Store(geo_.blocks->consumer_counters.broken, code, std::memory_order_relaxed);
   }
   return false;
+}
+
+void Consumer::DoorbellError(absl::Status s) {
+  if (doorbell_status_.ok()) doorbell_status_ = std::move(s);
+  Store(geo_.blocks->consumer_counters.wakeup_errors, ++wakeup_errors_, std::memory_order_relaxed);
 }
 
 absl::Status Consumer::status() const {
@@ -466,13 +596,16 @@ ReadResult Consumer::PeekAt(PeekResult* out) {
         r = Refresh();
         if (r == ReadResult::kEmpty) return ReadResult::kClosed;
       }
+      if (r == ReadResult::kEmpty) {
+        PublishHead();  // a padding record skipped above frees space too
+        PayDebt();      // caught up: we are idle, a producer that fits may go
+      }
       if (r != ReadResult::kOk) return r;
     }
     const uint64_t offset = head_ & geo_.mask;
     const uint64_t available = cached_tail_ - head_;
     const uint64_t to_end = geo_.ring_bytes - offset;
-    FrameHeader h;
-    std::memcpy(&h, geo_.ring + offset, sizeof(h));  // one load; used only after checks
+    const FrameHeader h = internal::LoadHeader(geo_.ring + offset);  // used only after checks
     if ((h.flags & ~kFrameFlagsKnown) != 0) {
       Fail(kBadFrameFlags, absl::StrCat("frame at ", head_, " has unknown flags ", h.flags));
       return ReadResult::kBroken;
@@ -511,8 +644,7 @@ ReadResult Consumer::PeekAt(PeekResult* out) {
 }
 
 void Consumer::RecordLatency(const std::byte* stamp) {
-  uint64_t sent = 0;
-  std::memcpy(&sent, stamp, sizeof(sent));
+  const uint64_t sent = Load(*reinterpret_cast<const uint64_t*>(stamp), std::memory_order_relaxed);
   const uint64_t now = MonotonicNs();
   const uint64_t delay = now > sent ? now - sent : 0;  // a hostile stamp only skews a metric
   ConsumerCounters& c = geo_.blocks->consumer_counters;
@@ -523,37 +655,81 @@ void Consumer::RecordLatency(const std::byte* stamp) {
   Store(c.latency_sum_ns, latency_sum_ns_, std::memory_order_relaxed);
 }
 
-void Consumer::RingProducer(uint32_t waiting) {
-  // Low watermark: wake a producer parked on a full ring only once half the
-  // ring is free, so it writes a long batch per wake-up instead of one
-  // frame per release (with hundreds of producers the wake-ups, not the
-  // copies, were the consumer's cost). No wake-up is lost: the ring only
-  // gets emptier while the producer is parked, every later publish checks
-  // again, and an empty ring is always more than half free. A tail that
-  // fails the usual checks just rings (the producer validates for itself).
-  const uint64_t tail = Load(geo_.blocks->producer_index.tail, kIndexLoad);
-  if (tail >= head_ && tail - head_ <= geo_.ring_bytes &&
-      geo_.ring_bytes - (tail - head_) < geo_.ring_bytes / 2) {
+void Consumer::RingProducer(uint64_t waiting) {
+  // Acquire: need_bytes and the tail were stored before the word (release).
+  const ProducerControl& pc = geo_.blocks->producer_control;
+  waiting = Load(pc.waiting, std::memory_order_acquire);
+  if (!WaiterParked(waiting) || waiting == last_rung_) return;
+  const uint64_t tail = Load(geo_.blocks->producer_index.tail, std::memory_order_relaxed);
+  if (tail < head_ || tail - head_ > geo_.ring_bytes) {
+    // A tail that fails the usual checks: the producer validates for itself.
+    RingProducerNow(waiting, tail);
     return;
   }
+  const uint64_t free = geo_.ring_bytes - (tail - head_);
+  const uint64_t need = std::clamp<uint64_t>(Load(pc.need_bytes, std::memory_order_relaxed),
+                                             kRecordAlign, geo_.ring_bytes);
+  if (free < need) return;  // its frame does not fit yet; a later release looks again
+  // Low watermark: ring at once only when half the ring is free, so a woken
+  // producer writes a long batch per wake-up (with hundreds of producers the
+  // wake-ups, not the copies, were the consumer's cost). Below it the frame
+  // fits, so the ring is owed: paid when this consumer goes idle or its
+  // thread parks anywhere (FlushDeferredWakeups), so a pipeline through the
+  // same two processes cannot stall. A producer that re-parks without having
+  // written since our last ring (a flipping word) also waits for the
+  // watermark to move by half a ring before it gets another immediate ring.
+  const bool progressed =
+      last_rung_ == 0 || tail != rang_at_tail_ || head_ - rang_at_head_ >= geo_.ring_bytes / 2;
+  if (free >= geo_.ring_bytes / 2 && progressed) {
+    RingProducerNow(waiting, tail);
+  } else if (debt_->owed.load(std::memory_order_relaxed) != waiting) {
+    internal::Owe(debt_, waiting);
+  }
+}
+
+void Consumer::RingProducerNow(uint64_t waiting, uint64_t tail) {
+  debt_->owed.store(0, std::memory_order_relaxed);
   last_rung_ = waiting;
-  bells_.peer->Ring();
-  Store(geo_.blocks->consumer_counters.wakeups_sent, ++wakeups_sent_, std::memory_order_relaxed);
+  rang_at_tail_ = tail;
+  rang_at_head_ = head_;
+  if (absl::Status s = bells_.peer->Notify(); !s.ok()) DoorbellError(std::move(s));
+  Store(geo_.blocks->consumer_counters.wakeups_sent,
+        ++wakeups_sent_ + debt_->rings.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
+void Consumer::PayDebt() {
+  if (debt_->owed.load(std::memory_order_relaxed) == 0) return;
+  const uint64_t owed = debt_->owed.exchange(0, std::memory_order_acq_rel);
+  if (owed == 0) return;
+  const uint64_t waiting = Load(geo_.blocks->producer_control.waiting, std::memory_order_acquire);
+  if (waiting != owed) return;  // the producer woke (or re-parked: PublishHead rings anew)
+  RingProducerNow(waiting, Load(geo_.blocks->producer_index.tail, std::memory_order_relaxed));
 }
 
 ReadResult Consumer::Read(std::span<std::byte> out, size_t* length, absl::Time deadline) {
+  return Read(out, length, Deadline::FromTime(deadline));
+}
+
+ReadResult Consumer::Read(std::span<std::byte> out, size_t* length, Deadline deadline) {
   for (;;) {
     const ReadResult r = TryRead(out, length);
     if (r != ReadResult::kEmpty) return r;
     const ReadResult w = WaitReadable(deadline);
     if (w != ReadResult::kOk) return w;
+    // kOk: a validated frame is there; TryRead returns it (or kBroken). A
+    // peer rewriting the ring between the two cannot keep us here past the
+    // deadline.
+    if (deadline.Expired()) {
+      const ReadResult last = TryRead(out, length);
+      return last == ReadResult::kEmpty ? ReadResult::kTimeout : last;
+    }
   }
 }
 
 ReadResult Consumer::PrepareToPark() {
   if (broken_) return ReadResult::kBroken;
-  if (++park_seq_ == 0) park_seq_ = 1;
-  Store(geo_.blocks->consumer_control.waiting, park_seq_, kFlagOrder);
+  if (++park_episode_ >= (uint64_t{1} << 63)) park_episode_ = 1;
+  Store(geo_.blocks->consumer_control.waiting, (park_episode_ << 1) | 1, kParkStore);
   StoreLoadFence();  // pairs with Producer::Publish
   PeekResult p{ReadResult::kEmpty, {}};
   const ReadResult r = head_ != cached_tail_ ? ReadResult::kOk : PeekAt(&p);
@@ -563,7 +739,7 @@ ReadResult Consumer::PrepareToPark() {
 
 void Consumer::FinishPark(bool rung) {
   ConsumerCounters& c = geo_.blocks->consumer_counters;
-  Store(geo_.blocks->consumer_control.waiting, 0u, std::memory_order_relaxed);
+  Store(geo_.blocks->consumer_control.waiting, park_episode_ << 1, std::memory_order_relaxed);
   if (rung) Store(c.wakeups_received, ++wakeups_received_, std::memory_order_relaxed);
 }
 
@@ -572,11 +748,20 @@ void Consumer::CountPark() {
 }
 
 ReadResult Consumer::WaitReadable(absl::Time deadline) {
+  return WaitReadable(Deadline::FromTime(deadline));
+}
+
+ReadResult Consumer::WaitReadable(Deadline deadline) {
   if (broken_) return ReadResult::kBroken;
   if (head_ != cached_tail_) return ReadResult::kOk;
+  PayDebt();  // about to wait for data: we are idle
+  // The spin also watches the close words, so a producer that closes (or a
+  // supervisor close) ends it at once rather than after the whole budget.
+  const LaneBlocks& b = *geo_.blocks;
   bool ready = SpinUntil(wait_.spin, deadline, [&] {
-    const uint64_t tail = Load(geo_.blocks->producer_index.tail, std::memory_order_relaxed);
-    return tail != head_;
+    return Load(b.producer_index.tail, std::memory_order_relaxed) != head_ ||
+           Load(b.producer_control.closed, std::memory_order_relaxed) != 0 ||
+           Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
   });
   if (ready) {
     PeekResult p{ReadResult::kEmpty, {}};
@@ -584,16 +769,22 @@ ReadResult Consumer::WaitReadable(absl::Time deadline) {
     if (r != ReadResult::kEmpty) return r;
   }
   for (;;) {
+    FlushDeferredWakeups();
     const ReadResult r = PrepareToPark();
     if (r != ReadResult::kEmpty) return r;
-    CountPark();
-    const bool rung = bells_.own->Wait(deadline);
-    FinishPark(rung);
-    if (!rung) {
-      PeekResult p{ReadResult::kEmpty, {}};
-      const ReadResult last = PeekAt(&p);
-      return last == ReadResult::kEmpty ? ReadResult::kTimeout : last;
+    if (deadline.Expired()) {
+      FinishPark(false);
+      return ReadResult::kTimeout;
     }
+    CountPark();
+    absl::StatusOr<WakeReason> woke = bells_.own->Await(deadline);
+    FinishPark(woke.ok() && *woke == WakeReason::kRung);
+    if (!woke.ok()) DoorbellError(woke.status());
+    // A wake-up is a hint: look at the ring, then at the clock.
+    PeekResult p{ReadResult::kEmpty, {}};
+    const ReadResult last = PeekAt(&p);
+    if (last != ReadResult::kEmpty) return last;
+    if (!woke.ok() || deadline.Expired()) return ReadResult::kTimeout;
   }
 }
 
@@ -601,8 +792,10 @@ void Consumer::Close() {
   if (closed_ || !segment_.valid()) return;
   PublishHead();
   closed_ = true;
+  debt_->owed.store(0, std::memory_order_relaxed);  // the close rings anyway
   Store(geo_.blocks->consumer_control.closed, 1u, std::memory_order_release);
-  bells_.peer->Ring();
+  StoreLoadFence();
+  if (absl::Status s = bells_.peer->Notify(); !s.ok()) DoorbellError(std::move(s));
 }
 
 // ------------------------------ Supervisor --------------------------------
@@ -612,9 +805,11 @@ void SupervisorClose(const Segment& segment, uint32_t reason, const Doorbell* pr
   if (segment.valid() && segment.access() == Access::kReadWrite &&
       segment.size() >= kLaneHeaderBytes) {
     auto* blocks = reinterpret_cast<LaneBlocks*>(segment.data());
-    // The supervisor is this word's only writer, so load + store is enough.
-    const uint32_t old = Load(blocks->supervisor.closed_by, std::memory_order_relaxed);
-    Store(blocks->supervisor.closed_by, old | reason, std::memory_order_release);
+    // One atomic OR: two supervisor threads closing for different reasons
+    // keep both (a load-then-store would lose one). Release: a side that sees
+    // the bit sees what the supervisor did before.
+    std::atomic_ref<uint32_t>(blocks->supervisor.closed_by)
+        .fetch_or(reason, std::memory_order_release);
   }
   StoreLoadFence();
   if (producer_bell != nullptr && producer_bell->valid()) producer_bell->Ring();
@@ -632,23 +827,37 @@ absl::StatusOr<LaneSnapshot> Observe(const Segment& segment) {
   const uint64_t head = Load(b.consumer_index.head, std::memory_order_relaxed);
   const uint64_t tail = Load(b.producer_index.tail, std::memory_order_relaxed);
   s.occupancy_bytes = tail >= head ? std::min(tail - head, geo->ring_bytes) : 0;
-  auto copy = [](const auto& from, auto& to) {
-    // Field by field with relaxed loads: the writers are live.
-    using T = std::remove_cvref_t<decltype(from)>;
-    static_assert(sizeof(T) % sizeof(uint64_t) == 0);
-    const auto* src = reinterpret_cast<const uint64_t*>(&from);
-    auto* dst = reinterpret_cast<uint64_t*>(&to);
-    for (size_t i = 0; i < sizeof(T) / sizeof(uint64_t); ++i) {
-      dst[i] = Load(src[i], std::memory_order_relaxed);
-    }
-  };
-  copy(b.producer_counters, s.producer);
-  copy(b.consumer_counters, s.consumer);
-  s.producer_closed = Load(b.producer_control.closed, std::memory_order_relaxed);
-  s.consumer_closed = Load(b.consumer_control.closed, std::memory_order_relaxed);
-  s.producer_waiting = Load(b.producer_control.waiting, std::memory_order_relaxed);
-  s.consumer_waiting = Load(b.consumer_control.waiting, std::memory_order_relaxed);
-  s.supervisor_closed_by = Load(b.supervisor.closed_by, std::memory_order_relaxed);
+  // Field by field with relaxed loads of each field's own type: the writers
+  // are live.
+  auto r = [](const auto& field) { return Load(field, std::memory_order_relaxed); };
+  const ProducerCounters& pc = b.producer_counters;
+  s.producer.frames = r(pc.frames);
+  s.producer.bytes = r(pc.bytes);
+  s.producer.backpressure_events = r(pc.backpressure_events);
+  s.producer.full_waits = r(pc.full_waits);
+  s.producer.dropped_frames = r(pc.dropped_frames);
+  s.producer.wakeups_sent = r(pc.wakeups_sent);
+  s.producer.wakeups_received = r(pc.wakeups_received);
+  s.producer.broken = r(pc.broken);
+  s.producer.wakeup_errors = r(pc.wakeup_errors);
+  const ConsumerCounters& cc = b.consumer_counters;
+  s.consumer.frames = r(cc.frames);
+  s.consumer.bytes = r(cc.bytes);
+  s.consumer.empty_waits = r(cc.empty_waits);
+  s.consumer.wakeups_sent = r(cc.wakeups_sent);
+  s.consumer.wakeups_received = r(cc.wakeups_received);
+  s.consumer.latency_count = r(cc.latency_count);
+  s.consumer.latency_sum_ns = r(cc.latency_sum_ns);
+  s.consumer.broken = r(cc.broken);
+  s.consumer.wakeup_errors = r(cc.wakeup_errors);
+  for (uint32_t i = 0; i < kLatencyBuckets; ++i) {
+    s.consumer.latency_buckets[i] = r(cc.latency_buckets[i]);
+  }
+  s.producer_closed = r(b.producer_control.closed);
+  s.consumer_closed = r(b.consumer_control.closed);
+  s.producer_waiting = WaiterParked(r(b.producer_control.waiting)) ? 1 : 0;
+  s.consumer_waiting = WaiterParked(r(b.consumer_control.waiting)) ? 1 : 0;
+  s.supervisor_closed_by = r(b.supervisor.closed_by);
   return s;
 }
 

@@ -9,6 +9,12 @@
 //   auto consumer = Consumer::Attach(std::move(seg_for_consumer), bells);
 //   consumer->Read(buffer, &n, absl::Now() + absl::Seconds(1));
 //
+// Blocking calls (Write, Read, WaitReadable) end by their deadline whatever
+// the peer does: a deadline is converted once to CLOCK_MONOTONIC
+// (dataplane/deadline.h), a wake-up is only a hint to look at the ring again,
+// and the deadline is checked after every one (docs/architecture.md,
+// "Waiting").
+//
 // Shared memory is untrusted: the consumer never trusts the producer's tail or
 // a frame header, the producer never trusts the consumer's head. Any
 // inconsistency marks the lane broken (kBroken, then status() is DataLoss).
@@ -18,6 +24,8 @@
 // SupervisorClose() may run anywhere at any time.
 #pragma once
 
+#include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -29,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "dataplane/deadline.h"
 #include "dataplane/doorbell.h"
 #include "dataplane/internal/check.h"
 #include "dataplane/internal/shm_access.h"
@@ -93,7 +102,9 @@ const char* ToString(WriteResult r);
 const char* ToString(ReadResult r);
 
 // The fds a side needs besides the segment: its own doorbell (it parks on it)
-// and the peer's (it rings it when it sees the peer parked).
+// and the peer's (it rings it when it sees the peer parked). Both must be
+// valid (Attach refuses a default-constructed Doorbell). A consumer's own
+// doorbell should be one that only this lane's producer holds (see LaneSet).
 struct LaneBells {
   std::shared_ptr<const Doorbell> own;
   std::shared_ptr<const Doorbell> peer;
@@ -122,6 +133,24 @@ constexpr uint64_t RecordBytes(uint64_t payload, bool stamped) {
 }
 // CLOCK_MONOTONIC in nanoseconds (the send timestamp of sampled frames).
 uint64_t MonotonicNs();
+
+// Frame headers are read and written as one 8-byte word with relaxed atomic
+// accesses: the peer may rewrite a header at any time, and a plain copy of
+// memory another process writes is a data race. Records are 8-aligned.
+static_assert(std::endian::native == std::endian::little, "FrameHeader word layout");
+inline FrameHeader LoadHeader(const std::byte* at) {
+  const uint64_t w = Load(*reinterpret_cast<const uint64_t*>(at), std::memory_order_relaxed);
+  return FrameHeader{static_cast<uint32_t>(w), static_cast<uint32_t>(w >> 32)};
+}
+inline void StoreHeader(std::byte* at, FrameHeader h) {
+  Store(*reinterpret_cast<uint64_t*>(at), uint64_t{h.length} | (uint64_t{h.flags} << 32),
+        std::memory_order_relaxed);
+}
+
+// A wake-up a consumer owes a parked producer whose frame already fits but
+// below the low watermark (lane.cc, RingProducer). It is paid when the
+// consumer goes idle, or when any endpoint of the same thread parks.
+struct WakeDebt;
 
 // memcpy for payloads: sizes up to 64 bytes are copied inline with two
 // overlapping fixed-size moves (no call, no dispatch), larger ones by libc.
@@ -168,6 +197,7 @@ class Producer {
   // policy when the ring is full: kBlock waits until `deadline` (kTimeout),
   // kFailFast returns kFull, kDrop returns kDropped after counting the drop.
   WriteResult Write(std::span<const std::byte> frame, absl::Time deadline = absl::InfiniteFuture());
+  WriteResult Write(std::span<const std::byte> frame, Deadline deadline);
 
   // Copies as many leading frames as fit and publishes them with one release
   // store. Returns how many were written; *result says why it stopped early.
@@ -177,7 +207,9 @@ class Producer {
   // a time; it must be committed before the next Reserve or TryWrite.
   Reservation Reserve(size_t n);
   // Commits the open reservation with `used` <= reserved bytes. With kDefer
-  // the frame becomes visible only at the next Publish() or kNow commit.
+  // the frame becomes visible at the next Publish() or kNow commit, or as
+  // soon as the producer finds the ring full (Reserve, TryWrite, Write): the
+  // consumer could never free space it cannot see, so a full ring publishes.
   void Commit(size_t used, PublishMode mode = PublishMode::kNow);
   // Makes every committed frame visible to the consumer (one release store).
   void Publish();
@@ -189,6 +221,9 @@ class Producer {
   bool PeerClosed() const;
   // OK, or DataLoss describing the corruption that broke the lane.
   absl::Status status() const;
+  // OK, or the first doorbell failure (a ring that could not be written, a
+  // wait that could not block); also counted in ProducerCounters::wakeup_errors.
+  const absl::Status& doorbell_status() const { return doorbell_status_; }
   const Segment& segment() const { return segment_; }
   uint32_t max_frame_bytes() const { return geo_.max_frame_bytes; }
   BackpressurePolicy policy() const { return geo_.policy; }
@@ -198,11 +233,18 @@ class Producer {
   // Space check; refreshes the cached head at most once. Returns kOk with
   // *offset set, or kFull/kBroken.
   WriteResult Claim(uint64_t record_bytes, uint64_t* position);
+  // Loads the consumer's head once, validates it, caches it. False: broken.
+  bool RefreshHead();
+  // Free bytes a record needs at the current tail (padding to the end first
+  // when it does not fit before it).
+  uint64_t NeededFor(uint64_t record_bytes) const;
+  // kOk when `record_bytes` fit now (by a freshly validated head), else kFull or kBroken.
+  WriteResult CheckSpace(uint64_t record_bytes);
   Reservation ReserveSlow(size_t n);
   void StampAndCount(uint64_t offset);
-  void PublishSlow();
-  WriteResult WaitForSpace(uint64_t record_bytes, absl::Time deadline);
-  void RingConsumer(uint32_t waiting);
+  WriteResult WaitForSpace(uint64_t record_bytes, Deadline deadline);
+  void RingConsumer(uint64_t waiting);
+  void DoorbellError(absl::Status s);
   bool Fail(uint32_t code, std::string message);
 
   Segment segment_;
@@ -219,8 +261,9 @@ class Producer {
   bool closed_ = false;
   bool peer_closed_ = false;   // the consumer or supervisor closed the lane
   uint32_t until_sample_ = 0;  // frames left before the next timestamped one
-  uint32_t park_seq_ = 0;      // our waiting-flag value for the current park
-  uint32_t last_rung_ = 0;     // consumer park episode we last rang for
+  uint64_t park_episode_ = 0;  // our last park episode (resumed from shm at Attach)
+  uint64_t last_rung_ = 0;     // consumer waiter word we last rang for
+  uint64_t rung_tail_ = 0;     // our published tail when we last rang the consumer
   // Local copies of our counters: stored to shm, never read back from it.
   uint64_t frames_ = 0;
   uint64_t bytes_ = 0;
@@ -229,7 +272,9 @@ class Producer {
   uint64_t dropped_frames_ = 0;
   uint64_t wakeups_sent_ = 0;
   uint64_t wakeups_received_ = 0;
+  uint32_t wakeup_errors_ = 0;
   std::string broken_message_;
+  absl::Status doorbell_status_;
 };
 
 // A frame returned by Peek(); data points into shared memory and is valid
@@ -261,6 +306,7 @@ class Consumer {
   // closes, or `deadline` passes (kTimeout).
   ReadResult Read(std::span<std::byte> out, size_t* length,
                   absl::Time deadline = absl::InfiniteFuture());
+  ReadResult Read(std::span<std::byte> out, size_t* length, Deadline deadline);
 
   // Calls fn for up to `max_frames` frames in order, then frees their space
   // with one release store. Returns the count; *result (if given) is kOk when
@@ -272,13 +318,19 @@ class Consumer {
   // Blocks until a frame is readable, the lane closes, or the deadline
   // passes: kOk, kClosed, kBroken or kTimeout. Spins first, then parks.
   ReadResult WaitReadable(absl::Time deadline);
+  ReadResult WaitReadable(Deadline deadline);
 
   // Marks the consumer side closed; a producer blocked on a full ring wakes.
   void Close();
 
   absl::Status status() const;
+  // OK, or the first doorbell failure; also counted in
+  // ConsumerCounters::wakeup_errors.
+  const absl::Status& doorbell_status() const { return doorbell_status_; }
   const Segment& segment() const { return segment_; }
   uint32_t max_frame_bytes() const { return geo_.max_frame_bytes; }
+  // The doorbell this consumer parks on (LaneBells::own).
+  const std::shared_ptr<const Doorbell>& own_bell() const { return bells_.own; }
 
  private:
   friend class LaneSet;
@@ -288,7 +340,10 @@ class Consumer {
   ReadResult PeekAt(PeekResult* out);  // the general (slow) path of Peek
   void Advance();
   void PublishHead();
-  void RingProducer(uint32_t waiting);
+  void RingProducer(uint64_t waiting);
+  void RingProducerNow(uint64_t waiting, uint64_t tail);
+  // Pays a wake-up this consumer owes (it went idle).
+  void PayDebt();
   void RecordLatency(const std::byte* stamp);
   void CountPark();
   bool ProducerClosed() const;
@@ -296,6 +351,7 @@ class Consumer {
   // re-check. Returns kOk/kClosed/kBroken if there is no need to sleep.
   ReadResult PrepareToPark();
   void FinishPark(bool rung);
+  void DoorbellError(absl::Status s);
   bool Fail(uint32_t code, std::string message);
 
   Segment segment_;
@@ -309,8 +365,11 @@ class Consumer {
   uint64_t peeked_payload_ = 0;  // its payload size
   bool broken_ = false;
   bool closed_ = false;
-  uint32_t park_seq_ = 0;   // our waiting-flag value for the current park
-  uint32_t last_rung_ = 0;  // producer park episode we last rang for
+  uint64_t park_episode_ = 0;  // our last park episode (resumed from shm at Attach)
+  uint64_t last_rung_ = 0;     // producer waiter word we last rang for
+  uint64_t rang_at_tail_ = 0;  // the producer's tail when we last rang it
+  uint64_t rang_at_head_ = 0;  // our head then
+  std::shared_ptr<internal::WakeDebt> debt_;
   // Local copies of our counters: stored to shm, never read back from it.
   uint64_t frames_ = 0;
   uint64_t bytes_ = 0;
@@ -320,12 +379,21 @@ class Consumer {
   uint64_t latency_count_ = 0;
   uint64_t latency_sum_ns_ = 0;
   uint64_t latency_buckets_[kLatencyBuckets] = {};
+  uint32_t wakeup_errors_ = 0;
   std::string broken_message_;
+  absl::Status doorbell_status_;
 };
 
+// Rings every parked producer that consumers used by this thread owe a
+// wake-up (their frame fits, the ring is below its low watermark). Every park
+// of this library calls it first; an application that blocks this thread
+// elsewhere (a mutex, a socket) while it holds consumers calls it before.
+void FlushDeferredWakeups();
+
 // Supervisor side (the daemon, or a test playing it): marks the lane closed
-// for `reason` (kClosed* bits) and rings both doorbells so that a parked
-// side returns kClosed at once.
+// for `reason` (kClosed* bits, OR-ed in atomically: concurrent closes keep
+// every reason) and rings both doorbells so that a parked side returns
+// kClosed at once (measured: well under a millisecond).
 void SupervisorClose(const Segment& segment, uint32_t reason, const Doorbell* producer_bell,
                      const Doorbell* consumer_bell);
 
@@ -387,7 +455,7 @@ inline void Producer::Commit(size_t used, PublishMode mode) {
   } else if (until_sample_ > 1) {
     --until_sample_;
   }
-  std::memcpy(geo_.ring + offset, &header, sizeof(header));
+  internal::StoreHeader(geo_.ring + offset, header);
   tail_ += internal::RecordBytes(used, reservation_stamped_);
   ++frames_;
   bytes_ += used;
@@ -405,9 +473,9 @@ inline void Producer::Publish() {
   // Wake-up protocol (lane.cc): the fence orders the tail store before the
   // load of the consumer's waiting flag.
   internal::StoreLoadFence();
-  const uint32_t waiting =
+  const uint64_t waiting =
       internal::Load(geo_.blocks->consumer_control.waiting, internal::kFlagOrder);
-  if (waiting != 0 && waiting != last_rung_) [[unlikely]]
+  if (WaiterParked(waiting) && waiting != last_rung_) [[unlikely]]
     RingConsumer(waiting);
   // Two loads of lines that are almost never written (so they stay in our
   // cache): a producer learns that its consumer is gone at its next publish,
@@ -440,8 +508,7 @@ inline PeekResult Consumer::Peek() {
   }
   if (head_ != cached_tail_ && !broken_) [[likely]] {
     const uint64_t offset = head_ & geo_.mask;
-    FrameHeader h;
-    std::memcpy(&h, geo_.ring + offset, sizeof(h));  // one load; checked before use
+    const FrameHeader h = internal::LoadHeader(geo_.ring + offset);  // one load; checked before use
     const uint64_t record = internal::RecordBytes(h.length, false);
     if (h.flags == 0 && h.length <= geo_.max_frame_bytes && record <= cached_tail_ - head_ &&
         record <= geo_.ring_bytes - offset) [[likely]] {
@@ -474,9 +541,9 @@ inline void Consumer::PublishHead() {
   internal::Store(c.bytes, bytes_, std::memory_order_relaxed);
   // Wake-up protocol: pairs with the fence in Producer::WaitForSpace.
   internal::StoreLoadFence();
-  const uint32_t waiting =
+  const uint64_t waiting =
       internal::Load(geo_.blocks->producer_control.waiting, internal::kFlagOrder);
-  if (waiting != 0 && waiting != last_rung_) [[unlikely]]
+  if (WaiterParked(waiting) && waiting != last_rung_) [[unlikely]]
     RingProducer(waiting);
 }
 

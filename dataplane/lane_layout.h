@@ -5,7 +5,7 @@
 //   offset  size  block                 written by
 //   0       128   LaneHeader            creator (before the fd is shared)
 //   128     128   ProducerIndex         producer: tail
-//   256     128   ProducerControl       producer: waiting, closed
+//   256     128   ProducerControl       producer: waiting, closed, need_bytes
 //   384     128   ProducerCounters      producer: counters
 //   512     128   ConsumerIndex         consumer: head
 //   640     128   ConsumerControl       consumer: waiting, closed
@@ -34,7 +34,9 @@ namespace shmlane::dataplane {
 inline constexpr uint64_t kLaneMagic = 0x314e414c4d485300ULL;  // "\0SHMLAN1", little-endian
 // Major changes break compatibility (readers reject them); minor ones only
 // append fields in reserved space.
-inline constexpr uint16_t kLayoutMajor = 1;
+// 2: 64-bit waiter words that carry the park episode (1.x had 32-bit flags),
+// need_bytes, wakeup_errors.
+inline constexpr uint16_t kLayoutMajor = 2;
 inline constexpr uint16_t kLayoutMinor = 0;
 inline constexpr uint32_t kLaneHeaderBytes = 4096;  // data area starts here
 inline constexpr uint32_t kRecordAlign = 8;
@@ -98,16 +100,27 @@ struct alignas(128) ProducerIndex {
 static_assert(sizeof(ProducerIndex) == 128);
 static_assert(offsetof(ProducerIndex, tail) == 0);
 
+// A waiter word (ProducerControl::waiting, ConsumerControl::waiting) is
+// (episode << 1) | parked: bit 0 is set while its owner is parked (or about
+// to park) and `episode` counts the owner's parks over the life of the lane.
+// A new endpoint resumes the count from the word its predecessor left, so a
+// re-attached side never repeats an episode its peer already rang for, and
+// 2^63 episodes never wrap. The owner stores it with release order before
+// its StoreLoad fence (lane.cc, "Wake-up protocol"); the peer only reads it.
+constexpr bool WaiterParked(uint64_t word) { return (word & 1) != 0; }
+
 // Rarely written producer state, read by the consumer after it frees space
 // and when it finds the ring empty.
 struct alignas(128) ProducerControl {
-  uint32_t waiting;  // 1 while the producer is parked on a full ring (seq_cst)
-  uint32_t closed;   // 1 once the producer closed cleanly (release)
-  uint8_t reserved[120];
+  uint64_t waiting;     // waiter word: the producer parked on a full ring
+  uint32_t closed;      // 1 once the producer closed cleanly (release)
+  uint32_t need_bytes;  // while parked: free bytes its frame needs (relaxed, before `waiting`)
+  uint8_t reserved[112];
 };
 static_assert(sizeof(ProducerControl) == 128);
 static_assert(offsetof(ProducerControl, waiting) == 0);
-static_assert(offsetof(ProducerControl, closed) == 4);
+static_assert(offsetof(ProducerControl, closed) == 8);
+static_assert(offsetof(ProducerControl, need_bytes) == 12);
 
 // Producer counters: plain single-writer values, relaxed stores; observers
 // read them with relaxed loads and may see a slightly stale set.
@@ -120,7 +133,7 @@ struct alignas(128) ProducerCounters {
   uint64_t wakeups_sent;         // eventfd writes to the consumer's doorbell
   uint64_t wakeups_received;     // returns from parking that found a ring
   uint32_t broken;               // non-zero: reason the producer found the lane corrupt
-  uint32_t reserved0;
+  uint32_t wakeup_errors;        // doorbell writes or waits that failed (not EAGAIN)
   uint8_t reserved[128 - 64];
 };
 static_assert(sizeof(ProducerCounters) == 128);
@@ -132,6 +145,7 @@ static_assert(offsetof(ProducerCounters, dropped_frames) == 32);
 static_assert(offsetof(ProducerCounters, wakeups_sent) == 40);
 static_assert(offsetof(ProducerCounters, wakeups_received) == 48);
 static_assert(offsetof(ProducerCounters, broken) == 56);
+static_assert(offsetof(ProducerCounters, wakeup_errors) == 60);
 
 // The consumer's published position: bytes ever consumed, release-stored
 // after the consumer is done with the records below it.
@@ -144,13 +158,14 @@ static_assert(offsetof(ConsumerIndex, head) == 0);
 
 // Rarely written consumer state, read by the producer after each publish.
 struct alignas(128) ConsumerControl {
-  uint32_t waiting;  // 1 while the consumer is parked on an empty ring (seq_cst)
+  uint64_t waiting;  // waiter word: the consumer parked on an empty ring
   uint32_t closed;   // 1 once the consumer closed cleanly (release)
-  uint8_t reserved[120];
+  uint32_t reserved0;
+  uint8_t reserved[112];
 };
 static_assert(sizeof(ConsumerControl) == 128);
 static_assert(offsetof(ConsumerControl, waiting) == 0);
-static_assert(offsetof(ConsumerControl, closed) == 4);
+static_assert(offsetof(ConsumerControl, closed) == 8);
 
 // Consumer counters and the sampled latency histogram. Bucket i counts
 // delays d (send timestamp to the consumer seeing the frame) with
@@ -165,7 +180,7 @@ struct alignas(128) ConsumerCounters {
   uint64_t latency_count;     // sampled frames
   uint64_t latency_sum_ns;    // sum of sampled delays
   uint32_t broken;            // non-zero: reason the consumer found the lane corrupt
-  uint32_t reserved0;
+  uint32_t wakeup_errors;     // doorbell writes or waits that failed (not EAGAIN)
   uint64_t latency_buckets[kLatencyBuckets];
   uint8_t reserved[384 - 64 - 8 * kLatencyBuckets];
 };
@@ -178,6 +193,7 @@ static_assert(offsetof(ConsumerCounters, wakeups_received) == 32);
 static_assert(offsetof(ConsumerCounters, latency_count) == 40);
 static_assert(offsetof(ConsumerCounters, latency_sum_ns) == 48);
 static_assert(offsetof(ConsumerCounters, broken) == 56);
+static_assert(offsetof(ConsumerCounters, wakeup_errors) == 60);
 static_assert(offsetof(ConsumerCounters, latency_buckets) == 64);
 
 // Written only by the supervisor (the daemon, or a test playing it) when a

@@ -37,7 +37,9 @@ TEST(LaneLayoutTest, FieldOffsetsArePinned) {
   EXPECT_EQ(offsetof(LaneHeader, created_unix_ns), 40u) << kBump;
   EXPECT_EQ(offsetof(LaneHeader, lane_id), 48u) << kBump;
   EXPECT_EQ(offsetof(ProducerControl, waiting), 0u) << kBump;
-  EXPECT_EQ(offsetof(ProducerControl, closed), 4u) << kBump;
+  EXPECT_EQ(offsetof(ProducerControl, closed), 8u) << kBump;
+  EXPECT_EQ(offsetof(ProducerControl, need_bytes), 12u) << kBump;
+  EXPECT_EQ(sizeof(ProducerControl::waiting), 8u) << kBump;
   EXPECT_EQ(offsetof(ProducerCounters, frames), 0u) << kBump;
   EXPECT_EQ(offsetof(ProducerCounters, bytes), 8u) << kBump;
   EXPECT_EQ(offsetof(ProducerCounters, backpressure_events), 16u) << kBump;
@@ -46,8 +48,10 @@ TEST(LaneLayoutTest, FieldOffsetsArePinned) {
   EXPECT_EQ(offsetof(ProducerCounters, wakeups_sent), 40u) << kBump;
   EXPECT_EQ(offsetof(ProducerCounters, wakeups_received), 48u) << kBump;
   EXPECT_EQ(offsetof(ProducerCounters, broken), 56u) << kBump;
+  EXPECT_EQ(offsetof(ProducerCounters, wakeup_errors), 60u) << kBump;
   EXPECT_EQ(offsetof(ConsumerControl, waiting), 0u) << kBump;
-  EXPECT_EQ(offsetof(ConsumerControl, closed), 4u) << kBump;
+  EXPECT_EQ(offsetof(ConsumerControl, closed), 8u) << kBump;
+  EXPECT_EQ(sizeof(ConsumerControl::waiting), 8u) << kBump;
   EXPECT_EQ(offsetof(ConsumerCounters, frames), 0u) << kBump;
   EXPECT_EQ(offsetof(ConsumerCounters, bytes), 8u) << kBump;
   EXPECT_EQ(offsetof(ConsumerCounters, empty_waits), 16u) << kBump;
@@ -56,11 +60,12 @@ TEST(LaneLayoutTest, FieldOffsetsArePinned) {
   EXPECT_EQ(offsetof(ConsumerCounters, latency_count), 40u) << kBump;
   EXPECT_EQ(offsetof(ConsumerCounters, latency_sum_ns), 48u) << kBump;
   EXPECT_EQ(offsetof(ConsumerCounters, broken), 56u) << kBump;
+  EXPECT_EQ(offsetof(ConsumerCounters, wakeup_errors), 60u) << kBump;
   EXPECT_EQ(offsetof(ConsumerCounters, latency_buckets), 64u) << kBump;
   EXPECT_EQ(offsetof(SupervisorControl, closed_by), 0u) << kBump;
   EXPECT_EQ(sizeof(FrameHeader), 8u) << kBump;
   EXPECT_EQ(kLaneMagic, 0x314e414c4d485300ULL) << kBump;
-  EXPECT_EQ(kLayoutMajor, 1u) << kBump;
+  EXPECT_EQ(kLayoutMajor, 2u) << kBump;
 }
 
 TEST(LaneLayoutTest, LatencyBucketsAreLog2) {

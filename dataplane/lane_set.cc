@@ -1,8 +1,14 @@
 #include "dataplane/lane_set.h"
 
+#include <sys/epoll.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "dataplane/internal/spin.h"
 
 namespace shmlane::dataplane {
@@ -12,17 +18,113 @@ LaneSet::LaneSet(std::shared_ptr<const Doorbell> doorbell, size_t per_lane_batch
       per_lane_batch_(std::max<size_t>(per_lane_batch, 1)),
       wait_(wait) {}
 
+LaneSet::LaneSet(size_t per_lane_batch, WaitOptions wait)
+    : LaneSet(nullptr, per_lane_batch, wait) {}
+
+bool LaneSet::IsShared(const Consumer& c) const {
+  const std::shared_ptr<const Doorbell>& own = c.own_bell();
+  return doorbell_ != nullptr && (own == doorbell_ || own->fd() == doorbell_->fd());
+}
+
+absl::Status LaneSet::Register(int fd) {
+  if (int& uses = registered_[fd]; uses > 0) {
+    ++uses;
+    return absl::OkStatus();
+  }
+  if (!epoll_fd_.valid()) {
+    epoll_fd_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_fd_.valid()) {
+      registered_.erase(fd);
+      return absl::ResourceExhaustedError(absl::StrCat("epoll_create1: ", std::strerror(errno)));
+    }
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;  // level-triggered: a bell rung while we were awake wakes the next park
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+    registered_.erase(fd);
+    return absl::ResourceExhaustedError(absl::StrCat("registering lane doorbell fd ", fd,
+                                                     " with epoll: ", std::strerror(errno),
+                                                     " (see fs.epoll.max_user_watches)"));
+  }
+  registered_[fd] = 1;
+  return absl::OkStatus();
+}
+
+void LaneSet::Unregister(int fd) {
+  if (fd < 0) return;
+  auto it = registered_.find(fd);
+  if (it == registered_.end()) return;
+  if (--it->second > 0) return;
+  registered_.erase(it);
+  (void)::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+absl::Status LaneSet::AddLane(uint64_t id, Consumer consumer) {
+  int fd = -1;
+  if (!IsShared(consumer)) {
+    fd = consumer.own_bell()->fd();
+    if (absl::Status s = Register(fd); !s.ok()) return s;
+  }
+  (in_pass_ ? pending_ : lanes_).push_back(Entry{id, std::move(consumer), fd});
+  ++live_;
+  return absl::OkStatus();
+}
+
 void LaneSet::Add(uint64_t id, Consumer consumer) {
-  lanes_.push_back(Entry{id, std::move(consumer)});
+  int fd = -1;
+  if (!IsShared(consumer)) {
+    fd = consumer.own_bell()->fd();
+    if (absl::Status s = Register(fd); !s.ok()) {
+      if (wait_status_.ok()) wait_status_ = s;
+      fd = -1;
+    }
+  }
+  (in_pass_ ? pending_ : lanes_).push_back(Entry{id, std::move(consumer), fd});
+  ++live_;
 }
 
 bool LaneSet::Remove(uint64_t id) {
-  auto it = std::find_if(lanes_.begin(), lanes_.end(), [id](const Entry& e) { return e.id == id; });
+  auto match = [id](const Entry& e) { return e.id == id && !e.removed; };
+  if (auto it = std::find_if(pending_.begin(), pending_.end(), match); it != pending_.end()) {
+    it->consumer.Close();
+    Unregister(it->bell_fd);
+    pending_.erase(it);
+    --live_;
+    return true;
+  }
+  auto it = std::find_if(lanes_.begin(), lanes_.end(), match);
   if (it == lanes_.end()) return false;
+  --live_;
+  if (in_pass_) {
+    // The pass may be inside this lane's Drain: close it when the pass ends.
+    it->removed = true;
+    has_removed_ = true;
+    return true;
+  }
   it->consumer.Close();
+  Unregister(it->bell_fd);
   lanes_.erase(it);
   if (next_ >= lanes_.size()) next_ = 0;
   return true;
+}
+
+void LaneSet::EraseRemoved() {
+  if (has_removed_) {
+    has_removed_ = false;
+    for (auto it = lanes_.begin(); it != lanes_.end();) {
+      if (!it->removed) {
+        ++it;
+        continue;
+      }
+      it->consumer.Close();
+      Unregister(it->bell_fd);
+      it = lanes_.erase(it);
+    }
+  }
+  for (Entry& e : pending_) lanes_.push_back(std::move(e));
+  pending_.clear();
+  if (next_ >= lanes_.size()) next_ = 0;
 }
 
 size_t LaneSet::Poll(FrameFn on_frame, EndFn on_end) {
@@ -31,44 +133,95 @@ size_t LaneSet::Poll(FrameFn on_frame, EndFn on_end) {
   if (n == 0) return 0;
   // Visit every lane once, starting where the last pass stopped, taking at
   // most per_lane_batch_ frames from each: a busy lane cannot starve others.
-  std::vector<size_t> ended;
+  // Callbacks may Add/Remove: lanes_ does not change size during the pass.
+  in_pass_ = true;
   for (size_t k = 0; k < n; ++k) {
-    const size_t i = (next_ + k) % n;
-    Entry& e = lanes_[i];
+    Entry& e = lanes_[(next_ + k) % n];
+    if (e.removed) continue;
     ReadResult r = ReadResult::kOk;
-    delivered += e.consumer.Drain([&](std::span<const std::byte> frame) { on_frame(e.id, frame); },
-                                  per_lane_batch_, &r);
-    if (r == ReadResult::kClosed || r == ReadResult::kBroken) {
+    delivered += e.consumer.Drain(
+        [&](std::span<const std::byte> frame) {
+          if (!e.removed) on_frame(e.id, frame);
+        },
+        per_lane_batch_, &r);
+    if (!e.removed && (r == ReadResult::kClosed || r == ReadResult::kBroken)) {
       on_end(e.id, r, e.consumer.status());
-      ended.push_back(i);
+      if (!e.removed) {
+        e.removed = true;
+        has_removed_ = true;
+        --live_;
+      }
     }
   }
+  in_pass_ = false;
   next_ = (next_ + 1) % n;
-  if (!ended.empty()) {
-    std::sort(ended.begin(), ended.end(), std::greater<>());
-    for (size_t i : ended) {
-      lanes_[i].consumer.Close();
-      lanes_.erase(lanes_.begin() + static_cast<std::ptrdiff_t>(i));
-    }
-    if (next_ >= lanes_.size()) next_ = 0;
-  }
+  EraseRemoved();
   return delivered;
 }
 
-size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int also_fd) {
-  for (;;) {
-    size_t n = Poll(on_frame, on_end);
-    if (n > 0 || lanes_.empty()) return n;
-    // Spin: a pass costs one tail load per lane.
-    if (internal::SpinUntil(
-            wait_.spin, deadline,
-            [&] {
-              n = Poll(on_frame, on_end);
-              return n > 0 || lanes_.empty();
-            },
-            /*probes_per_check=*/4)) {
-      return n;
+absl::StatusOr<WakeReason> LaneSet::Park(Deadline deadline, int also_fd) {
+  int fds[3];
+  size_t nfds = 0;
+  int shared_at = -1, epoll_at = -1, also_at = -1;
+  if (doorbell_ != nullptr && doorbell_->valid()) {
+    shared_at = static_cast<int>(nfds);
+    fds[nfds++] = doorbell_->fd();
+  }
+  if (epoll_fd_.valid() && !registered_.empty()) {
+    epoll_at = static_cast<int>(nfds);
+    fds[nfds++] = epoll_fd_.get();
+  }
+  if (also_fd >= 0) {
+    also_at = static_cast<int>(nfds);
+    fds[nfds++] = also_fd;
+  }
+  absl::StatusOr<uint32_t> ready =
+      internal::PollReadable(std::span<const int>(fds, nfds), deadline);
+  if (!ready.ok()) return ready.status();
+  bool rung = false;
+  if (shared_at >= 0 && (*ready & (1u << shared_at)) != 0) {
+    doorbell_->Clear();
+    rung = true;
+  }
+  if (epoll_at >= 0 && (*ready & (1u << epoll_at)) != 0) {
+    // Drain every bell that rang (level-triggered: one left set would wake
+    // the next park at once). Bounded: each round takes up to 64 bells.
+    epoll_event evs[64];
+    for (size_t round = 0; round <= registered_.size() / 64; ++round) {
+      const int n = ::epoll_wait(epoll_fd_.get(), evs, 64, 0);
+      if (n <= 0) break;
+      for (int i = 0; i < n; ++i) {
+        uint64_t v;
+        (void)!::read(evs[i].data.fd, &v, sizeof(v));
+      }
+      rung = true;
+      if (n < 64) break;
     }
+  }
+  if (rung) return WakeReason::kRung;
+  if (also_at >= 0 && (*ready & (1u << also_at)) != 0) return WakeReason::kOtherFd;
+  return WakeReason::kTimeout;
+}
+
+size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int also_fd) {
+  return Wait(on_frame, on_end, Deadline::FromTime(deadline), also_fd);
+}
+
+size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, Deadline deadline, int also_fd) {
+  size_t n = Poll(on_frame, on_end);
+  if (n > 0 || lanes_.empty()) return n;
+  // Spin: a pass costs one tail load per lane.
+  if (internal::SpinUntil(
+          wait_.spin, deadline,
+          [&] {
+            n = Poll(on_frame, on_end);
+            return n > 0 || lanes_.empty();
+          },
+          /*probes_per_check=*/4)) {
+    return n;
+  }
+  for (;;) {
+    FlushDeferredWakeups();  // about to sleep: pay what our consumers owe
     // Park: announce on every lane, re-check each (PrepareToPark does the
     // fence and the re-check), and sleep only if all are still empty.
     size_t announced = 0;
@@ -79,20 +232,22 @@ size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int al
         break;
       }
     }
-    bool rung = false;
-    if (!ready) {
+    absl::StatusOr<WakeReason> woke = WakeReason::kTimeout;
+    if (!ready && !deadline.Expired()) {
       for (Entry& e : lanes_) e.consumer.CountPark();
-      rung = doorbell_->Wait(deadline, also_fd);
+      woke = Park(deadline, also_fd);
     }
+    const bool rung = woke.ok() && *woke == WakeReason::kRung;
     for (size_t i = 0; i < announced; ++i) lanes_[i].consumer.FinishPark(rung);
+    if (!woke.ok() && wait_status_.ok()) wait_status_ = woke.status();
+    // Whatever woke us, look at every lane, then at the clock and also_fd:
+    // a ring is a hint, and a flood cannot hold us past the deadline.
+    n = Poll(on_frame, on_end);
+    if (n > 0 || lanes_.empty()) return n;
+    if (!woke.ok() || deadline.Expired()) return 0;
+    // A lane that looked ready ended in that pass (closed, broken): go round.
     if (ready) continue;
-    if (!rung) return Poll(on_frame, on_end);  // deadline: one last look
-    if (also_fd >= 0) {
-      n = Poll(on_frame, on_end);
-      if (n > 0) return n;
-      // Rung with nothing to read: maybe also_fd woke us; let the caller look.
-      return 0;
-    }
+    if (*woke == WakeReason::kOtherFd || *woke == WakeReason::kTimeout) return 0;
   }
 }
 

@@ -1,5 +1,7 @@
 #include "dataplane/lane.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <numeric>
@@ -366,6 +368,37 @@ TEST(LaneTest, SupervisorCloseWakesParkedConsumer) {
   supervisor.join();
 }
 
+// A side spinning (not parked) when its peer closes ends the spin at once:
+// found with shmlane-pair --wait spin (spin = 1 h), whose consumer span for
+// the whole hour when the producer closed after the last frame was read.
+TEST(LaneTest, SpinningConsumerSeesTheProducerClose) {
+  Pair p = MakePair({}, {.spin = absl::Seconds(30)});
+  std::thread closer([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    p.producer->Close();
+  });
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(p.consumer->WaitReadable(absl::Now() + absl::Seconds(60)), ReadResult::kClosed);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  closer.join();
+}
+
+TEST(LaneTest, SpinningProducerSeesTheConsumerClose) {
+  Pair p = MakePair({.ring_bytes = 4096, .max_frame_bytes = 1000, .sample_every = 0},
+                    {.spin = absl::Seconds(30)});
+  std::vector<std::byte> msg(1000);
+  while (p.producer->TryWrite(Bytes(msg)) == WriteResult::kOk) {
+  }
+  std::thread closer([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    p.consumer->Close();
+  });
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(p.producer->Write(Bytes(msg), absl::Now() + absl::Seconds(60)), WriteResult::kClosed);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  closer.join();
+}
+
 TEST(LaneTest, ReadTimesOut) {
   Pair p = MakePair({}, {.spin = absl::Microseconds(5)});
   std::vector<std::byte> out(64);
@@ -441,6 +474,200 @@ TEST(LaneHostileTest, ConsumerHeadLies) {
   EXPECT_EQ(p.producer->Write(Bytes(msg)), WriteResult::kBroken);
 }
 
+// Moves both sides to `offset` in the ring (nothing unread) by writing and
+// reading filler frames.
+void AdvanceTo(Pair& p, uint64_t offset) {
+  std::vector<std::byte> out(4096);
+  size_t n = 0;
+  while ((p.blocks()->producer_index.tail & 4095) != offset) {
+    const uint64_t left = (offset - (p.blocks()->producer_index.tail & 4095)) & 4095;
+    const size_t payload = left >= 64 ? 56 : left - 8;
+    ASSERT_EQ(p.producer->TryWrite(Bytes(Pattern(payload, 0))), WriteResult::kOk);
+    ASSERT_EQ(p.consumer->TryRead(out, &n), ReadResult::kOk);
+  }
+}
+
+TEST(LaneHostileTest, BackwardTailAfterReading) {
+  Pair p = MakePair({.ring_bytes = 4096, .max_frame_bytes = 100, .sample_every = 0});
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(p.producer->TryWrite(Bytes(Pattern(16, i))), WriteResult::kOk);
+  std::vector<std::byte> out(100);
+  size_t n;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(p.consumer->TryRead(out, &n), ReadResult::kOk);
+  p.blocks()->producer_index.tail = 24;  // behind what was already read
+  EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kBroken);
+  EXPECT_EQ(p.consumer->status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(LaneHostileTest, MisalignedTailAfterReading) {
+  Pair p = MakePair({.ring_bytes = 4096, .max_frame_bytes = 100, .sample_every = 0});
+  ASSERT_EQ(p.producer->TryWrite(Bytes(Pattern(16, 0))), WriteResult::kOk);
+  std::vector<std::byte> out(100);
+  size_t n;
+  ASSERT_EQ(p.consumer->TryRead(out, &n), ReadResult::kOk);
+  p.blocks()->producer_index.tail = 24 + 28;
+  EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kBroken);
+}
+
+TEST(LaneHostileTest, TwoPaddingRecordsInARow) {
+  Pair p = MakePair({.ring_bytes = 4096, .max_frame_bytes = 1000, .sample_every = 0});
+  AdvanceTo(p, 4096 - 64);
+  const uint64_t head = p.blocks()->consumer_index.head;
+  const FrameHeader pad_end{64, kFrameFlagPadding};
+  const FrameHeader pad_again{4096, kFrameFlagPadding};
+  std::memcpy(p.ring() + 4096 - 64, &pad_end, sizeof(pad_end));
+  std::memcpy(p.ring(), &pad_again, sizeof(pad_again));
+  p.blocks()->producer_index.tail = head + 64 + 1024;  // as much as a valid tail can claim
+  std::vector<std::byte> out(1000);
+  size_t n;
+  EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kBroken);
+  EXPECT_EQ(p.consumer->status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(LaneHostileTest, TimestampedRecordCrossingTheRingEnd) {
+  Pair p = MakePair({.ring_bytes = 4096, .max_frame_bytes = 1000, .sample_every = 0});
+  AdvanceTo(p, 4096 - 16);
+  const uint64_t head = p.blocks()->consumer_index.head;
+  // 8 header + 8 stamp + 8 payload = 24 bytes, with 16 left before the end.
+  const FrameHeader h{8, kFrameFlagTimestamp};
+  std::memcpy(p.ring() + 4096 - 16, &h, sizeof(h));
+  p.blocks()->producer_index.tail = head + 24;
+  std::vector<std::byte> out(1000);
+  size_t n;
+  EXPECT_EQ(p.consumer->TryRead(out, &n), ReadResult::kBroken);
+  EXPECT_NE(p.consumer->status().message().find("claims"), std::string::npos)
+      << p.consumer->status();
+}
+
+// A peer rewriting a frame header while the consumer reads it is a data race
+// unless both sides use atomic accesses: the consumer loads each header with
+// one relaxed atomic load (ThreadSanitizer checks this test).
+TEST(LaneHostileTest, HeaderScribbledDuringPeekIsNotADataRace) {
+  Pair p = MakePair({.ring_bytes = 4096, .max_frame_bytes = 100, .sample_every = 0});
+  ASSERT_EQ(p.producer->TryWrite(Bytes(Pattern(16, 0))), WriteResult::kOk);
+  std::atomic<bool> stop{false};
+  std::atomic<bool> started{false};
+  std::thread scribbler([&] {
+    // Through the consumer's own mapping: ThreadSanitizer tracks addresses,
+    // and the test's mapping of the memfd is a different one.
+    auto* word = reinterpret_cast<uint64_t*>(p.consumer->segment().data() + kLaneHeaderBytes);
+    const uint64_t values[] = {16, 4000, uint64_t{0x80} << 32, 16};
+    for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+      std::atomic_ref<uint64_t>(*word).store(values[i % 4], std::memory_order_relaxed);
+      started.store(true, std::memory_order_relaxed);
+    }
+  });
+  while (!started.load()) std::this_thread::yield();
+  int ok = 0, broken = 0;
+  const absl::Time until = absl::Now() + absl::Milliseconds(50);
+  for (int i = 0; broken == 0 && (i < 2000 || absl::Now() < until); ++i) {
+    const PeekResult r = p.consumer->Peek();
+    if (r.result == ReadResult::kOk) ++ok;
+    if (r.result == ReadResult::kBroken) ++broken;
+  }
+  stop = true;
+  scribbler.join();
+  EXPECT_GT(ok + broken, 0);
+  if (broken > 0) {
+    EXPECT_EQ(p.consumer->status().code(), absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST(LaneTest, AttachRefusesAnInvalidDoorbell) {
+  absl::StatusOr<Segment> seg = CreateLaneSegment({});
+  ASSERT_TRUE(seg.ok());
+  auto valid = std::make_shared<const Doorbell>(*Doorbell::Create());
+  auto invalid = std::make_shared<const Doorbell>();  // fd -1: a wait on it never ends
+  auto map = [&] { return *Segment::Map(*seg->DupFd(), Access::kReadWrite); };
+  EXPECT_EQ(Producer::Attach(map(), {invalid, valid}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Producer::Attach(map(), {valid, invalid}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Consumer::Attach(map(), {invalid, valid}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Consumer::Attach(map(), {valid, invalid}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// A doorbell that fails (here: its fd closed behind the lane's back) is
+// reported, not taken for a timeout or a busy loop: the wait returns at once
+// with the error in doorbell_status() and counted in shm.
+TEST(LaneTest, DoorbellFailuresAreSurfaced) {
+  Pair p = MakePair({}, {.spin = absl::Microseconds(5)});
+  ASSERT_EQ(::close(p.consumer_bell->fd()), 0);  // the Doorbell's own close later gets EBADF
+  std::vector<std::byte> out(64);
+  size_t n = 0;
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(p.consumer->Read(out, &n, absl::Now() + absl::Seconds(5)), ReadResult::kTimeout);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1)) << "a dead doorbell made Read wait or spin";
+  EXPECT_EQ(p.consumer->doorbell_status().code(), absl::StatusCode::kInternal)
+      << p.consumer->doorbell_status();
+  EXPECT_EQ(Observe(p.observer)->consumer.wakeup_errors, 1u);
+  // The producer rings that closed fd when it sees the consumer parked.
+  reinterpret_cast<std::atomic<uint64_t>*>(&p.blocks()->consumer_control.waiting)
+      ->store(77 << 1 | 1);
+  EXPECT_EQ(p.producer->TryWrite(Bytes(Pattern(8, 0))), WriteResult::kOk);
+  EXPECT_EQ(p.producer->doorbell_status().code(), absl::StatusCode::kInternal)
+      << p.producer->doorbell_status();
+  EXPECT_EQ(Observe(p.observer)->producer.wakeup_errors, 1u);
+}
+
+TEST(DoorbellTest, AwaitReportsWhyItReturned) {
+  Doorbell bell = *Doorbell::Create();
+  EXPECT_EQ(*bell.Await(Deadline::After(absl::Milliseconds(1))), WakeReason::kTimeout);
+  bell.Ring();
+  EXPECT_EQ(*bell.Await(Deadline::After(absl::Seconds(5))), WakeReason::kRung);
+  Doorbell other = *Doorbell::Create();
+  other.Ring();
+  EXPECT_EQ(*bell.Await(Deadline::After(absl::Seconds(5)), other.fd()), WakeReason::kOtherFd);
+  EXPECT_TRUE(bell.Notify().ok());
+  EXPECT_FALSE(Doorbell().Notify().ok());
+  EXPECT_FALSE(Doorbell().Await(Deadline::After(absl::Seconds(5))).ok());
+}
+
+TEST(DeadlineTest, ConvertsOnceAndSaturates) {
+  EXPECT_TRUE(Deadline::FromTime(absl::InfiniteFuture()).infinite());
+  EXPECT_TRUE(Deadline::FromTime(absl::InfinitePast()).Expired());
+  EXPECT_TRUE(Deadline::After(absl::Hours(-1)).Expired());
+  const Deadline d = Deadline::After(absl::Seconds(10));
+  EXPECT_FALSE(d.Expired());
+  EXPECT_LE(d.Remaining(), absl::Seconds(10));
+  EXPECT_GT(d.Remaining(), absl::Seconds(9));
+  EXPECT_FALSE(Deadline::After(absl::Hours(24 * 365 * 1000)).infinite());
+}
+
+// Two supervisor threads closing for different reasons at once: neither
+// reason is lost (the word is updated with one atomic OR).
+TEST(LaneTest, ConcurrentSupervisorClosesKeepEveryReason) {
+  absl::StatusOr<Segment> seg = CreateLaneSegment({});
+  ASSERT_TRUE(seg.ok());
+  auto* word = &reinterpret_cast<LaneBlocks*>(seg->data())->supervisor.closed_by;
+  std::atomic<int> round{0};
+  std::atomic<int> done{0};
+  constexpr int kRounds = 3000;
+  auto closer = [&](uint32_t bit) {
+    for (int r = 1; r <= kRounds; ++r) {
+      while (round.load(std::memory_order_acquire) < r) std::this_thread::yield();
+      SupervisorClose(*seg, bit, nullptr, nullptr);
+      done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  };
+  std::thread a(closer, kClosedProducerGone), b(closer, kClosedConsumerGone);
+  int lost = 0;
+  for (int r = 1; r <= kRounds; ++r) {
+    std::atomic_ref<uint32_t>(*word).store(0, std::memory_order_relaxed);
+    round.store(r, std::memory_order_release);
+    while (done.load(std::memory_order_acquire) < 2 * r) std::this_thread::yield();
+    if (std::atomic_ref<uint32_t>(*word).load(std::memory_order_relaxed) !=
+        (kClosedProducerGone | kClosedConsumerGone)) {
+      ++lost;
+    }
+  }
+  a.join();
+  b.join();
+  EXPECT_EQ(lost, 0) << "of " << kRounds << " rounds";
+}
+
 // --- two threads, one lane: sequence numbers and checksums survive.
 
 struct StreamResult {
@@ -450,6 +677,10 @@ struct StreamResult {
 
 void StreamThreads(uint64_t frames, WaitOptions wait, bool slow_consumer, bool slow_producer) {
   Pair p = MakePair({.ring_bytes = 1 << 14, .max_frame_bytes = 512, .sample_every = 16}, wait);
+  // Neither side may leave the other waiting forever: a failing producer
+  // stops and closes (the consumer then sees kClosed), a failing consumer
+  // closes (the producer's Write then returns kClosed), and every blocking
+  // call has a deadline.
   std::thread producer([&] {
     std::mt19937 rng(7);
     std::vector<std::byte> buf(512);
@@ -457,7 +688,11 @@ void StreamThreads(uint64_t frames, WaitOptions wait, bool slow_consumer, bool s
       const size_t n = 8 + rng() % 256;
       std::memcpy(buf.data(), &seq, 8);
       for (size_t i = 8; i < n; ++i) buf[i] = std::byte(static_cast<uint8_t>(seq + i));
-      ASSERT_EQ(p.producer->Write({buf.data(), n}), WriteResult::kOk);
+      const WriteResult r = p.producer->Write({buf.data(), n}, absl::Now() + absl::Seconds(60));
+      if (r != WriteResult::kOk) {
+        ADD_FAILURE() << "Write of frame " << seq << ": " << ToString(r);
+        break;
+      }
       if (slow_producer && seq % 64 == 0) absl::SleepFor(absl::Microseconds(50));
     }
     p.producer->Close();
@@ -466,13 +701,20 @@ void StreamThreads(uint64_t frames, WaitOptions wait, bool slow_consumer, bool s
   std::vector<std::byte> out(512);
   for (;;) {
     size_t n = 0;
-    const ReadResult r = p.consumer->Read(out, &n);
+    const ReadResult r = p.consumer->Read(out, &n, absl::Now() + absl::Seconds(60));
     if (r == ReadResult::kClosed) break;
-    ASSERT_EQ(r, ReadResult::kOk) << ToString(r) << " " << p.consumer->status();
-    uint64_t seq;
-    std::memcpy(&seq, out.data(), 8);
-    ASSERT_EQ(seq, expect);
-    for (size_t i = 8; i < n; ++i) ASSERT_EQ(out[i], std::byte(static_cast<uint8_t>(seq + i)));
+    uint64_t seq = ~uint64_t{0};
+    if (r == ReadResult::kOk) std::memcpy(&seq, out.data(), 8);
+    bool content_ok = r == ReadResult::kOk;
+    for (size_t i = 8; content_ok && i < n; ++i) {
+      content_ok = out[i] == std::byte(static_cast<uint8_t>(seq + i));
+    }
+    if (r != ReadResult::kOk || seq != expect || !content_ok) {
+      ADD_FAILURE() << "frame " << expect << ": " << ToString(r) << " " << p.consumer->status()
+                    << ", seq " << seq << ", content " << (content_ok ? "ok" : "corrupt");
+      p.consumer->Close();
+      break;
+    }
     ++expect;
     if (slow_consumer && expect % 64 == 0) absl::SleepFor(absl::Microseconds(50));
   }

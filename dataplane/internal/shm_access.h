@@ -40,6 +40,11 @@ inline constexpr std::memory_order kIndexLoad =
     kTsan ? std::memory_order_seq_cst : std::memory_order_acquire;
 inline constexpr std::memory_order kFlagOrder =
     kTsan ? std::memory_order_seq_cst : std::memory_order_relaxed;
+// The waiter's store of its waiter word: release, so that a peer that reads
+// the word with acquire also sees everything the waiter published before it
+// announced itself (its index, need_bytes). Then the StoreLoad fence.
+inline constexpr std::memory_order kParkStore =
+    kTsan ? std::memory_order_seq_cst : std::memory_order_release;
 
 // The StoreLoad barrier of the wake-up protocol.
 inline void StoreLoadFence() {

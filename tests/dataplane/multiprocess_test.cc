@@ -19,6 +19,7 @@
 #include "dataplane/lane.h"
 #include "dataplane/lane_set.h"
 #include "gtest/gtest.h"
+#include "tests/dataplane/watchdog.h"
 
 namespace shmlane::dataplane {
 namespace {
@@ -84,7 +85,10 @@ template <typename Fn>
 pid_t Spawn(Fn fn) {
   const pid_t pid = fork();
   SHMLANE_CHECK(pid >= 0);
-  if (pid == 0) _exit(fn());
+  if (pid == 0) {
+    shmlane::testing::DieWithParent();  // no orphan if the watchdog aborts the test
+    _exit(fn());
+  }
   return pid;
 }
 
