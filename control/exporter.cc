@@ -12,10 +12,10 @@
 #include <utility>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "prometheus/client_metric.h"
 #include "prometheus/metric_type.h"
 #include "shmlane/version.h"
