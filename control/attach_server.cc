@@ -434,6 +434,8 @@ void AttachServer::OnReadable(int fd) {
         return;
       }
       absl::StatusOr<uint64_t> id = registry_->Attach(fd, conn.peer, message.attach_request());
+      metrics_->ObserveAttachHandshake(id.ok() ? "ok" : ResultLabel(id.status().code()),
+                                       absl::Now() - (conn.deadline - options_.handshake_timeout));
       if (!id.ok()) {
         Reject(fd, id.status());
         return;

@@ -289,9 +289,6 @@ void Attachments::RetireLane(const std::string& name, LiveChannel& channel, uint
   auto it = channel.lanes.find(lane_id);
   if (it == channel.lanes.end()) return;
   Lane& lane = it->second;
-  if (absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment); snap.ok()) {
-    channel.retired.Add(*snap);
-  }
   dataplane::SupervisorClose(lane.segment, reason, lane.producer_bell.get(),
                              lane.consumer_bell.get());
   if (lane.in_backpressure) {
@@ -314,7 +311,52 @@ void Attachments::RetireLane(const std::string& name, LiveChannel& channel, uint
   }
   auto client = attachments_.find(lane.client_attachment);
   if (client != attachments_.end()) Send(client->second, message);
+  // The reader may still be consuming what the writer left: keep reading
+  // the lane until it is done (CheckBackpressure, EndAttachment).
+  const uint64_t reader = ReaderOf(channel, lane);
+  if (reader != 0 && attachments_.count(reader) != 0) {
+    lane.reader_attachment = reader;
+    lane.in_backpressure = false;
+    if (channel.draining.size() >= kMaxDrainingLanes) {
+      Fold(channel, channel.draining.begin()->second);
+      channel.draining.erase(channel.draining.begin());
+    }
+    channel.draining.emplace(lane_id, std::move(lane));
+  } else {
+    Fold(channel, lane);
+  }
   channel.lanes.erase(it);
+}
+
+uint64_t Attachments::ReaderOf(const LiveChannel& channel, const Lane& lane) {
+  return lane.kind == Lane::Kind::kReply ? lane.client_attachment : channel.consumer_attachment;
+}
+
+LaneTotals Attachments::CountersOf(const Lane& lane, const dataplane::LaneSnapshot* snapshot) {
+  LaneTotals t;
+  if (snapshot != nullptr) {
+    t.Add(*snapshot);
+  } else {
+    t = lane.last_seen;
+  }
+  if (lane.seen_broken || snapshot == nullptr) t.broken_lanes = 1;
+  return t;
+}
+
+void Attachments::Fold(LiveChannel& channel, const Lane& lane) {
+  absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
+  channel.retired.Add(CountersOf(lane, snap.ok() ? &*snap : nullptr));
+}
+
+void Attachments::FoldDrainingOf(LiveChannel& channel, uint64_t reader) {
+  for (auto it = channel.draining.begin(); it != channel.draining.end();) {
+    if (reader != 0 && it->second.reader_attachment != reader) {
+      ++it;
+      continue;
+    }
+    Fold(channel, it->second);
+    it = channel.draining.erase(it);
+  }
 }
 
 void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, absl::string_view why,
@@ -327,6 +369,8 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
   if (cit != channels_.end()) {
     const std::string& name = cit->first;
     LiveChannel& channel = cit->second;
+    // Its mapping is gone, so is every frame it could still have read.
+    FoldDrainingOf(channel, attachment_id);
     if (IsClientSide(attachment.role)) {
       for (uint64_t lane_id : attachment.lanes) {
         auto lane = channel.lanes.find(lane_id);
@@ -427,11 +471,33 @@ void Attachments::Publish(v1::EventType type, const std::string& channel,
 // ---------------------------------------------------------------------------
 // Counters read from the lanes.
 
+bool Attachments::DoneReading(const dataplane::LaneSnapshot& s) {
+  // The writer is closed (the lane is retired), so its tail and counters are
+  // final. The reader stores its head before its frame counter (both in
+  // PublishHead), hence the second test: both must have caught up.
+  return s.consumer_closed != 0 ||
+         (s.occupancy_bytes == 0 && s.consumer.frames >= s.producer.frames);
+}
+
 void Attachments::CheckBackpressure() {
   for (auto& [name, channel] : channels_) {
+    for (auto it = channel.draining.begin(); it != channel.draining.end();) {
+      absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(it->second.segment);
+      if (snap.ok() && !DoneReading(*snap)) {
+        ++it;
+        continue;
+      }
+      Fold(channel, it->second);
+      it = channel.draining.erase(it);
+    }
     for (auto& [id, lane] : channel.lanes) {
       absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
-      if (!snap.ok()) continue;
+      if (!snap.ok()) {
+        lane.seen_broken = true;
+        continue;
+      }
+      if (snap->producer.broken != 0 || snap->consumer.broken != 0) lane.seen_broken = true;
+      lane.last_seen = CountersOf(lane, &*snap);
       const uint64_t events = snap->producer.backpressure_events;
       const bool rising = events > lane.last_backpressure;
       lane.last_backpressure = events;
@@ -461,29 +527,32 @@ void Attachments::FillStats(absl::string_view name, bool include_lanes,
   const LiveChannel& channel = it->second;
   LaneTotals total = channel.retired;
   uint64_t occupancy = 0, capacity = 0;
-  for (const auto& [id, lane] : channel.lanes) {
+  auto add = [&](uint64_t id, const Lane& lane, bool draining) {
     absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
-    if (!snap.ok()) continue;
-    LaneTotals t;
-    t.Add(*snap);
+    const LaneTotals t = CountersOf(lane, snap.ok() ? &*snap : nullptr);
     total.Add(t);
-    occupancy += snap->occupancy_bytes;
-    capacity += snap->ring_bytes;
-    if (include_lanes) {
-      v1::LaneStats* ls = out->add_lanes();
-      ls->set_lane_id(id);
-      FillLaneStats(t, ls);
-      ls->set_occupancy_bytes(snap->occupancy_bytes);
-      ls->set_capacity_bytes(snap->ring_bytes);
-      ls->set_closed(snap->producer_closed != 0 || snap->consumer_closed != 0 ||
-                     snap->supervisor_closed_by != 0);
-      const bool reply = lane.kind == Lane::Kind::kReply;
-      const std::string client = NameOf(lane.client_attachment);
-      const std::string server = NameOf(channel.consumer_attachment);
-      ls->set_producer_name(reply ? server : client);
-      ls->set_consumer_name(reply ? client : server);
+    const uint64_t occ = snap.ok() ? snap->occupancy_bytes : 0;
+    const uint64_t cap = snap.ok() ? snap->ring_bytes : 0;
+    if (!draining) {
+      occupancy += occ;
+      capacity += cap;
     }
-  }
+    if (!include_lanes) return;
+    v1::LaneStats* ls = out->add_lanes();
+    ls->set_lane_id(id);
+    FillLaneStats(t, ls);
+    ls->set_occupancy_bytes(occ);
+    ls->set_capacity_bytes(cap);
+    ls->set_closed(draining || !snap.ok() || snap->producer_closed != 0 ||
+                   snap->consumer_closed != 0 || snap->supervisor_closed_by != 0);
+    const bool reply = lane.kind == Lane::Kind::kReply;
+    const std::string client = NameOf(lane.client_attachment);
+    const std::string server = NameOf(channel.consumer_attachment);
+    ls->set_producer_name(reply ? server : client);
+    ls->set_consumer_name(reply ? client : server);
+  };
+  for (const auto& [id, lane] : channel.lanes) add(id, lane, /*draining=*/false);
+  for (const auto& [id, lane] : channel.draining) add(id, lane, /*draining=*/true);
   FillLaneStats(total, out->mutable_total());
   out->mutable_total()->set_occupancy_bytes(occupancy);
   out->mutable_total()->set_capacity_bytes(capacity);
@@ -498,19 +567,25 @@ void Attachments::Snapshot(absl::string_view name, bool per_lane,
   c->totals = channel.retired;
   c->attached_clients = static_cast<uint32_t>(channel.client_attachments.size() +
                                               (channel.consumer_attachment != 0 ? 1 : 0));
-  for (const auto& [id, lane] : channel.lanes) {
+  c->live_lanes = static_cast<uint32_t>(channel.lanes.size());
+  c->draining_lanes = static_cast<uint32_t>(channel.draining.size());
+  auto add = [&](uint64_t id, const Lane& lane, bool draining) {
     absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
-    if (!snap.ok()) continue;
     MetricsSnapshot::Lane l;
     l.lane_id = id;
-    l.counters.Add(*snap);
-    l.occupancy_bytes = snap->occupancy_bytes;
-    l.capacity_bytes = snap->ring_bytes;
+    l.draining = draining;
+    l.counters = CountersOf(lane, snap.ok() ? &*snap : nullptr);
+    if (snap.ok() && !draining) {
+      l.occupancy_bytes = snap->occupancy_bytes;
+      l.capacity_bytes = snap->ring_bytes;
+    }
     c->totals.Add(l.counters);
     c->occupancy_bytes += l.occupancy_bytes;
     c->capacity_bytes += l.capacity_bytes;
     if (per_lane) c->lanes.push_back(l);
-  }
+  };
+  for (const auto& [id, lane] : channel.lanes) add(id, lane, /*draining=*/false);
+  for (const auto& [id, lane] : channel.draining) add(id, lane, /*draining=*/true);
 }
 
 }  // namespace shmlane::control

@@ -1,11 +1,21 @@
 // Attachments: the attach plane's live state. For every channel it holds the
 // lanes (the daemon's own mapping of each memfd ring and its doorbells), the
 // attached processes (one consumer or server, any number of producers or
-// clients up to max_producers), and the counters of retired lanes. It
+// clients up to max_producers), the lanes that are draining, and the
+// counters of retired lanes. It
 // creates lanes at attach, hands their fds over (AttachReply, LaneAdded),
 // closes them as supervisor when a peer goes away (LaneRemoved, Goodbye)
 // and reads their shared counters for stats, metrics and backpressure
 // events.
+//
+// Exact totals: a lane whose writer went away while its reader is still
+// attached is *draining*: closed, but the reader may still be consuming what
+// the writer left in the ring, and its counters in shm keep moving. The
+// daemon keeps its mapping and reads it like a live lane until the reader
+// has consumed everything up to the writer's final tail, has closed its
+// side, or has gone; only then are its counters folded into the channel's
+// retired totals (at most kMaxDrainingLanes per channel, the oldest folded
+// first beyond that, so a reader that never drains cannot pin daemon fds).
 //
 // Who may attach and within which quota is decided before Attach() by the
 // Registry (Access); the usage an ended attachment held is handed back
@@ -41,6 +51,8 @@
 namespace shmlane::control {
 
 inline constexpr size_t kMaxClientNameBytes = 63;
+// Draining lanes kept per channel (see above).
+inline constexpr size_t kMaxDrainingLanes = 256;
 
 // Why an attach connection ended, as the attach server saw it.
 enum class DetachKind { kClean, kDied, kProtocolError };
@@ -102,9 +114,11 @@ class Attachments {
 
   // ---- Counters read from the lanes ----
   // Compares each live lane's backpressure counter with the previous call and
-  // publishes BACKPRESSURE_STARTED/ENDED events.
+  // publishes BACKPRESSURE_STARTED/ENDED events; folds the draining lanes
+  // whose reader is done; remembers lanes found broken. Called periodically.
   void CheckBackpressure();
-  // Totals (live + retired lanes) and optionally one entry per live lane.
+  // Totals (live, draining and retired lanes) and optionally one entry per
+  // live or draining lane (draining ones are `closed`).
   void FillStats(absl::string_view name, bool include_lanes, shmlane::v1::ChannelStats* out) const;
   void Snapshot(absl::string_view name, bool per_lane, MetricsSnapshot::Channel* out) const;
 
@@ -119,6 +133,14 @@ class Attachments {
     uint64_t last_backpressure = 0;
     bool in_backpressure = false;
     std::shared_ptr<const ShmCharge> charge;  // its memory, on the creator's uid
+    // Set once a side reported the lane corrupt (or its header stopped
+    // validating), so a peer cannot un-count it by clearing the code.
+    bool seen_broken = false;
+    // The counters at the latest periodic check: what the lane contributes
+    // if its header ever stops validating, so totals never go backwards.
+    LaneTotals last_seen;
+    // While draining: the attachment that reads it (0 while live).
+    uint64_t reader_attachment = 0;
   };
   struct Attachment {
     uint64_t id = 0;
@@ -137,6 +159,8 @@ class Attachments {
     uint64_t consumer_attachment = 0;  // 0 = none
     std::vector<uint64_t> client_attachments;
     std::map<uint64_t, Lane> lanes;
+    // Retired lanes whose reader is still attached, by lane id.
+    std::map<uint64_t, Lane> draining;
     LaneTotals retired;
   };
 
@@ -151,11 +175,24 @@ class Attachments {
   void OfferLanesToConsumer(const shmlane::v1::ChannelSpec& spec, const LiveChannel& channel,
                             const Attachment& client);
   // Closes and retires a lane; tells the consumer side (LaneRemoved) unless
-  // `tell_consumer` is false.
+  // `tell_consumer` is false. The lane drains if its reader is still
+  // attached, else its counters are folded at once.
   void RetireLane(const std::string& name, LiveChannel& channel, uint64_t lane_id, uint32_t reason,
                   absl::string_view why, bool tell_consumer);
   // Removes an attachment; sends Goodbye and shuts the socket down when
   // `goodbye` is non-empty.
+  // The attachment that reads `lane` (the consumer/server, or the client for
+  // a reply lane); 0 when none.
+  static uint64_t ReaderOf(const LiveChannel& channel, const Lane& lane);
+  // The lane's counters now (the last ones seen if its header is corrupt),
+  // with `broken_lanes` sticky.
+  static LaneTotals CountersOf(const Lane& lane, const dataplane::LaneSnapshot* snapshot);
+  // Adds a lane's final counters to the channel's retired totals.
+  static void Fold(LiveChannel& channel, const Lane& lane);
+  // Folds the draining lanes read by `reader` (every one when 0).
+  static void FoldDrainingOf(LiveChannel& channel, uint64_t reader);
+  // Whether the reader of a retired lane has consumed (or given up) all of it.
+  static bool DoneReading(const dataplane::LaneSnapshot& snapshot);
   void EndAttachment(uint64_t attachment_id, shmlane::v1::EventType event, absl::string_view why,
                      absl::string_view goodbye);
   void Send(const Attachment& attachment, const shmlane::v1::AttachMessage& message,

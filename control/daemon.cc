@@ -215,6 +215,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     builder.AddListeningPort(config.listen, creds, &tcp_port);
   }
   builder.SetMaxReceiveMessageSize(kMaxControlMessageBytes);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> timers;
+  timers.push_back(NewRequestTimer(&impl->metrics));
+  builder.experimental().SetInterceptorCreators(std::move(timers));
   builder.RegisterService(impl->channel_service.get());
   builder.RegisterService(impl->access_service.get());
   impl->server = builder.BuildAndStart();

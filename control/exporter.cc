@@ -1,12 +1,24 @@
 #include "control/exporter.h"
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "prometheus/client_metric.h"
 #include "prometheus/metric_type.h"
+#include "shmlane/version.h"
 
 namespace shmlane::control {
 namespace {
@@ -54,7 +66,77 @@ ClientMetric Histogram(std::vector<ClientMetric::Label> labels, const LaneTotals
   return m;
 }
 
+ClientMetric Histogram(std::vector<ClientMetric::Label> labels, const DurationHistogram& h) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kDurationBuckets; ++i) {
+    cumulative += h.buckets[i];
+    ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound = i < std::size(kDurationBucketsSeconds)
+                        ? kDurationBucketsSeconds[i]
+                        : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(b);
+  }
+  m.histogram.sample_count = h.count;
+  m.histogram.sample_sum = h.sum_seconds;
+  return m;
+}
+
+std::string ReadSmall(const char* path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 }  // namespace
+
+ProcessStats ReadProcessStats() {
+  ProcessStats out;
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+  // /proc/self/stat: "pid (comm) state ppid ..."; comm may hold spaces and
+  // parentheses, so the fields start after the last ')'. Field numbers as in
+  // proc(5): utime 14, stime 15, starttime 22, vsize 23, rss 24.
+  const std::string stat = ReadSmall("/proc/self/stat");
+  const size_t paren = stat.rfind(')');
+  if (paren != std::string::npos && ticks > 0) {
+    std::vector<absl::string_view> f =
+        absl::StrSplit(absl::string_view(stat).substr(paren + 1), ' ', absl::SkipEmpty());
+    // f[0] is field 3 (state).
+    auto field = [&](size_t n, double* v) {
+      return n - 3 < f.size() && absl::SimpleAtod(f[n - 3], v);
+    };
+    double utime, stime, start, vsize, rss;
+    if (field(14, &utime) && field(15, &stime)) out.cpu_seconds = (utime + stime) / ticks;
+    if (field(23, &vsize)) out.virtual_bytes = vsize;
+    if (field(24, &rss)) out.resident_bytes = rss * page;
+    if (field(22, &start)) {
+      for (absl::string_view line : absl::StrSplit(ReadSmall("/proc/stat"), '\n')) {
+        double btime;
+        if (absl::ConsumePrefix(&line, "btime ") && absl::SimpleAtod(line, &btime)) {
+          out.start_time_seconds = btime + start / ticks;
+        }
+      }
+    }
+  }
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    double n = 0;
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(d);
+    out.open_fds = n - 1;  // not the one opendir holds
+  }
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    out.max_fds = lim.rlim_cur == RLIM_INFINITY ? std::numeric_limits<double>::infinity()
+                                                : static_cast<double>(lim.rlim_cur);
+  }
+  return out;
+}
 
 Exporter::Exporter(const Registry* registry, const DaemonMetrics* metrics, bool per_lane)
     : registry_(registry), metrics_(metrics), per_lane_(per_lane) {}
@@ -88,6 +170,17 @@ std::vector<MetricFamily> Exporter::Collect() const {
                                  "Processes attached to the channel (producers, consumer, clients, "
                                  "server).",
                                  MetricType::Gauge);
+  MetricFamily broken =
+      Family("shmlane_broken_lanes_total",
+             "Lanes found corrupt (a side saw an invalid index or frame header in shared memory).",
+             MetricType::Counter);
+  MetricFamily lanes = Family("shmlane_lanes",
+                              "Lanes of the channel: live, or draining (writer gone, the reader "
+                              "still consuming what it left).",
+                              MetricType::Gauge);
+  MetricFamily channels = Family("shmlane_channels", "Channels defined.", MetricType::Gauge);
+  channels.metric.push_back(
+      Metric({}, MetricType::Gauge, static_cast<double>(snap.channels.size())));
 
   auto add_lane_series = [&](std::vector<ClientMetric::Label> labels, const LaneTotals& t,
                              uint64_t occ, uint64_t cap) {
@@ -111,6 +204,8 @@ std::vector<MetricFamily> Exporter::Collect() const {
     dropped.metric.push_back(
         Metric(labels, MetricType::Counter, static_cast<double>(t.dropped_frames)));
     wakeups.metric.push_back(Metric(labels, MetricType::Counter, static_cast<double>(t.wakeups)));
+    broken.metric.push_back(
+        Metric(labels, MetricType::Counter, static_cast<double>(t.broken_lanes)));
     latency.metric.push_back(Histogram(labels, t));
   };
 
@@ -118,6 +213,10 @@ std::vector<MetricFamily> Exporter::Collect() const {
     add_lane_series({{"channel", c.name}}, c.totals, c.occupancy_bytes, c.capacity_bytes);
     attached.metric.push_back(
         Metric({{"channel", c.name}}, MetricType::Gauge, static_cast<double>(c.attached_clients)));
+    lanes.metric.push_back(Metric({{"channel", c.name}, {"state", "live"}}, MetricType::Gauge,
+                                  static_cast<double>(c.live_lanes)));
+    lanes.metric.push_back(Metric({{"channel", c.name}, {"state", "draining"}}, MetricType::Gauge,
+                                  static_cast<double>(c.draining_lanes)));
     for (const MetricsSnapshot::Lane& l : c.lanes) {
       add_lane_series({{"channel", c.name}, {"lane", absl::StrCat(l.lane_id)}}, l.counters,
                       l.occupancy_bytes, l.capacity_bytes);
@@ -154,12 +253,58 @@ std::vector<MetricFamily> Exporter::Collect() const {
   overflows.metric.push_back(
       Metric({}, MetricType::Counter, static_cast<double>(daemon.attach_send_overflows)));
 
+  MetricFamily handshakes =
+      Family("shmlane_attach_handshake_duration_seconds",
+             "From accepting an attach connection to the end of handling its AttachRequest "
+             "(lanes created, reply sent or queued), by result.",
+             MetricType::Histogram);
+  for (const auto& [result, h] : daemon.attach_handshakes) {
+    handshakes.metric.push_back(Histogram({{"result", result}}, h));
+  }
+  MetricFamily durations =
+      Family("shmlane_control_request_duration_seconds",
+             "Unary control and health requests from arrival to status, by method and code.",
+             MetricType::Histogram);
+  for (const auto& [key, h] : daemon.control_durations) {
+    durations.metric.push_back(Histogram({{"method", key.first}, {"code", key.second}}, h));
+  }
+
+  MetricFamily build = Family("shmlane_build_info",
+                              "Always 1; the version of the running shmlaned.", MetricType::Gauge);
+  build.metric.push_back(Metric({{"version", SHMLANE_VERSION}}, MetricType::Gauge, 1));
+
+  // The standard process metrics of Prometheus client libraries.
+  const ProcessStats ps = ReadProcessStats();
+  std::vector<MetricFamily> process;
+  auto add_process = [&](const char* name, const char* help, MetricType type,
+                         const std::optional<double>& value) {
+    if (!value.has_value()) return;
+    MetricFamily f = Family(name, help, type);
+    f.metric.push_back(Metric({}, type, *value));
+    process.push_back(std::move(f));
+  };
+  add_process("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+              MetricType::Counter, ps.cpu_seconds);
+  add_process("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::Gauge,
+              ps.resident_bytes);
+  add_process("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::Gauge,
+              ps.virtual_bytes);
+  add_process("process_start_time_seconds",
+              "Start time of the process since unix epoch in seconds.", MetricType::Gauge,
+              ps.start_time_seconds);
+  add_process("process_open_fds", "Number of open file descriptors.", MetricType::Gauge,
+              ps.open_fds);
+  add_process("process_max_fds", "Maximum number of open file descriptors.", MetricType::Gauge,
+              ps.max_fds);
+
   std::vector<MetricFamily> out;
   for (MetricFamily* f :
-       {&frames, &bytes, &occupancy, &capacity, &backpressure, &dropped, &wakeups, &latency,
-        &attached, &attach_total, &requests, &deaths, &quota, &overflows}) {
+       {&build,      &channels, &frames,    &bytes,    &occupancy, &capacity, &backpressure,
+        &dropped,    &wakeups,  &latency,   &attached, &lanes,     &broken,   &attach_total,
+        &handshakes, &requests, &durations, &deaths,   &quota,     &overflows}) {
     out.push_back(std::move(*f));
   }
+  for (MetricFamily& f : process) out.push_back(std::move(f));
   return out;
 }
 

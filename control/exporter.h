@@ -1,14 +1,19 @@
 // Exporter: a prometheus::Collectable that turns lane counters (read from
-// shared memory at scrape time via the Registry) and the daemon's own
-// counters into metric families. Served by a prometheus::Exposer (pull).
+// shared memory at scrape time via the Registry), the daemon's own counters
+// and histograms (DaemonMetrics) and the daemon process's resource usage
+// (/proc/self, read at scrape time) into metric families. Served by a
+// prometheus::Exposer (pull). Nothing here runs on the data path.
 //
-// Metric names and labels are listed in docs/operations.md. Labels are
-// bounded: channel (at most kMaxChannels), direction, result, method/code,
-// and lane only with per-lane metrics on.
+// Metric names, types, labels and units are listed in docs/observability.md.
+// Labels are bounded: channel (at most kMaxChannels), direction, state,
+// result, method/code, version, and lane only with per-lane metrics on.
 //
 // Thread safety: Collect() may run on any thread, concurrently.
 #pragma once
 
+#include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "control/daemon_metrics.h"
@@ -17,6 +22,20 @@
 #include "prometheus/metric_family.h"
 
 namespace shmlane::control {
+
+// The daemon process's resources, as the standard process_* metrics report
+// them. Fields that could not be read are unset.
+struct ProcessStats {
+  std::optional<double> cpu_seconds;  // user + system
+  std::optional<double> resident_bytes;
+  std::optional<double> virtual_bytes;
+  std::optional<double> start_time_seconds;  // since the Unix epoch
+  std::optional<double> open_fds;
+  std::optional<double> max_fds;  // soft RLIMIT_NOFILE
+};
+// Reads /proc/self/stat, /proc/stat (boot time), /proc/self/fd and
+// RLIMIT_NOFILE.
+ProcessStats ReadProcessStats();
 
 class Exporter final : public prometheus::Collectable {
  public:

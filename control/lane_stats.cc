@@ -19,6 +19,7 @@ void LaneTotals::Add(const dataplane::LaneSnapshot& s) {
   for (uint32_t i = 0; i < dataplane::kLatencyBuckets; ++i) {
     latency_buckets[i] += s.consumer.latency_buckets[i];
   }
+  if (s.producer.broken != 0 || s.consumer.broken != 0) ++broken_lanes;
 }
 
 void LaneTotals::Add(const LaneTotals& o) {
@@ -34,6 +35,7 @@ void LaneTotals::Add(const LaneTotals& o) {
   for (uint32_t i = 0; i < dataplane::kLatencyBuckets; ++i) {
     latency_buckets[i] += o.latency_buckets[i];
   }
+  broken_lanes += o.broken_lanes;
 }
 
 uint64_t LatencyQuantileNs(const uint64_t (&buckets)[dataplane::kLatencyBuckets], double q) {

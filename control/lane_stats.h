@@ -29,6 +29,8 @@ struct LaneTotals {
   uint64_t latency_count = 0;
   uint64_t latency_sum_ns = 0;
   uint64_t latency_buckets[dataplane::kLatencyBuckets] = {};
+  // Lanes that a side found corrupt (a non-zero broken code).
+  uint64_t broken_lanes = 0;
 
   void Add(const dataplane::LaneSnapshot& snapshot);
   void Add(const LaneTotals& other);
@@ -41,14 +43,17 @@ struct MetricsSnapshot {
     LaneTotals counters;
     uint64_t occupancy_bytes = 0;
     uint64_t capacity_bytes = 0;
+    bool draining = false;
   };
   struct Channel {
     std::string name;
-    LaneTotals totals;  // live + retired
-    uint64_t occupancy_bytes = 0;
-    uint64_t capacity_bytes = 0;
+    LaneTotals totals;             // live + draining + retired
+    uint64_t occupancy_bytes = 0;  // of live lanes
+    uint64_t capacity_bytes = 0;   // of live lanes
     uint32_t attached_clients = 0;
-    std::vector<Lane> lanes;  // live lanes
+    uint32_t live_lanes = 0;
+    uint32_t draining_lanes = 0;  // retired, the reader still consuming them
+    std::vector<Lane> lanes;      // live and draining lanes
   };
   std::vector<Channel> channels;
 };

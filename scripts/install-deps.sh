@@ -11,7 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
   prometheus python3 python3-grpcio python3-protobuf
-  util-linux procps curl gnuplot-nox openssl
+  util-linux procps curl gnuplot-nox openssl tmux
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

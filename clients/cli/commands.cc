@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "clients/cli/output.h"
+#include "clients/cli/top.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "shmlane/enum_names.h"
 #include "shmlane/v1/control.grpc.pb.h"
@@ -146,6 +147,8 @@ int Commands::Run(const Invocation& inv) {
       return Watch(inv.watch, inv.watch_count);
     case Command::kHealth:
       return Health(inv.health);
+    case Command::kTop:
+      return RunTop(channels_.get(), inv.connection, inv.top);
   }
   return kExitUsage;
 }

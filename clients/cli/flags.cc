@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "clients/cli/top.h"
 #include "shmlane/enum_names.h"
 #include "shmlane/version.h"
 
@@ -176,6 +177,11 @@ struct Flags {
   std::string watch_channel;
   uint64_t count = 0;
   std::string service;
+
+  // top.
+  std::string top_interval = "1s";
+  std::string top_sort = "frames";
+  bool top_once = false;
 
   // The subcommands, by the command they select.
   std::vector<std::pair<CLI::App*, Command>> leaves;
@@ -373,6 +379,35 @@ void WireOthers(CLI::App& app, Flags& f) {
                                         "(exit 1 unless SERVING)");
   health->add_option("SERVICE", f.service, "e.g. shmlane.v1.ChannelService (default: the daemon)");
   f.leaves.emplace_back(health, Command::kHealth);
+
+  CLI::App* top = app.add_subcommand(
+      "top",
+      "Live view of every channel: frames/s, MB/s, lag, p99, drops/s, backpressure/s, "
+      "wake-ups per frame, producers (keys: q quits; n f m l p d b w c sort; r reverses)");
+  top->add_option("--interval", f.top_interval,
+                  "Time between refreshes (and between the samples of --once)")
+      ->type_name("DURATION")
+      ->check(DurationCheck())
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            absl::Duration d;
+            return absl::ParseDuration(text, &d) && d >= absl::Milliseconds(100) &&
+                           d <= absl::Hours(1)
+                       ? ""
+                       : "--interval must be between 100ms and 1h";
+          },
+          "", ""))
+      ->capture_default_str();
+  std::string keys;
+  for (const std::string& k : TopSortKeys()) absl::StrAppend(&keys, keys.empty() ? "" : "|", k);
+  top->add_option("--sort", f.top_sort, "Sort rows by (highest first; name: A to Z)")
+      ->type_name(keys)
+      ->check(CLI::IsMember(TopSortKeys()))
+      ->capture_default_str();
+  top->add_flag("--once", f.top_once,
+                "Take two samples --interval apart, print one table (with --json: one JSON "
+                "document) and exit");
+  f.leaves.emplace_back(top, Command::kTop);
 }
 
 void Wire(CLI::App& app, Flags& f) {
@@ -472,6 +507,11 @@ void BuildRequest(Flags& f, Command command, Invocation* inv) {
       break;
     case Command::kHealth:
       inv->health.set_service(f.service);
+      break;
+    case Command::kTop:
+      (void)absl::ParseDuration(f.top_interval, &inv->top.interval);  // checked while parsing
+      inv->top.sort = f.top_sort;
+      inv->top.once = f.top_once;
       break;
   }
 }

@@ -36,6 +36,7 @@ enum class Command {
   kStats,
   kWatch,
   kHealth,
+  kTop,
 };
 
 // How to reach the daemon and how to print, from the global flags.
@@ -49,6 +50,13 @@ struct Connection {
   std::string tls_key;
   absl::Duration timeout = absl::Seconds(10);  // per-call deadline
   bool json = false;
+};
+
+// `shmlanectl top` (top.h).
+struct TopOptions {
+  absl::Duration interval = absl::Seconds(1);
+  std::string sort = "frames";  // one of TopSortKeys()
+  bool once = false;
 };
 
 // One parsed command line. Only the request of `command` is filled in.
@@ -68,6 +76,7 @@ struct Invocation {
   v1::WatchEventsRequest watch;
   uint64_t watch_count = 0;  // 0: until interrupted
   grpc::health::v1::HealthCheckRequest health;
+  TopOptions top;
 };
 
 struct ParseOutcome {
