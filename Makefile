@@ -57,3 +57,23 @@ tidy: build
 
 clean:
 	rm -rf build
+
+# --- install and packages (cmake/shmlane_install.cmake, cmake/shmlane_cpack.cmake)
+# make install [PREFIX=/usr/local] [DESTDIR=...]; make package -> build/release/packages/*.deb
+PREFIX ?= /usr/local
+.PHONY: install package image deploy-test
+
+install: build
+	DESTDIR=$(DESTDIR) cmake --install build/release --prefix $(PREFIX)
+
+package: build
+	cd build/release && cpack --config CPackConfig.cmake
+	@ls -l build/release/packages/*.deb
+
+# The container image, offline with buildah: build/release/shmlane-image.oci.tar
+image: build
+	deploy/image/build-offline.sh --build-dir build/release --output build/release/shmlane-image.oci.tar
+
+# Only the deployment tests (image, kubernetes, systemd, install, .deb).
+deploy-test: build
+	ctest --preset release -L deploy $(CTEST_ARGS)

@@ -12,6 +12,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev
   prometheus python3 python3-grpcio python3-protobuf
   util-linux procps curl gnuplot-nox openssl tmux
+  buildah lintian dpkg-dev systemd python3-yaml binutils file nodejs
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
