@@ -25,12 +25,18 @@ plot for [i=0:*] prefix."-throughput.dat" index i using 1:2 with linespoints pt 
 
 set output prefix."-batch.png"
 set multiplot layout 1,2 title "stream: delivered frames/s vs frames per write / publish (touch ".touch.")"
+set key inside bottom right font ",8"
+set xtics (1, 8, 64, 256)
+set xrange [0.7:400]
 set xlabel "batch (frames per write or publish)"
 set title small." B frames"
 plot for [i=0:*] prefix."-batch-small.dat" index i using 1:2 with linespoints pt 7 title columnheader(1)
 set title large." B frames"
 plot for [i=0:*] prefix."-batch-large.dat" index i using 1:2 with linespoints pt 7 title columnheader(1)
 unset multiplot
+set key outside right top font ",10"
+set xtics autofreq
+set autoscale x
 
 set output prefix."-latency.png"
 set title "pingpong: RTT percentiles vs clients (solid p50, dashed p99)"

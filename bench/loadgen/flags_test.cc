@@ -220,7 +220,7 @@ TEST(FlagsTest, SuitesTakeOverridesAndATransportList) {
   ASSERT_EQ(inv.specs.size(), 6u);
   for (const RunSpec& s : inv.specs) {
     EXPECT_EQ(s.duration, absl::Seconds(1));
-    EXPECT_EQ(s.warmup, absl::Milliseconds(500));  // the suite's
+    EXPECT_EQ(s.warmup, absl::Milliseconds(500));       // the suite's
     EXPECT_EQ(s.pin, s.pattern == Pattern::kPingPong);  // streaming runs unpinned
     EXPECT_EQ(s.batch, s.pattern == Pattern::kPingPong ? 1 : 64);
     EXPECT_EQ(s.touch, Touch::kRead);

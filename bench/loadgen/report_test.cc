@@ -18,7 +18,7 @@ namespace shmlane::bench {
 namespace {
 
 // The quick-suite result set committed under bench/results/.
-constexpr char kCommittedResult[] = "vm-PENDING";
+constexpr char kCommittedResult[] = "vm-20261201-205539";
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
