@@ -49,6 +49,9 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
   std::vector<std::string> transports;
   std::string pattern = ToString(defaults.pattern);
   std::string wait = ToString(defaults.wait);
+  std::string touch = ToString(defaults.touch);
+  std::vector<int> batches;
+  uint64_t batch_bytes = defaults.batch_bytes;
   int clients = defaults.clients;
   uint32_t frame_bytes = defaults.frame_bytes;
   double duration_s = absl::ToDoubleSeconds(defaults.duration);
@@ -100,9 +103,34 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
           ->check(CLI::PositiveNumber)
           ->type_name("R")
           ->group(run);
-  app.add_option("--wait", wait, "what an idle side does")
-      ->check(CLI::IsMember(Names(kAllWaitModes)))
-      ->type_name("W")
+  CLI::Option* wait_opt =
+      app.add_option("--wait", wait,
+                     "what an idle side does (default: park, i.e. blocking calls, for the kernel "
+                     "transports and gRPC; adaptive for shm)")
+          ->check(CLI::IsMember(Names(kAllWaitModes)))
+          ->default_str("")
+          ->type_name("W")
+          ->group(run);
+  app.add_option("--batch", batches,
+                 "frames a client hands the transport at once (one write / one publish); "
+                 "pingpong never batches; with --suite, a comma-separated list replaces the "
+                 "suite's")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->check(CLI::Range(1, kMaxBatch))
+      ->default_str("1")
+      ->type_name("N[,N...]")
+      ->group(run);
+  app.add_option("--batch-bytes", batch_bytes,
+                 "a batch also ends at this many bytes (a larger frame goes alone)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30))
+      ->type_name("B")
+      ->group(run);
+  app.add_option("--touch", touch,
+                 "read: the server reads every payload byte once (a checksum the sender put in "
+                 "the frame; a mismatch fails the run); none: it only counts frames (a ceiling)")
+      ->check(CLI::IsMember(Names(kAllTouches)))
+      ->type_name("T")
       ->group(run);
   app.add_option("--spin", spin_s, "adaptive: spin this long before parking")
       ->transform(Duration(/*zero_ok=*/true))
@@ -156,6 +184,10 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
   suite.plots = !no_plots;
   suite.base.pattern = *ParsePattern(pattern);
   suite.base.wait = *ParseWaitMode(wait);
+  suite.wait_given = wait_opt->count() > 0;
+  suite.base.touch = *ParseTouch(touch);
+  suite.base.batch_bytes = batch_bytes;
+  suite.batches = batches;
   suite.base.clients = clients;
   suite.base.frame_bytes = frame_bytes;
   suite.base.spin = absl::Seconds(spin_s);
@@ -174,8 +206,14 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
       outcome.exit_code = UsageError("one --transport per single run (or use --suite)");
       return outcome;
     }
+    if (suite.batches.size() > 1) {
+      outcome.exit_code = UsageError("one --batch per single run (or use --suite)");
+      return outcome;
+    }
     RunSpec spec = suite.base;
     if (!suite.transports.empty()) spec.transport = suite.transports[0];
+    if (!suite.batches.empty()) spec.batch = suite.batches[0];
+    if (!suite.wait_given) spec.wait = DefaultWait(spec.transport);
     if (suite.duration) spec.duration = *suite.duration;
     if (suite.warmup) spec.warmup = *suite.warmup;
     if (absl::Status s = ValidateSpec(spec); !s.ok()) {

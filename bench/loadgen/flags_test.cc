@@ -43,10 +43,13 @@ TEST(FlagsTest, DefaultsAreOneUdsStreamRun) {
   EXPECT_EQ(s.duration, absl::Seconds(5));
   EXPECT_EQ(s.warmup, absl::Seconds(1));
   EXPECT_EQ(s.rate, 100000);
-  EXPECT_EQ(s.wait, WaitMode::kAdaptive);
+  EXPECT_EQ(s.wait, WaitMode::kPark);  // blocking calls: what socket programs do
   EXPECT_EQ(s.spin, absl::Microseconds(50));
   EXPECT_FALSE(s.pin);
   EXPECT_EQ(s.ring_bytes, 0u);
+  EXPECT_EQ(s.batch, 1);
+  EXPECT_EQ(s.batch_bytes, uint64_t{1} << 20);
+  EXPECT_EQ(s.touch, Touch::kRead);
   EXPECT_FALSE(s.shmlaned.empty());
   EXPECT_FALSE(o.json);
   EXPECT_FALSE(o.gate);
@@ -54,6 +57,27 @@ TEST(FlagsTest, DefaultsAreOneUdsStreamRun) {
   EXPECT_FALSE(o.write_files);  // a single run writes files only with --out
   EXPECT_EQ(o.out_dir, "bench/results");
   EXPECT_EQ(o.targets, "bench/targets.json");
+}
+
+TEST(FlagsTest, WaitDefaultsPerTransportUnlessGiven) {
+  Parsed p = ParseArgs({"--transport", "shm"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  EXPECT_EQ(p.outcome.invocation->specs[0].wait, WaitMode::kAdaptive);
+  p = ParseArgs({"--transport", "tcp", "--wait", "spin"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  EXPECT_EQ(p.outcome.invocation->specs[0].wait, WaitMode::kSpin);
+}
+
+TEST(FlagsTest, TakesBatchingAndTouch) {
+  Parsed p =
+      ParseArgs({"--batch=64", "--batch-bytes", "4096", "--touch", "none", "--frame-bytes", "8"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  const RunSpec& s = p.outcome.invocation->specs[0];
+  EXPECT_EQ(s.batch, 64);
+  EXPECT_EQ(s.batch_bytes, 4096u);
+  EXPECT_EQ(s.touch, Touch::kNone);
+  EXPECT_EQ(s.frame_bytes, 8u);  // counting-only frames carry no checksum
+  EXPECT_EQ(Label(s), "uds/stream/c1/f8/b64/touch-none");
 }
 
 TEST(FlagsTest, TakesBothValueSpellingsAndDurations) {
@@ -110,10 +134,27 @@ TEST(FlagsTest, HelpListsGroupsAndDefaultsAndExitsZero) {
     EXPECT_FALSE(p.outcome.invocation);
     EXPECT_EQ(p.outcome.exit_code, 0);
     EXPECT_TRUE(p.err.empty()) << p.err;
-    for (const char* want :
-         {"Run:", "Suites and result files:", "Output:", "--transport", "--frame-bytes", "=64",
-          "=5s", "=50us", "=adaptive", "--ring-bytes", "--suite", "{quick,full,smoke}",
-          "=bench/results", "--gate", "--no-plots", "--json"}) {
+    for (const char* want : {"Run:",
+                             "Suites and result files:",
+                             "Output:",
+                             "--transport",
+                             "--frame-bytes",
+                             "=64",
+                             "=5s",
+                             "=50us",
+                             "--wait",
+                             "--batch",
+                             "--batch-bytes",
+                             "=1048576",
+                             "--touch",
+                             "=read",
+                             "--ring-bytes",
+                             "--suite",
+                             "{quick,full,smoke}",
+                             "=bench/results",
+                             "--gate",
+                             "--no-plots",
+                             "--json"}) {
       EXPECT_NE(p.out.find(want), std::string::npos) << want << " not in\n" << p.out;
     }
   }
@@ -140,7 +181,13 @@ TEST(FlagsTest, UsageErrorsAreOneLineNamingTheArgument) {
       {{"--suite", "huge"}, "--suite"},
       {{"--clients"}, "--clients"},
       {{"--transport", "shm,uds"}, "--transport"},  // one per single run
-      {{"--pattern", "openloop", "--frame-bytes", "8"}, "--frame-bytes"},
+      {{"--pattern", "openloop", "--frame-bytes", "8", "--touch", "none"}, "--frame-bytes"},
+      {{"--frame-bytes", "16"}, "--frame-bytes"},  // too short for the checksum
+      {{"--batch", "0"}, "--batch"},
+      {{"--batch", "1025"}, "--batch"},
+      {{"--batch", "1,64"}, "--batch"},  // one per single run
+      {{"--batch-bytes", "0"}, "--batch-bytes"},
+      {{"--touch", "some"}, "--touch"},
       {{"stray"}, "stray"},
   };
   for (const Case& c : cases) {
@@ -169,19 +216,38 @@ TEST(FlagsTest, SuitesTakeOverridesAndATransportList) {
   }
   const Invocation& inv = *p.outcome.invocation;
   EXPECT_TRUE(inv.options.write_files);
-  ASSERT_EQ(inv.specs.size(), 4u);  // shm, uds x stream, pingpong
+  // shm, uds x stream 64 B and 64 KiB (batched), pingpong 64 B.
+  ASSERT_EQ(inv.specs.size(), 6u);
   for (const RunSpec& s : inv.specs) {
     EXPECT_EQ(s.duration, absl::Seconds(1));
-    EXPECT_EQ(s.warmup, absl::Milliseconds(500));  // the suite's
-    EXPECT_TRUE(s.pin);
+    EXPECT_EQ(s.warmup, absl::Milliseconds(500));       // the suite's
+    EXPECT_EQ(s.pin, s.pattern == Pattern::kPingPong);  // streaming runs unpinned
+    EXPECT_EQ(s.batch, s.pattern == Pattern::kPingPong ? 1 : 64);
+    EXPECT_EQ(s.touch, Touch::kRead);
+    EXPECT_EQ(s.wait, s.transport == TransportKind::kShm ? WaitMode::kAdaptive : WaitMode::kPark);
   }
   p = ParseArgs({"--suite", "quick", "--transport", "uds", "--transport", "pipe"});
   ASSERT_TRUE(p.outcome.invocation) << p.err;
+  bool batched = false, unbatched = false;
   for (const RunSpec& s : p.outcome.invocation->specs) {
     EXPECT_TRUE(s.transport == TransportKind::kUds || s.transport == TransportKind::kPipe);
+    EXPECT_EQ(s.wait, WaitMode::kPark);
     if (s.pattern == Pattern::kOpenLoop) {
       EXPECT_EQ(s.rate, 20000);
     }
+    if (s.pattern == Pattern::kStream) {
+      batched |= s.batch == 64;
+      unbatched |= s.batch == 1;
+    } else {
+      EXPECT_EQ(s.batch, 1);
+    }
+  }
+  EXPECT_TRUE(batched && unbatched);
+  // --batch replaces the suite's batch settings (ping-pong stays at 1).
+  p = ParseArgs({"--suite", "quick", "--transport", "uds", "--batch", "1,256"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  for (const RunSpec& s : p.outcome.invocation->specs) {
+    EXPECT_TRUE(s.batch == 1 || (s.batch == 256 && s.pattern != Pattern::kPingPong)) << Label(s);
   }
 }
 

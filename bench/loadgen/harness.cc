@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <new>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -37,6 +38,7 @@ struct alignas(64) WorkerSlot {
   int64_t window_ns;
   uint64_t total_frames;
   uint64_t unsent;
+  uint64_t flushes;  // clients: batches handed to the transport
   CpuUsage usage;
 };
 
@@ -113,7 +115,12 @@ struct Schedule {
                   openloop ? actual.get() : nullptr);
   // Clients stop at end_ns; they get generous time to drain and close.
   const int64_t deadline = clock.end_ns + 10'000'000'000 + int64_t{spec.clients} * 20'000'000;
-  const absl::Status status = (*server)->Serve(sink, deadline);
+  absl::Status status = (*server)->Serve(sink, deadline);
+  if (status.ok() && sink.bad_frames() > 0) {
+    status = absl::DataLossError(
+        absl::StrCat(sink.bad_frames(), " of ", sink.total_frames(),
+                     " frames failed the payload checksum; the first: ", sink.first_bad_frame()));
+  }
   if (!status.ok()) Fail(slot, status);
   if (status.ok() && !sink.window_closed()) {
     // Every client left before the end: the window still lasts until then.
@@ -138,6 +145,18 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
                         WorkerSlot* slot, Histogram* rtt) {
   std::vector<std::byte> frame(spec.frame_bytes, std::byte{0x5a});
   std::vector<std::byte> reply(spec.frame_bytes);
+  // Touch::kRead: a per-client pattern, and per frame stamps, sequence
+  // number and checksum (frame.h); otherwise a constant fill and stamps.
+  std::optional<FrameSealer> sealer;
+  if (spec.touch == Touch::kRead) sealer.emplace(frame, static_cast<uint64_t>(index) + 1);
+  uint64_t sequence = 0;
+  auto seal = [&](const FrameStamps& stamps) {
+    if (sealer) {
+      sealer->Seal(stamps, sequence++);
+    } else {
+      WriteStamps(frame, stamps);
+    }
+  };
   const int64_t spin_ns = absl::ToInt64Nanoseconds(spec.spin);
   CpuUsage at_open;
   int64_t opened_at = 0;
@@ -158,7 +177,8 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
   WaitUntil(clock.start_ns, WaitMode::kPark, 0);
   switch (spec.pattern) {
     case Pattern::kStream: {
-      WriteStamps(frame, {clock.start_ns, clock.start_ns});
+      const FrameStamps stamps{clock.start_ns, clock.start_ns};
+      seal(stamps);
       while (true) {
         // Reading the clock every 16 frames keeps it off the profile.
         if ((frames & 15) == 0) {
@@ -169,12 +189,15 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
             break;
           }
         }
-        if (absl::Status s = conn.Send(frame); !s.ok()) return s;
+        if (sealer) seal(stamps);
+        // A streaming sender always has more to send: batches fill up.
+        if (absl::Status s = conn.Send(frame, /*more=*/true); !s.ok()) return s;
         ++frames;
       }
       break;
     }
     case Pattern::kPingPong: {
+      // One frame per call: a round trip cannot be batched.
       while (true) {
         const int64_t t0 = NowNs();
         if (opened_at == 0 && t0 >= clock.measure_ns) open_window(t0);
@@ -182,10 +205,13 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
           close_window(t0);
           break;
         }
-        WriteStamps(frame, {t0, t0});
+        seal({t0, t0});
         size_t n = 0;
         if (absl::Status s = conn.Call(frame, reply, &n); !s.ok()) return s;
         if (n != frame.size()) return absl::DataLossError("echo has the wrong size");
+        if (sealer && !VerifyFrame(std::span<const std::byte>(reply.data(), n))) {
+          return absl::DataLossError("echo does not match its checksum");
+        }
         const int64_t t1 = NowNs();
         if (opened_at != 0) rtt->Record(static_cast<uint64_t>(t1 - t0));
         ++frames;
@@ -221,8 +247,11 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
           close_window(now);
           break;
         }
-        WriteStamps(frame, {intended, now});
-        if (absl::Status s = conn.Send(frame); !s.ok()) return s;
+        seal({intended, now});
+        // More to send only when the next frame is already due (behind
+        // schedule): a sender on schedule flushes every frame.
+        const bool more = intended + schedule.interval_ns <= now;
+        if (absl::Status s = conn.Send(frame, more); !s.ok()) return s;
         ++frames;
       }
       break;
@@ -251,6 +280,7 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
   auto rtt = std::make_unique<Histogram>();
   absl::Status status = ClientLoop(**conn, spec, clock, index, slot, rtt.get());
   if (absl::Status s = (*conn)->Close(); status.ok() && !s.ok()) status = s;
+  slot->flushes = (*conn)->flushes();
   if (!status.ok()) Fail(slot, status);
   *rtt_slot = *rtt;
   Publish(slot);
@@ -344,6 +374,17 @@ absl::Status ValidateSpec(const RunSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat(
         "openloop frames carry two timestamps: --frame-bytes must be >= ", kFrameStampBytes));
   }
+  if (spec.touch == Touch::kRead && spec.frame_bytes < kFrameMinTouchBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--touch read puts stamps and a checksum in every frame: --frame-bytes must "
+                     "be >= ",
+                     kFrameMinTouchBytes, " (or use --touch none)"));
+  }
+  if (spec.batch < 1 || spec.batch > kMaxBatch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch must be in [1, ", kMaxBatch, "], got ", spec.batch));
+  }
+  if (spec.batch_bytes < 1) return absl::InvalidArgumentError("--batch-bytes must be >= 1");
   if (spec.pattern == Pattern::kOpenLoop && !(spec.rate > 0 && spec.rate <= 1e9)) {
     return absl::InvalidArgumentError("--rate must be in (0, 1e9] frames/s for openloop");
   }
@@ -496,7 +537,10 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
   }
 
   if (spec.pattern != Pattern::kPingPong) {
-    for (int i = 0; i < spec.clients; ++i) result.total_sent += ctl->clients[i].total_frames;
+    for (int i = 0; i < spec.clients; ++i) {
+      result.total_sent += ctl->clients[i].total_frames;
+      result.client_flushes += ctl->clients[i].flushes;
+    }
     result.total_received = ctl->server.total_frames;
     if (result.total_sent != result.total_received) {
       return absl::DataLossError(absl::StrCat(Label(spec), ": clients sent ", result.total_sent,

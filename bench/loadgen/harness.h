@@ -54,6 +54,9 @@ struct RunResult {
   // they differ, so every frame is accounted for.
   uint64_t total_sent = 0;
   uint64_t total_received = 0;
+  // Stream and openloop: batches the clients handed to the transport over
+  // the whole run; total_sent / client_flushes is the batch really used.
+  uint64_t client_flushes = 0;
   Resources resources;
   double setup_s = 0;  // fork, connect and barrier
 };

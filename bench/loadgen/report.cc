@@ -61,15 +61,62 @@ std::string Kb(int64_t kb) {
 double Num(const Json& run, std::string_view path) { return NumberAt(run, path); }
 std::string Str(const Json& run, std::string_view key) { return StringAt(run, key); }
 
-// Runs keyed by (pattern, frame_bytes, clients) and transport.
-using Key = std::tuple<std::string, int, int>;
-std::map<Key, std::map<std::string, const Json*>> Group(const std::vector<Json>& runs) {
-  std::map<Key, std::map<std::string, const Json*>> groups;
-  for (const auto& run : runs) {
-    groups[{Str(run, "pattern"), static_cast<int>(Num(run, "frame_bytes")),
-            static_cast<int>(Num(run, "clients"))}][Str(run, "transport")] = &run;
+// What a run's fields say, with the defaults of files written before
+// batching and touch existed (one write per frame, counting-only receiver).
+int BatchOf(const Json& run) {
+  const double b = Num(run, "batch");
+  return std::isnan(b) ? 1 : static_cast<int>(b);
+}
+std::string TouchOf(const Json& run) {
+  const std::string t = Str(run, "touch");
+  return t.empty() ? "none" : t;
+}
+bool IsKernel(const std::string& transport) {
+  return transport == "uds" || transport == "pipe" || transport == "tcp";
+}
+bool LowerIsBetter(std::string_view metric) { return metric.rfind("latency", 0) == 0; }
+
+// CPU seconds per million frames (round trips for pingpong) in the window.
+double CpuPerMillion(const Json& run, std::string_view field) {
+  const double frames = Num(run, "frames");
+  const double cpu = Num(run, "resources." + std::string(field));
+  if (!(frames > 0) || std::isnan(cpu)) return std::nan("");
+  return cpu / (frames / 1e6);
+}
+
+// The run among `candidates` with the best `metric` (NaN-valued runs never win).
+const Json* Best(const std::vector<const Json*>& candidates, std::string_view metric) {
+  const Json* best = nullptr;
+  const bool lower = LowerIsBetter(metric);
+  for (const Json* run : candidates) {
+    const double v = Num(*run, metric);
+    if (!(v > 0)) continue;
+    if (best == nullptr || (lower ? v < Num(*best, metric) : v > Num(*best, metric))) best = run;
   }
-  return groups;
+  return best;
+}
+
+// A row of a table: touch, pattern, frame_bytes, clients, batch.
+using RowKey = std::tuple<std::string, std::string, int, int, int>;
+// A cell of comparisons: touch, pattern, frame_bytes, clients (every batch).
+using CellKey = std::tuple<std::string, std::string, int, int>;
+
+struct Grouped {
+  std::map<RowKey, std::map<std::string, const Json*>> rows;  // -> transport -> run
+  std::map<CellKey, std::vector<const Json*>> cells;          // every run of the cell
+};
+
+Grouped Group(const std::vector<Json>& runs) {
+  Grouped g;
+  for (const auto& run : runs) {
+    const std::string touch = TouchOf(run), pattern = Str(run, "pattern");
+    const int frame = static_cast<int>(Num(run, "frame_bytes"));
+    const int clients = static_cast<int>(Num(run, "clients"));
+    auto& slot = g.rows[{touch, pattern, frame, clients, BatchOf(run)}][Str(run, "transport")];
+    if (slot == nullptr) slot = &run;  // the first of repeated runs
+    g.cells[{touch, pattern, frame, clients}].push_back(&run);
+  }
+  return g;
 }
 
 std::vector<std::string> TransportsIn(const std::vector<Json>& runs) {
@@ -85,6 +132,25 @@ std::vector<std::string> TransportsIn(const std::vector<Json>& runs) {
 std::string Ratio(double num, double den) {
   if (!(num > 0) || !(den > 0)) return "-";
   return absl::StrFormat("%.2fx", num / den);
+}
+
+std::string Cpu(double v) {
+  if (std::isnan(v)) return "-";
+  if (v >= 10) return absl::StrFormat("%.0f", v);
+  if (v >= 1) return absl::StrFormat("%.1f", v);
+  return absl::StrFormat("%.2f", v);
+}
+
+// "0.05 / 0.04": clients / server CPU seconds per million frames.
+std::string CpuPair(const Json& run) {
+  return absl::StrCat(Cpu(CpuPerMillion(run, "clients_cpu_s")), " / ",
+                      Cpu(CpuPerMillion(run, "server_cpu_s")));
+}
+
+// "uds b256" (or "uds" for pingpong, which never batches).
+std::string RunName(const Json& run) {
+  if (Str(run, "pattern") == "pingpong") return Str(run, "transport");
+  return absl::StrCat(Str(run, "transport"), " b", BatchOf(run));
 }
 
 }  // namespace
@@ -110,6 +176,9 @@ Json RunJson(const RunResult& run) {
   v["wait"] = ToString(s.wait);
   v["spin_us"] = JsonNumber(absl::ToDoubleMicroseconds(s.spin));
   v["pin"] = s.pin;
+  v["batch"] = s.pattern == Pattern::kPingPong ? 1 : s.batch;
+  v["batch_bytes"] = s.batch_bytes;
+  v["touch"] = ToString(s.touch);
   if (s.pattern == Pattern::kOpenLoop) v["rate"] = JsonNumber(s.rate);
   v["window_s"] = JsonNumber(std::round(run.window_s * 1e6) / 1e6);
   v["frames"] = run.frames;
@@ -144,9 +213,24 @@ Json RunJson(const RunResult& run) {
   res["daemon_memfd_bytes"] = r.daemon_memfd_bytes;
   res["shmem_delta_kb"] = r.shmem_delta_kb;
   v["resources"] = std::move(res);
+  // Per million frames delivered (round trips for pingpong) in the window.
+  Json per = Json::object();
+  const double mframes = run.frames / 1e6;
+  auto per_million = [&](const CpuUsage& u) {
+    return mframes > 0 ? JsonNumber(Seconds(u.user_ns + u.sys_ns) / mframes) : Json(nullptr);
+  };
+  per["clients"] = per_million(r.clients);
+  per["server"] = per_million(r.server);
+  per["daemon"] = per_million(r.daemon);
+  v["cpu_s_per_mframe"] = std::move(per);
   if (run.spec.pattern != Pattern::kPingPong) {
     v["frames_sent_total"] = run.total_sent;
     v["frames_received_total"] = run.total_received;
+    v["client_flushes"] = run.client_flushes;
+    v["frames_per_flush"] = run.client_flushes > 0
+                                ? JsonNumber(static_cast<double>(run.total_sent) /
+                                             static_cast<double>(run.client_flushes))
+                                : Json(nullptr);
   }
   v["setup_s"] = JsonNumber(std::round(run.setup_s * 1000) / 1000);
   return v;
@@ -160,17 +244,34 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
   }
   if (s.transport == TransportKind::kGrpc) wait = "n/a (gRPC polls itself)";
   absl::FPrintF(out, "== %s ==\n", Label(s));
+  std::string batch = "1 frame per call (pingpong never batches)";
+  if (s.pattern != Pattern::kPingPong) {
+    batch = s.batch == 1 ? "1 (one write / publish per frame)"
+                         : absl::StrCat(s.batch, " frames or ", s.batch_bytes, " B per ",
+                                        s.transport == TransportKind::kShm    ? "publish"
+                                        : s.transport == TransportKind::kGrpc ? "flushing write"
+                                                                              : "write");
+  }
+  const char* touch = s.touch == Touch::kRead ? "read (server checksums every payload byte)"
+                                              : "none (server only counts frames: a ceiling)";
   absl::FPrintF(out,
                 "method:    %s, %s, %d cpus, %s; transport %s, pattern %s, %d client process(es) "
-                "+ 1 server, frame %u B, warmup %s, duration %s, wait %s, pin %s",
+                "+ 1 server, frame %u B, warmup %s, duration %s, wait %s, pin %s, batch %s, "
+                "touch %s",
                 m.host, m.cpu_model, m.cpus, m.kernel, ToString(s.transport), ToString(s.pattern),
                 s.clients, s.frame_bytes, absl::FormatDuration(s.warmup),
-                absl::FormatDuration(s.duration), wait, s.pin ? "yes" : "no");
+                absl::FormatDuration(s.duration), wait, s.pin ? "yes" : "no", batch, touch);
   if (s.pattern == Pattern::kOpenLoop) absl::FPrintF(out, ", rate %s frames/s", Si(s.rate));
   absl::FPrintF(out, "\n");
   absl::FPrintF(out, "result:    %s frames/s, %.1f MB/s (%d frames in %.3f s%s)\n",
                 Si(run.frames_per_s), run.mb_per_s, run.frames, run.window_s,
                 s.pattern == Pattern::kPingPong ? ", round trips" : ", delivered");
+  if (s.pattern != Pattern::kPingPong && run.client_flushes > 0) {
+    absl::FPrintF(out, "batching:  %.1f frames per %s on average (%d frames, %d batches)\n",
+                  static_cast<double>(run.total_sent) / static_cast<double>(run.client_flushes),
+                  s.transport == TransportKind::kShm ? "publish" : "write", run.total_sent,
+                  run.client_flushes);
+  }
   auto print_latency = [&](const char* what, const Histogram& h) {
     absl::FPrintF(out, "%-10s p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)\n", what,
                   Ns(h.ValueAtQuantile(0.5)), Ns(h.ValueAtQuantile(0.9)),
@@ -197,6 +298,14 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
                 r.clients.involuntary_switches, r.server.voluntary_switches,
                 r.server.involuntary_switches,
                 r.daemon.voluntary_switches + r.daemon.involuntary_switches);
+  if (run.frames > 0) {
+    const double mframes = run.frames / 1e6;
+    absl::FPrintF(out, "           cpu s per million %s: clients %.3f, server %.3f, daemon %.3f\n",
+                  s.pattern == Pattern::kPingPong ? "round trips" : "frames",
+                  Seconds(r.clients.user_ns + r.clients.sys_ns) / mframes,
+                  Seconds(r.server.user_ns + r.server.sys_ns) / mframes,
+                  Seconds(r.daemon.user_ns + r.daemon.sys_ns) / mframes);
+  }
   absl::FPrintF(out,
                 "           rss: daemon %s, server %s, client %s; shm: daemon memfds %s, "
                 "system Shmem %+d KiB\n",
@@ -205,95 +314,171 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
 }
 
 std::string MarkdownTables(const std::vector<Json>& runs) {
-  const auto groups = Group(runs);
+  const Grouped g = Group(runs);
   const std::vector<std::string> transports = TransportsIn(runs);
-  std::vector<std::string> baselines;
-  for (const auto& t : transports) {
-    if (t != "shm") baselines.push_back(t);
-  }
   const bool have_shm = std::find(transports.begin(), transports.end(), "shm") != transports.end();
   std::string md;
-
-  auto header = [&](const std::string& title, const std::string& cell, const std::string& ratio) {
-    absl::StrAppend(&md, "### ", title, "\n\n| frame B | clients |");
-    for (const auto& t : transports) absl::StrAppend(&md, " ", t, cell, " |");
-    if (have_shm) {
-      for (const auto& b : baselines)
-        absl::StrAppend(&md, " ", absl::StrReplaceAll(ratio, {{"%s", b}}), " |");
-    }
-    absl::StrAppend(&md, "\n| ---: | ---: |");
-    for (size_t i = 0; i < transports.size(); ++i) absl::StrAppend(&md, " ---: |");
-    if (have_shm) {
-      for (size_t i = 0; i < baselines.size(); ++i) absl::StrAppend(&md, " ---: |");
-    }
-    absl::StrAppend(&md, "\n");
-  };
-
-  for (const char* pattern : {"stream", "pingpong", "openloop"}) {
-    bool any = false;
-    for (const auto& [key, by_transport] : groups) {
-      if (std::get<0>(key) != pattern) continue;
-      if (!any) {
-        any = true;
-        if (std::string(pattern) == "stream") {
-          header("stream: delivered frames/s (higher is better)", "", "shm/%s");
-        } else if (std::string(pattern) == "pingpong") {
-          header("pingpong: round-trip time p50 / p99 (lower is better)", "", "%s/shm p99");
-        } else {
-          header("openloop: one-way latency from intended send time p50 / p99 (lower is better)",
-                 "", "%s/shm p99");
-        }
+  for (const char* touch : {"read", "none"}) {
+    for (const char* pattern_name : {"stream", "pingpong", "openloop"}) {
+      const std::string pattern = pattern_name;
+      std::vector<const RowKey*> keys;
+      for (const auto& [key, by_transport] : g.rows) {
+        if (std::get<0>(key) == touch && std::get<1>(key) == pattern) keys.push_back(&key);
       }
-      absl::StrAppend(&md, "| ", std::get<1>(key), " | ", std::get<2>(key), " |");
-      const bool stream = std::string(pattern) == "stream";
-      for (const auto& t : transports) {
-        auto it = by_transport.find(t);
-        if (it == by_transport.end()) {
-          absl::StrAppend(&md, " - |");
-        } else if (stream) {
-          absl::StrAppend(&md, " ", Si(Num(*it->second, "frames_per_s")), " |");
-        } else {
-          absl::StrAppend(&md, " ", Ns(Num(*it->second, "latency_ns.p50")), " / ",
-                          Ns(Num(*it->second, "latency_ns.p99")), " |");
-        }
+      if (keys.empty()) continue;
+      const bool stream = pattern == "stream";
+      const bool batched = pattern != "pingpong";
+      const std::string metric = stream ? "frames_per_s" : "latency_ns.p99";
+      const std::string receiver =
+          std::string(touch) == "read"
+              ? "the server reads every payload byte (`--touch read`)"
+              : "**counting-only server** (`--touch none`): a zero-copy ceiling, not a comparison";
+      if (stream) {
+        absl::StrAppend(&md, "### stream: delivered frames/s (higher is better); ", receiver,
+                        "\n\n");
+        absl::StrAppend(
+            &md,
+            "batch: frames per write (uds, pipe, tcp), per publish (shm), per flushing write "
+            "(grpc). *best*: the best of uds, pipe and tcp over every batch setting of this set "
+            "at that frame size and client count; *naive*: the best of them at batch 1 (one "
+            "write per frame). cpu: clients / server CPU seconds per million frames.\n\n");
+      } else if (pattern == "pingpong") {
+        absl::StrAppend(&md, "### pingpong: round-trip time p50 / p99 (lower is better); ",
+                        receiver, "\n\n");
+        absl::StrAppend(&md,
+                        "No batching: one frame per round trip. *best*: the uds, pipe or tcp run "
+                        "with the lowest p99. cpu: clients / server CPU seconds per million "
+                        "round trips.\n\n");
+      } else {
+        absl::StrAppend(&md,
+                        "### openloop: one-way latency from intended send time p50 / p99 (lower "
+                        "is better); ",
+                        receiver, "\n\n");
+        absl::StrAppend(&md,
+                        "batch: as for stream, but a sender on schedule flushes every frame (a "
+                        "batch fills only while it is behind). *best*: the uds, pipe or tcp run "
+                        "with the lowest p99 over every batch setting. cpu: clients / server CPU "
+                        "seconds per million frames.\n\n");
       }
+      absl::StrAppend(&md, "| frame B | clients |", batched ? " batch |" : "");
+      for (const auto& t : transports) absl::StrAppend(&md, " ", t, " |");
+      absl::StrAppend(&md, " best kernel |");
       if (have_shm) {
-        auto shm = by_transport.find("shm");
-        for (const auto& b : baselines) {
-          auto it = by_transport.find(b);
-          if (shm == by_transport.end() || it == by_transport.end()) {
-            absl::StrAppend(&md, " - |");
-          } else if (stream) {
-            absl::StrAppend(
-                &md, " ",
-                Ratio(Num(*shm->second, "frames_per_s"), Num(*it->second, "frames_per_s")), " |");
-          } else {
-            absl::StrAppend(
-                &md, " ",
-                Ratio(Num(*it->second, "latency_ns.p99"), Num(*shm->second, "latency_ns.p99")),
-                " |");
-          }
+        absl::StrAppend(&md, stream ? " shm/best | naive (b1) | shm/naive |" : " best/shm p99 |",
+                        " shm cpu | best cpu |");
+      }
+      absl::StrAppend(&md, "\n| ---: | ---: |", batched ? " ---: |" : "");
+      const size_t extra = 1 + (have_shm ? (stream ? 5 : 3) : 0);
+      for (size_t i = 0; i < transports.size() + extra; ++i) absl::StrAppend(&md, " ---: |");
+      absl::StrAppend(&md, "\n");
+
+      auto value = [&](const Json& run) {
+        if (stream) return Si(Num(run, "frames_per_s"));
+        return absl::StrCat(Ns(Num(run, "latency_ns.p50")), " / ", Ns(Num(run, "latency_ns.p99")));
+      };
+      for (const RowKey* key : keys) {
+        const auto& by_transport = g.rows.at(*key);
+        const auto& [t_, p_, frame, clients, batch] = *key;
+        absl::StrAppend(&md, "| ", frame, " | ", clients, " |");
+        if (batched) absl::StrAppend(&md, " ", batch, " |");
+        for (const auto& t : transports) {
+          auto it = by_transport.find(t);
+          absl::StrAppend(&md, " ", it == by_transport.end() ? "-" : value(*it->second), " |");
         }
+        std::vector<const Json*> kernel, kernel_b1;
+        for (const Json* run : g.cells.at({t_, p_, frame, clients})) {
+          if (!IsKernel(Str(*run, "transport"))) continue;
+          kernel.push_back(run);
+          if (BatchOf(*run) == 1) kernel_b1.push_back(run);
+        }
+        const Json* best = Best(kernel, metric);
+        absl::StrAppend(&md, " ",
+                        best == nullptr ? "-"
+                                        : absl::StrCat(RunName(*best), ": ",
+                                                       stream ? Si(Num(*best, metric))
+                                                              : Ns(Num(*best, metric))),
+                        " |");
+        if (!have_shm) {
+          absl::StrAppend(&md, "\n");
+          continue;
+        }
+        auto shm_it = by_transport.find("shm");
+        const Json* shm = shm_it == by_transport.end() ? nullptr : shm_it->second;
+        const double shm_v = shm == nullptr ? std::nan("") : Num(*shm, metric);
+        const double best_v = best == nullptr ? std::nan("") : Num(*best, metric);
+        if (stream) {
+          const Json* naive = Best(kernel_b1, metric);
+          const double naive_v = naive == nullptr ? std::nan("") : Num(*naive, metric);
+          absl::StrAppend(&md, " ", Ratio(shm_v, best_v), " | ",
+                          naive == nullptr ? "-" : absl::StrCat(RunName(*naive), ": ", Si(naive_v)),
+                          " | ", Ratio(shm_v, naive_v), " |");
+        } else {
+          absl::StrAppend(&md, " ", Ratio(best_v, shm_v), " |");
+        }
+        absl::StrAppend(&md, " ", shm == nullptr ? "-" : CpuPair(*shm), " | ",
+                        best == nullptr ? "-" : CpuPair(*best), " |\n");
+      }
+      absl::StrAppend(&md, "\n");
+
+      // What every run cost.
+      absl::StrAppend(&md, "#### ", pattern, " cost: clients / server CPU seconds per million ",
+                      pattern == "pingpong" ? "round trips" : "frames",
+                      batched ? " (x mean frames per write or publish)" : "", "\n\n");
+      absl::StrAppend(&md, "| frame B | clients |", batched ? " batch |" : "");
+      for (const auto& t : transports) absl::StrAppend(&md, " ", t, " |");
+      absl::StrAppend(&md, "\n| ---: | ---: |", batched ? " ---: |" : "");
+      for (size_t i = 0; i < transports.size(); ++i) absl::StrAppend(&md, " ---: |");
+      absl::StrAppend(&md, "\n");
+      for (const RowKey* key : keys) {
+        const auto& by_transport = g.rows.at(*key);
+        absl::StrAppend(&md, "| ", std::get<2>(*key), " | ", std::get<3>(*key), " |");
+        if (batched) absl::StrAppend(&md, " ", std::get<4>(*key), " |");
+        for (const auto& t : transports) {
+          auto it = by_transport.find(t);
+          if (it == by_transport.end()) {
+            absl::StrAppend(&md, " - |");
+            continue;
+          }
+          absl::StrAppend(&md, " ", CpuPair(*it->second));
+          const double per_flush = Num(*it->second, "frames_per_flush");
+          if (batched && per_flush > 0) absl::StrAppend(&md, absl::StrFormat(" x%.1f", per_flush));
+          absl::StrAppend(&md, " |");
+        }
+        absl::StrAppend(&md, "\n");
       }
       absl::StrAppend(&md, "\n");
     }
-    if (any) absl::StrAppend(&md, "\n");
   }
   return md;
 }
 
 absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs) {
   const std::vector<std::string> transports = TransportsIn(runs);
-  // The plotted frame size: 64 bytes when present, else the smallest.
-  int frame = 0;
-  int fewest_pingpong_clients = 0;
+  // Runs of the plotted receiver: touch read when the set has any.
+  std::string touch = "none";
   for (const auto& run : runs) {
-    const int f = static_cast<int>(Num(run, "frame_bytes"));
-    if (frame == 0 || f == 64 || (frame != 64 && f < frame)) frame = f;
+    if (TouchOf(run) == "read") touch = "read";
   }
+  std::vector<const Json*> set;
   for (const auto& run : runs) {
-    if (Str(run, "pattern") == "pingpong" && static_cast<int>(Num(run, "frame_bytes")) == frame) {
-      const int c = static_cast<int>(Num(run, "clients"));
+    if (TouchOf(run) == touch) set.push_back(&run);
+  }
+  // The frame size of the clients and latency plots: 64 bytes when present,
+  // else the smallest; the batch plots: the smallest and largest stream
+  // frame sizes.
+  int frame = 0, small = 0, large = 0;
+  int fewest_pingpong_clients = 0;
+  for (const Json* run : set) {
+    const int f = static_cast<int>(Num(*run, "frame_bytes"));
+    if (frame == 0 || f == 64 || (frame != 64 && f < frame)) frame = f;
+    if (Str(*run, "pattern") == "stream") {
+      if (small == 0 || f < small) small = f;
+      if (f > large) large = f;
+    }
+  }
+  for (const Json* run : set) {
+    if (Str(*run, "pattern") == "pingpong" && static_cast<int>(Num(*run, "frame_bytes")) == frame) {
+      const int c = static_cast<int>(Num(*run, "clients"));
       if (fewest_pingpong_clients == 0 || c < fewest_pingpong_clients) fewest_pingpong_clients = c;
     }
   }
@@ -303,23 +488,28 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs
   // gnuplot's "index" counts blocks, so every transport gets one in each file,
   // with a dummy point when it has no data (gnuplot skips the "?" row).
   for (const auto& t : transports) {
-    std::vector<std::pair<int, const Json*>> stream, pingpong;
+    std::map<int, const Json*> stream;  // clients -> the best batch's run
+    std::vector<std::pair<int, const Json*>> pingpong;
     const Json* cdf_run = nullptr;
-    for (const auto& run : runs) {
-      if (Str(run, "transport") != t || static_cast<int>(Num(run, "frame_bytes")) != frame)
+    for (const Json* run : set) {
+      if (Str(*run, "transport") != t || static_cast<int>(Num(*run, "frame_bytes")) != frame)
         continue;
-      const int clients = static_cast<int>(Num(run, "clients"));
-      if (Str(run, "pattern") == "stream") stream.emplace_back(clients, &run);
-      if (Str(run, "pattern") == "pingpong") {
-        pingpong.emplace_back(clients, &run);
-        if (clients == fewest_pingpong_clients) cdf_run = &run;
+      const int clients = static_cast<int>(Num(*run, "clients"));
+      if (Str(*run, "pattern") == "stream") {
+        const Json*& best = stream[clients];
+        if (best == nullptr || Num(*run, "frames_per_s") > Num(*best, "frames_per_s")) best = run;
+      }
+      if (Str(*run, "pattern") == "pingpong") {
+        pingpong.emplace_back(clients, run);
+        if (clients == fewest_pingpong_clients) cdf_run = run;
       }
     }
-    std::sort(stream.begin(), stream.end());
     std::sort(pingpong.begin(), pingpong.end());
     throughput << "\"" << t << "\"\n";
-    if (stream.empty()) throughput << "? ?\n";
-    for (const auto& [c, run] : stream) throughput << c << " " << Num(*run, "frames_per_s") << "\n";
+    if (stream.empty()) throughput << "? ? ?\n";
+    for (const auto& [c, run] : stream) {
+      throughput << c << " " << Num(*run, "frames_per_s") << " " << BatchOf(*run) << "\n";
+    }
     throughput << "\n\n";
     latency << "\"" << t << "\"\n";
     if (pingpong.empty()) latency << "? ? ?\n";
@@ -342,10 +532,33 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs
   throughput.close();
   latency.close();
   cdf.close();
+  // Stream frames/s against the batch setting, shm and uds, one block per
+  // transport and client count, for the smallest and the largest frame.
+  for (const auto& [suffix, f] : {std::pair<const char*, int>{"small", small}, {"large", large}}) {
+    std::ofstream batch(absl::StrCat(prefix, "-batch-", suffix, ".dat"));
+    std::map<std::pair<std::string, int>, std::map<int, double>> series;
+    for (const Json* run : set) {
+      const std::string t = Str(*run, "transport");
+      if (Str(*run, "pattern") != "stream" || static_cast<int>(Num(*run, "frame_bytes")) != f ||
+          (t != "shm" && t != "uds"))
+        continue;
+      series[{t, static_cast<int>(Num(*run, "clients"))}][BatchOf(*run)] =
+          Num(*run, "frames_per_s");
+    }
+    if (series.empty()) batch << "\"none\"\n? ?\n\n\n";
+    for (const auto& [name, points] : series) {
+      batch << "\"" << name.first << " " << f << " B, " << name.second << " client"
+            << (name.second == 1 ? "" : "s") << "\"\n";
+      for (const auto& [b, v] : points) batch << b << " " << v << "\n";
+      batch << "\n\n";
+    }
+  }
   const std::string gp_path = prefix + ".gp";
   {
     std::ofstream gp(gp_path);
-    gp << "prefix = \"" << prefix << "\"\n" << kPlotsGp;
+    gp << "prefix = \"" << prefix << "\"\nframe = \"" << frame << "\"\nsmall = \"" << small
+       << "\"\nlarge = \"" << large << "\"\ntouch = \"" << touch << "\"\n"
+       << kPlotsGp;
   }
   const std::string command = absl::StrCat("gnuplot '", gp_path, "' 2>&1");
   std::FILE* pipe = popen(command.c_str(), "r");
@@ -381,6 +594,7 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
     const std::string denominator = Str(t, "denominator");
     const double clients = Num(t, "clients");
     const double frame = Num(t, "frame_bytes");
+    const std::string touch = Str(t, "touch").empty() ? "read" : Str(t, "touch");
     check.min_ratio = Num(t, "min_ratio");
     if (check.name.empty() || metric.empty() || pattern.empty() || numerator.empty() ||
         denominator.empty() || std::isnan(clients) || std::isnan(frame) ||
@@ -390,19 +604,34 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
           "' needs name, metric, pattern, clients, frame_bytes, numerator, denominator, "
           "min_ratio"));
     }
-    auto find = [&](const std::string& transport) -> const Json* {
+    if (touch != "read" && touch != "none") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("targets file: target '", check.name, "': touch is read or none"));
+    }
+    // A side is a transport, or best-kernel (uds, pipe, tcp); among its runs
+    // the best over the batch settings wins, unless SIDE_batch names one.
+    auto pick = [&](const std::string& side, const char* batch_key) -> const Json* {
+      const double batch = Num(t, batch_key);
+      std::vector<const Json*> candidates;
       for (const auto& run : runs) {
-        if (Str(run, "transport") == transport && Str(run, "pattern") == pattern &&
-            Num(run, "clients") == clients && Num(run, "frame_bytes") == frame) {
-          return &run;
-        }
+        const std::string transport = Str(run, "transport");
+        if (side == "best-kernel" ? !IsKernel(transport) : transport != side) continue;
+        if (Str(run, "pattern") != pattern || Num(run, "clients") != clients ||
+            Num(run, "frame_bytes") != frame || TouchOf(run) != touch)
+          continue;
+        if (!std::isnan(batch) && BatchOf(run) != batch) continue;
+        candidates.push_back(&run);
       }
-      return nullptr;
+      if (candidates.empty()) return nullptr;
+      const Json* best = Best(candidates, metric);
+      return best != nullptr ? best : candidates.front();
     };
-    const Json* num = find(numerator);
-    const Json* den = find(denominator);
+    const Json* num = pick(numerator, "numerator_batch");
+    const Json* den = pick(denominator, "denominator_batch");
     if (num != nullptr && den != nullptr) {
       check.found = true;
+      check.numerator_run = RunName(*num);
+      check.denominator_run = RunName(*den);
       const double a = Num(*num, metric);
       const double b = Num(*den, metric);
       check.ratio = b > 0 ? a / b : 0;
@@ -419,7 +648,10 @@ Json GateJson(const std::vector<GateCheck>& checks) {
     Json v = Json::object();
     v["name"] = c.name;
     v["result"] = !c.found ? "missing" : c.passed ? "pass" : "fail";
-    if (c.found) v["ratio"] = JsonNumber(std::round(c.ratio * 1000) / 1000);
+    if (c.found) {
+      v["ratio"] = JsonNumber(std::round(c.ratio * 1000) / 1000);
+      v["runs"] = absl::StrCat(c.numerator_run, " / ", c.denominator_run);
+    }
     v["min_ratio"] = JsonNumber(c.min_ratio);
     list.push_back(std::move(v));
   }
@@ -432,8 +664,9 @@ void PrintGate(std::FILE* out, const std::vector<GateCheck>& checks) {
     if (!c.found) {
       absl::FPrintF(out, "  MISSING %-34s (its runs are not in this set)\n", c.name);
     } else {
-      absl::FPrintF(out, "  %-7s %-34s %8.2fx (target >= %.2fx)  %s\n", c.passed ? "PASS" : "FAIL",
-                    c.name, c.ratio, c.min_ratio, c.description);
+      absl::FPrintF(out, "  %-7s %-34s %8.2fx (target >= %.2fx, %s / %s)  %s\n",
+                    c.passed ? "PASS" : "FAIL", c.name, c.ratio, c.min_ratio, c.numerator_run,
+                    c.denominator_run, c.description);
     }
   }
 }

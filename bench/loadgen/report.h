@@ -21,27 +21,41 @@ namespace shmlane::bench {
 Json MachineJson(const MachineInfo& machine);
 
 // The run as one JSON object: transport, pattern, clients, frame_bytes,
-// frames_per_s, mb_per_s, latency_ns {p50, p90, p99, p999, max, mean, count}
-// when measured, resources, and the method's parameters.
+// batch, batch_bytes, touch, frames_per_s, mb_per_s, latency_ns {p50, p90,
+// p99, p999, max, mean, count} when measured, resources, cpu_s_per_mframe
+// {clients, server, daemon}, frames_per_flush, and the method's parameters.
 Json RunJson(const RunResult& run);
 
 // Human-readable method, result and resources lines.
 void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& machine);
 
-// Markdown tables for a set of run objects (from RunJson): throughput with
-// shm/baseline ratios, latency with baseline/shm ratios.
+// Markdown tables for a set of run objects (from RunJson), per receiver
+// (touch read, then none) and pattern: one row per frame size, client count
+// and batch, with the best kernel baseline over every batch of the set,
+// shm/best and (stream) shm/naive ratios, and CPU per million frames; then
+// each run's CPU cost. Runs from files without batch/touch read as batch 1,
+// touch none.
 std::string MarkdownTables(const std::vector<Json>& runs);
 
-// Writes PREFIX-{throughput,latency,cdf}.dat and PREFIX.gp, then runs gnuplot
-// to draw PREFIX-*.png. FailedPrecondition when gnuplot is missing or fails.
+// Writes PREFIX-{throughput,latency,cdf,batch-small,batch-large}.dat and
+// PREFIX.gp, then runs gnuplot to draw PREFIX-*.png. FailedPrecondition when gnuplot is missing or
+// fails.
 absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs);
 
-// One target of bench/targets.json checked against a result set.
+// One target of bench/targets.json checked against a result set:
+// metric(numerator) / metric(denominator) >= min_ratio among the runs of the
+// target's pattern, clients, frame_bytes and touch (default "read"). A side
+// is a transport name or "best-kernel" (the best of uds, pipe and tcp); of
+// its runs the best over the batch settings in the set is taken (highest
+// value, or lowest for latency_* metrics) unless "numerator_batch" /
+// "denominator_batch" names one.
 struct GateCheck {
   std::string name;
   std::string description;
   bool found = false;  // both runs were in the set
   bool passed = false;
+  std::string numerator_run;  // which runs were compared ("shm b64", "uds b256")
+  std::string denominator_run;
   double ratio = 0;
   double min_ratio = 0;
 };

@@ -4,6 +4,7 @@
 // Markdown and gate were written.
 #include "bench/loadgen/report.h"
 
+#include <cmath>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -15,6 +16,9 @@
 
 namespace shmlane::bench {
 namespace {
+
+// The quick-suite result set committed under bench/results/.
+constexpr char kCommittedResult[] = "vm-20261201-205539";
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -95,6 +99,10 @@ TEST(ReportTest, RunJsonRoundTripsThroughTheFileAndTheGate) {
   ASSERT_TRUE(FindPath(shm, "latency_cdf") != nullptr);
   EXPECT_EQ(FindPath(shm, "latency_cdf")->size(), 20u);
   EXPECT_EQ(FindPath(shm, "frames_sent_total"), nullptr);  // not for pingpong
+  EXPECT_EQ(NumberAt(shm, "batch"), 1);
+  EXPECT_EQ(StringAt(shm, "touch"), "read");
+  // 1.97 CPU-s of clients over 123.46 M round trips.
+  EXPECT_NEAR(NumberAt(shm, "cpu_s_per_mframe.clients"), 1.974671234 / 123.456789, 1e-6);
 
   Json doc = Json::object();
   doc["runs"] = Json::array({shm, uds});
@@ -134,19 +142,119 @@ TEST(ReportTest, RunJsonRoundTripsThroughTheFileAndTheGate) {
   EXPECT_FALSE(EvaluateTargets(*incomplete, runs, false).ok());
 }
 
-// A result set written by the old serializer reads back into the same
-// Markdown tables and the same gate (against today's bench/targets.json).
-TEST(ReportTest, ReadsACommittedResultFile) {
+RunResult StreamRun(TransportKind transport, int batch, double frames_per_s,
+                    Touch touch = Touch::kRead) {
+  RunResult r;
+  r.spec.transport = transport;
+  r.spec.pattern = Pattern::kStream;
+  r.spec.batch = batch;
+  r.spec.touch = touch;
+  r.window_s = 2;
+  r.frames = static_cast<uint64_t>(frames_per_s * 2);
+  r.frames_per_s = frames_per_s;
+  r.total_sent = r.total_received = r.frames;
+  r.client_flushes = r.frames / static_cast<uint64_t>(batch);
+  r.resources.clients.user_ns = 1'000'000'000;
+  r.resources.server.sys_ns = 500'000'000;
+  return r;
+}
+
+// The gate and the tables compare shm with the best kernel transport over
+// every batch setting, name both sides' batching, and keep counting-only
+// runs apart.
+TEST(ReportTest, BestKernelBaselineIsTheBestBatchOfUdsPipeTcp) {
+  std::vector<Json> runs;
+  runs.push_back(RunJson(StreamRun(TransportKind::kShm, 1, 30e6)));
+  runs.push_back(RunJson(StreamRun(TransportKind::kShm, 64, 40e6)));
+  runs.push_back(RunJson(StreamRun(TransportKind::kUds, 1, 0.5e6)));
+  runs.push_back(RunJson(StreamRun(TransportKind::kUds, 64, 10e6)));
+  runs.push_back(RunJson(StreamRun(TransportKind::kPipe, 64, 12e6)));
+  runs.push_back(RunJson(StreamRun(TransportKind::kGrpc, 64, 50e6)));  // not a kernel transport
+  runs.push_back(RunJson(StreamRun(TransportKind::kShm, 64, 90e6, Touch::kNone)));
+  EXPECT_EQ(NumberAt(runs[1], "frames_per_flush"), 64);
+  EXPECT_EQ(NumberAt(runs[1], "cpu_s_per_mframe.server"), 0.5 / 80);
+
+  absl::StatusOr<Json> targets = ParseJson(R"({"targets": [
+      {"name": "best", "metric": "frames_per_s", "pattern": "stream", "clients": 1,
+       "frame_bytes": 64, "numerator": "shm", "denominator": "best-kernel", "min_ratio": 3},
+      {"name": "b1", "metric": "frames_per_s", "pattern": "stream", "clients": 1,
+       "frame_bytes": 64, "numerator": "shm", "numerator_batch": 1,
+       "denominator": "best-kernel", "min_ratio": 3},
+      {"name": "naive", "metric": "frames_per_s", "pattern": "stream", "clients": 1,
+       "frame_bytes": 64, "numerator": "shm", "denominator": "uds", "denominator_batch": 1,
+       "min_ratio": 50},
+      {"name": "ceiling", "metric": "frames_per_s", "pattern": "stream", "clients": 1,
+       "frame_bytes": 64, "touch": "none", "numerator": "shm", "denominator": "uds",
+       "min_ratio": 1}]})");
+  ASSERT_TRUE(targets.ok()) << targets.status();
+  absl::StatusOr<std::vector<GateCheck>> checks = EvaluateTargets(*targets, runs, false);
+  ASSERT_TRUE(checks.ok()) << checks.status();
+  ASSERT_EQ(checks->size(), 4u);
+  EXPECT_DOUBLE_EQ((*checks)[0].ratio, 40.0 / 12.0);
+  EXPECT_EQ((*checks)[0].numerator_run, "shm b64");
+  EXPECT_EQ((*checks)[0].denominator_run, "pipe b64");
+  EXPECT_TRUE((*checks)[0].passed);
+  EXPECT_DOUBLE_EQ((*checks)[1].ratio, 30.0 / 12.0);
+  EXPECT_FALSE((*checks)[1].passed);
+  EXPECT_DOUBLE_EQ((*checks)[2].ratio, 80.0);  // shm b64 / uds b1: the old headline
+  EXPECT_FALSE((*checks)[3].found);            // no counting-only uds run
+  EXPECT_EQ(DumpJson(GateJson(*checks)[0]),
+            R"({"name":"best","result":"pass","ratio":3.333,"runs":"shm b64 / pipe b64",)"
+            R"("min_ratio":3})");
+
+  const std::string md = MarkdownTables(runs);
+  // The batch-64 row: shm 40M against the best kernel run (pipe b64, 12M)
+  // and the naive one (uds b1, 500k), with both sides' CPU per 10^6 frames.
+  EXPECT_NE(md.find("| 64 | 1 | 64 | 40.00M | 10.00M | 12.00M | 50.00M | pipe b64: 12.00M | 3.33x "
+                    "| uds b1: 500.0k | 80.00x | 0.01 / 0.01 | 0.04 / 0.02 |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("counting-only server"), std::string::npos) << md;
+  EXPECT_NE(md.find("0.01 / 0.01 x64.0"), std::string::npos) << md;
+}
+
+// Runs from files written before batching and touch existed read as what
+// they were: one write per frame, a counting-only server (a ceiling).
+TEST(ReportTest, RunsWithoutBatchOrTouchAreUnbatchedCeilings) {
+  absl::StatusOr<Json> doc = ParseJson(R"({"runs": [
+      {"transport": "shm", "pattern": "stream", "clients": 1, "frame_bytes": 64,
+       "frames": 50000000, "frames_per_s": 25000000},
+      {"transport": "uds", "pattern": "stream", "clients": 1, "frame_bytes": 64,
+       "frames": 1000000, "frames_per_s": 500000}]})");
+  ASSERT_TRUE(doc.ok()) << doc.status();
+  const std::vector<Json> runs((*doc)["runs"].begin(), (*doc)["runs"].end());
+  const std::string md = MarkdownTables(runs);
+  EXPECT_NE(md.find("counting-only server"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 64 | 1 | 1 | 25.00M | 500.0k | uds b1: 500.0k | 50.00x |"),
+            std::string::npos)
+      << md;
+  // A target on the reading server does not match them.
+  absl::StatusOr<Json> targets = ParseJson(R"({"targets": [
+      {"name": "t", "metric": "frames_per_s", "pattern": "stream", "clients": 1,
+       "frame_bytes": 64, "numerator": "shm", "denominator": "best-kernel", "min_ratio": 3}]})");
+  ASSERT_TRUE(targets.ok());
+  absl::StatusOr<std::vector<GateCheck>> checks = EvaluateTargets(*targets, runs, false);
+  ASSERT_TRUE(checks.ok());
+  EXPECT_FALSE((*checks)[0].found);
+}
+
+// The committed quick-suite result reads back into exactly its Markdown
+// tables and its gate (against today's bench/targets.json).
+TEST(ReportTest, ReadsTheCommittedResultFile) {
   const std::string dir = SHMLANE_BENCH_SOURCE_DIR;
-  absl::StatusOr<Json> doc = ParseJson(ReadFile(dir + "/results/vm-20261127-102055.json"));
+  const std::string base = dir + "/results/" + kCommittedResult;
+  absl::StatusOr<Json> doc = ParseJson(ReadFile(base + ".json"));
   ASSERT_TRUE(doc.ok()) << doc.status();
   ASSERT_TRUE((*doc)["runs"].is_array());
   const std::vector<Json> runs((*doc)["runs"].begin(), (*doc)["runs"].end());
-  ASSERT_EQ(runs.size(), 40u);
-  EXPECT_EQ(StringAt(*doc, "method.machine.host"), "vm");
+  ASSERT_GE(runs.size(), 70u);
   EXPECT_EQ(NumberAt(*doc, "method.machine.cpus"), 2);
+  for (const Json& run : runs) {
+    EXPECT_EQ(StringAt(run, "touch"), "read");
+    EXPECT_FALSE(std::isnan(NumberAt(run, "cpu_s_per_mframe.clients")));
+  }
 
-  const std::string md = ReadFile(dir + "/results/vm-20261127-102055.md");
+  const std::string md = ReadFile(base + ".md");
   const std::string tables = MarkdownTables(runs);
   ASSERT_FALSE(tables.empty());
   EXPECT_NE(md.find(tables), std::string::npos) << tables;

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 
@@ -129,10 +130,52 @@ std::string Tail(const std::string& path) {
 
 class ProducerClient final : public ClientEndpoint {
  public:
-  ProducerClient(client::Producer producer, WaitMode mode)
-      : producer_(std::move(producer)), mode_(mode) {}
+  ProducerClient(client::Producer producer, const RunSpec& spec)
+      : producer_(std::move(producer)),
+        mode_(spec.wait),
+        batch_(spec.batch),
+        batch_bytes_(spec.batch_bytes) {}
 
-  absl::Status Send(std::span<const std::byte> frame) override {
+  absl::Status Send(std::span<const std::byte> frame, bool more) override {
+    if (batch_ == 1) {
+      // One publish per frame (TryWrite / Write).
+      ++flushes_;
+      return WriteNow(frame);
+    }
+    // Batched: copy into the ring (Reserve, Commit with a deferred publish)
+    // and make the batch visible with one release store (Publish).
+    if (pending_ > 0 && pending_bytes_ + frame.size() > batch_bytes_) Publish();
+    const client::Reservation r = producer_.Reserve(frame.size());
+    if (r.result == client::WriteResult::kFull) {
+      // The ring is full: publish what is pending (the consumer cannot free
+      // space it cannot see), then wait for room as a single write does.
+      Publish();
+      ++flushes_;
+      return WriteNow(frame);
+    }
+    if (r.result != client::WriteResult::kOk) return client::ToStatus(r.result, "Reserve");
+    std::memcpy(r.data.data(), frame.data(), frame.size());
+    producer_.Commit(frame.size(), client::PublishMode::kDefer);
+    ++pending_;
+    pending_bytes_ += frame.size();
+    if (!more || pending_ >= batch_ || pending_bytes_ >= batch_bytes_) Publish();
+    return absl::OkStatus();
+  }
+
+  absl::Status Receive(std::span<std::byte>, size_t*) override {
+    return absl::FailedPreconditionError("a STREAM producer receives nothing");
+  }
+
+  absl::Status Close() override {
+    Publish();
+    producer_.Close();
+    return absl::OkStatus();
+  }
+
+  uint64_t flushes() const override { return flushes_; }
+
+ private:
+  absl::Status WriteNow(std::span<const std::byte> frame) {
     if (mode_ == WaitMode::kSpin) {
       while (true) {
         const client::WriteResult r = producer_.TryWrite(frame);
@@ -146,25 +189,28 @@ class ProducerClient final : public ClientEndpoint {
     return client::ToStatus(r, "Write");
   }
 
-  absl::Status Receive(std::span<std::byte>, size_t*) override {
-    return absl::FailedPreconditionError("a STREAM producer receives nothing");
+  void Publish() {
+    if (pending_ == 0) return;
+    producer_.Publish();
+    ++flushes_;
+    pending_ = 0;
+    pending_bytes_ = 0;
   }
 
-  absl::Status Close() override {
-    producer_.Close();
-    return absl::OkStatus();
-  }
-
- private:
   client::Producer producer_;
   WaitMode mode_;
+  int batch_;
+  uint64_t batch_bytes_;
+  int pending_ = 0;
+  uint64_t pending_bytes_ = 0;
+  uint64_t flushes_ = 0;
 };
 
 class CallClient final : public ClientEndpoint {
  public:
   explicit CallClient(client::Client c) : client_(std::move(c)) {}
 
-  absl::Status Send(std::span<const std::byte>) override {
+  absl::Status Send(std::span<const std::byte>, bool) override {
     return absl::FailedPreconditionError("request/reply clients use Call");
   }
   absl::Status Receive(std::span<std::byte>, size_t*) override {
@@ -177,6 +223,7 @@ class CallClient final : public ClientEndpoint {
     if (reply_.size() > reply.size()) return absl::DataLossError("reply larger than the frame");
     std::memcpy(reply.data(), reply_.data(), reply_.size());
     *length = reply_.size();
+    ++calls_;
     return absl::OkStatus();
   }
 
@@ -185,21 +232,39 @@ class CallClient final : public ClientEndpoint {
     return absl::OkStatus();
   }
 
+  uint64_t flushes() const override { return calls_; }
+
  private:
   client::Client client_;
   std::string reply_;
+  uint64_t calls_ = 0;
 };
 
 // Attachments seen by the server, updated from the library's peer events.
+// The library's Wait/ServeOnce handle a departing peer internally and keep
+// waiting (they return for frames, a new peer, the deadline or an
+// interrupt), so the event of the last client's departure interrupts the
+// wait: otherwise the server would notice only at its deadline, 10 s later.
 struct PeerCounts {
+  int expected = 0;
   int attached = 0;
   int detached = 0;
+  std::function<void()> interrupt;  // set by the server endpoint
+  void OnEvent(const client::PeerEvent& e) {
+    if (e.kind == client::PeerEvent::Kind::kAttached) ++attached;
+    if (e.kind == client::PeerEvent::Kind::kDetached && ++detached >= expected && interrupt) {
+      interrupt();
+    }
+  }
 };
 
 class ConsumerServer final : public ServerEndpoint {
  public:
   ConsumerServer(client::Consumer consumer, std::shared_ptr<PeerCounts> counts, const RunSpec& spec)
-      : consumer_(std::move(consumer)), counts_(std::move(counts)), spec_(spec) {}
+      : consumer_(std::move(consumer)), counts_(std::move(counts)), spec_(spec) {
+    counts_->interrupt = [this] { consumer_.Interrupt(); };
+  }
+  ~ConsumerServer() override { counts_->interrupt = nullptr; }
 
   absl::Status Serve(ServerSink& sink, int64_t deadline_ns) override {
     auto on_frame = [&](const client::Peer&, std::span<const std::byte> data) {
@@ -221,7 +286,7 @@ class ConsumerServer final : public ServerEndpoint {
       const int64_t next = std::min(sink.NextBoundaryNs(), deadline_ns);
       absl::StatusOr<size_t> n =
           consumer_.Wait(on_frame, absl::Now() + absl::Nanoseconds(next - now));
-      if (!n.ok()) return n.status();
+      if (!n.ok() && !absl::IsCancelled(n.status())) return n.status();
     }
     sink.Tick(NowNs());
     consumer_.Close();
@@ -245,7 +310,10 @@ class ConsumerServer final : public ServerEndpoint {
 class EchoServer final : public ServerEndpoint {
  public:
   EchoServer(client::Server server, std::shared_ptr<PeerCounts> counts, const RunSpec& spec)
-      : server_(std::move(server)), counts_(std::move(counts)), spec_(spec) {}
+      : server_(std::move(server)), counts_(std::move(counts)), spec_(spec) {
+    counts_->interrupt = [this] { server_.Stop(); };
+  }
+  ~EchoServer() override { counts_->interrupt = nullptr; }
 
   absl::Status Serve(ServerSink& sink, int64_t deadline_ns) override {
     auto handler = [&](const client::Server::Request& request, std::string* reply) {
@@ -268,7 +336,7 @@ class EchoServer final : public ServerEndpoint {
       const int64_t next = std::min(sink.NextBoundaryNs(), deadline_ns);
       absl::StatusOr<size_t> n =
           server_.ServeOnce(handler, absl::Now() + absl::Nanoseconds(next - now));
-      if (!n.ok()) return n.status();
+      if (!n.ok() && !absl::IsCancelled(n.status())) return n.status();
     }
     sink.Tick(NowNs());
     server_.Close();
@@ -307,10 +375,8 @@ class ShmTransport final : public Transport {
 
   absl::StatusOr<std::unique_ptr<ServerEndpoint>> StartServer() override {
     auto counts = std::make_shared<PeerCounts>();
-    auto on_event = [counts](const client::PeerEvent& e) {
-      if (e.kind == client::PeerEvent::Kind::kAttached) ++counts->attached;
-      if (e.kind == client::PeerEvent::Kind::kDetached) ++counts->detached;
-    };
+    counts->expected = spec_.clients;
+    auto on_event = [counts](const client::PeerEvent& e) { counts->OnEvent(e); };
     if (spec_.pattern == Pattern::kPingPong) {
       client::Server::Options options;
       Fill(&options, "bench-server");
@@ -338,7 +404,7 @@ class ShmTransport final : public Transport {
     }
     auto producer = client::Producer::Attach(kChannel, options);
     if (!producer.ok()) return producer.status();
-    return std::unique_ptr<ClientEndpoint>(new ProducerClient(std::move(*producer), spec_.wait));
+    return std::unique_ptr<ClientEndpoint>(new ProducerClient(std::move(*producer), spec_));
   }
 
   void Cleanup() override { StopDaemon(); }

@@ -46,6 +46,16 @@ const char* ToString(WaitMode w) {
   return "?";
 }
 
+const char* ToString(Touch t) {
+  switch (t) {
+    case Touch::kRead:
+      return "read";
+    case Touch::kNone:
+      return "none";
+  }
+  return "?";
+}
+
 std::optional<TransportKind> ParseTransport(std::string_view s) {
   for (TransportKind t : kAllTransports) {
     if (s == ToString(t)) return t;
@@ -67,9 +77,21 @@ std::optional<WaitMode> ParseWaitMode(std::string_view s) {
   return std::nullopt;
 }
 
+std::optional<Touch> ParseTouch(std::string_view s) {
+  for (Touch t : kAllTouches) {
+    if (s == ToString(t)) return t;
+  }
+  return std::nullopt;
+}
+
+WaitMode DefaultWait(TransportKind t) {
+  return t == TransportKind::kShm ? WaitMode::kAdaptive : WaitMode::kPark;
+}
+
 std::string Label(const RunSpec& spec) {
   return absl::StrCat(ToString(spec.transport), "/", ToString(spec.pattern), "/c", spec.clients,
-                      "/f", spec.frame_bytes);
+                      "/f", spec.frame_bytes, "/b", spec.batch,
+                      spec.touch == Touch::kNone ? "/touch-none" : "");
 }
 
 int64_t NowNs() {

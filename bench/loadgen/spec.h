@@ -19,6 +19,12 @@ enum class Pattern { kStream, kPingPong, kOpenLoop };
 // the kernel (blocking call, epoll_wait, eventfd), or spin for
 // RunSpec::spin and then park.
 enum class WaitMode { kSpin, kPark, kAdaptive };
+// What the server does with each delivered frame: kRead reads every payload
+// byte once (a checksum over 8-byte words, compared with the one the sender
+// put in the frame: equal work at every receiver, and a transport that
+// delivers garbage fails the run); kNone only counts frames (the zero-copy
+// ceiling, never a headline figure).
+enum class Touch { kRead, kNone };
 
 // Every value, in the order --help and the reports list them.
 inline constexpr TransportKind kAllTransports[] = {TransportKind::kShm, TransportKind::kUds,
@@ -27,12 +33,20 @@ inline constexpr TransportKind kAllTransports[] = {TransportKind::kShm, Transpor
 inline constexpr Pattern kAllPatterns[] = {Pattern::kStream, Pattern::kPingPong,
                                            Pattern::kOpenLoop};
 inline constexpr WaitMode kAllWaitModes[] = {WaitMode::kSpin, WaitMode::kPark, WaitMode::kAdaptive};
+inline constexpr Touch kAllTouches[] = {Touch::kRead, Touch::kNone};
 
 inline constexpr int kMaxClients = 512;
 // Every frame starts with two timestamps (intended and actual send time,
 // CLOCK_MONOTONIC nanoseconds) when it is at least this long.
 inline constexpr uint32_t kFrameStampBytes = 16;
+// With Touch::kRead, bytes [16, 24) carry the frame's checksum and [24, 32)
+// (when the frame is that long) the sender's sequence number (frame.h).
+inline constexpr uint32_t kFrameChecksumOffset = 16;
+inline constexpr uint32_t kFrameMinTouchBytes = 24;
 inline constexpr uint32_t kMaxFrameBytes = 1u << 20;
+// Batching: at most this many frames per write / publish.
+inline constexpr int kMaxBatch = 1024;
+inline constexpr uint64_t kDefaultBatchBytes = uint64_t{1} << 20;
 
 struct RunSpec {
   TransportKind transport = TransportKind::kUds;
@@ -47,16 +61,35 @@ struct RunSpec {
   bool pin = false;                              // pin server and clients to CPUs
   std::string shmlaned;                          // shm: path of the daemon binary
   uint64_t ring_bytes = 0;                       // shm: ring of every lane; 0 = sized from frames
+  // Client-side batching (stream, openloop; pingpong never batches): a
+  // client hands the transport up to `batch` frames, and at most
+  // `batch_bytes` bytes (a larger frame goes alone), at once: one write()
+  // of a user-space buffer for the kernel transports, one release store
+  // (deferred publish) for shm, `batch` - 1 buffered gRPC writes and a
+  // flushing one. A batch also ends early when the sender has nothing more
+  // to send right now (openloop on schedule, the end of the run) and, for
+  // shm, when the ring is full. 1 = one write per frame.
+  int batch = 1;
+  uint64_t batch_bytes = kDefaultBatchBytes;
+  Touch touch = Touch::kRead;
 };
 
 const char* ToString(TransportKind t);
 const char* ToString(Pattern p);
 const char* ToString(WaitMode w);
+const char* ToString(Touch t);
 std::optional<TransportKind> ParseTransport(std::string_view s);
 std::optional<Pattern> ParsePattern(std::string_view s);
 std::optional<WaitMode> ParseWaitMode(std::string_view s);
+std::optional<Touch> ParseTouch(std::string_view s);
 
-// A short label such as "uds/stream/c8/f64".
+// The wait mode a comparison uses when --wait is not given: blocking calls
+// for the kernel transports and gRPC (what socket programs do), the
+// library's adaptive spin-then-park for shm.
+WaitMode DefaultWait(TransportKind t);
+
+// A short label such as "uds/stream/c8/f64/b64" ("/touch-none" appended
+// for a counting-only receiver).
 std::string Label(const RunSpec& spec);
 
 // CLOCK_MONOTONIC in nanoseconds: comparable across the bench's processes.

@@ -22,6 +22,8 @@ struct SuiteOptions {
   std::optional<absl::Duration> warmup;
   std::optional<double> rate;             // openloop; overrides the suite's
   std::vector<TransportKind> transports;  // restricts the suite; empty: all built in
+  std::vector<int> batches;               // replaces the suite's batch settings; empty: its own
+  bool wait_given = false;                // base.wait for every run; else DefaultWait()
   bool json = false;                      // one JSON object per run on stdout
   std::string out_dir = "bench/results";
   std::string targets = "bench/targets.json";

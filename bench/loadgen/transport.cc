@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "absl/strings/str_cat.h"
 #include "bench/loadgen/frame.h"
 #include "bench/loadgen/sys.h"
 
@@ -12,14 +13,14 @@ ServerSink::ServerSink(const RunSpec& spec, const RunClock& clock, Histogram* in
     : clock_(clock),
       echo_(spec.pattern == Pattern::kPingPong),
       openloop_(spec.pattern == Pattern::kOpenLoop),
+      touch_(spec.touch == Touch::kRead),
       intended_(intended),
       actual_(actual) {}
 
-bool ServerSink::OnFrame(std::span<const std::byte> frame) {
-  ++frames_;
-  bytes_ += frame.size();
-  if (openloop_) RecordLatency(frame);
-  return echo_;
+void ServerSink::NoteBadFrame(size_t size) {
+  if (bad_frames_++ == 0) {
+    first_bad_ = absl::StrCat("frame ", frames_, " (", size, " bytes) does not match its checksum");
+  }
 }
 
 void ServerSink::RecordLatency(std::span<const std::byte> frame) {

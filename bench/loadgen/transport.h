@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "bench/loadgen/frame.h"
 #include "bench/loadgen/histogram.h"
 #include "bench/loadgen/spec.h"
 
@@ -34,9 +35,11 @@ struct RunClock {
   int64_t end_ns = 0;      // the window closes; clients stop
 };
 
-// The server's pattern logic, independent of the transport: counts the
-// frames delivered inside the measurement window, decides whether to echo,
-// and for openloop records one-way latency from each frame's stamps.
+// The server's pattern logic, independent of the transport: reads each
+// delivered frame's payload (Touch::kRead: the checksum over every byte,
+// frame.h) or only counts it (Touch::kNone), counts the frames delivered
+// inside the measurement window, decides whether to echo, and for openloop
+// records one-way latency from each frame's stamps.
 //
 // Thread safety: one thread at a time (a multi-threaded server locks).
 class ServerSink {
@@ -46,13 +49,13 @@ class ServerSink {
 
   // Accounts one delivered frame; returns true when it must be echoed back to
   // its sender unchanged (pingpong).
-  bool OnFrame(std::span<const std::byte> frame);
-
-  // Accounts `frames` frames of `bytes` payload in total, with no echo and no
-  // latency (for transports that count in batches).
-  void OnFrames(uint64_t frames, uint64_t bytes) {
-    frames_ += frames;
-    bytes_ += bytes;
+  bool OnFrame(std::span<const std::byte> frame) {
+    ++frames_;
+    bytes_ += frame.size();
+    if (touch_ && !VerifyFrame(frame)) [[unlikely]]
+      NoteBadFrame(frame.size());
+    if (openloop_) RecordLatency(frame);
+    return echo_;
   }
 
   // Opens and closes the measurement window; call at least once per batch
@@ -69,6 +72,11 @@ class ServerSink {
   uint64_t window_bytes() const { return window_bytes_; }
   int64_t window_ns() const { return closed_at_ns_ - opened_at_ns_; }
   uint64_t total_frames() const { return frames_; }
+  // Frames whose checksum did not match their contents (Touch::kRead); a
+  // run with any fails.
+  uint64_t bad_frames() const { return bad_frames_; }
+  // Why, for the first one.
+  const std::string& first_bad_frame() const { return first_bad_; }
   // Process CPU used inside the window (all threads).
   int64_t cpu_user_ns() const { return cpu_user_ns_; }
   int64_t cpu_sys_ns() const { return cpu_sys_ns_; }
@@ -77,14 +85,18 @@ class ServerSink {
 
  private:
   void RecordLatency(std::span<const std::byte> frame);
+  void NoteBadFrame(size_t size);
 
   RunClock clock_;
   bool echo_;
   bool openloop_;
+  bool touch_;
   Histogram* intended_;
   Histogram* actual_;
   uint64_t frames_ = 0;
   uint64_t bytes_ = 0;
+  uint64_t bad_frames_ = 0;
+  std::string first_bad_;
   uint64_t frames_at_open_ = 0;
   uint64_t bytes_at_open_ = 0;
   uint64_t window_frames_ = 0;
@@ -102,19 +114,28 @@ class ClientEndpoint {
  public:
   virtual ~ClientEndpoint() = default;
   // Sends one frame, waiting (per the run's wait mode) while the transport
-  // is full.
-  virtual absl::Status Send(std::span<const std::byte> frame) = 0;
+  // is full. With RunSpec::batch > 1 the endpoint may keep (a copy of) the
+  // frame and hand it to the transport together with the next ones: it
+  // flushes when it holds `batch` frames or `batch_bytes` bytes, when
+  // `more` is false (the sender has nothing else to send now), when the
+  // transport would block (shm: ring full), and in Close(). The caller may
+  // reuse `frame`'s buffer as soon as Send returns.
+  virtual absl::Status Send(std::span<const std::byte> frame, bool more) = 0;
   // Receives one frame (the server's echo) into `buffer`; *length is its size.
   virtual absl::Status Receive(std::span<std::byte> buffer, size_t* length) = 0;
   // One round trip (pingpong): sends `request`, receives the echo into
   // `reply`. Transports with a native call (shm request/reply) override it.
   virtual absl::Status Call(std::span<const std::byte> request, std::span<std::byte> reply,
                             size_t* length) {
-    if (absl::Status s = Send(request); !s.ok()) return s;
+    if (absl::Status s = Send(request, /*more=*/false); !s.ok()) return s;
     return Receive(reply, length);
   }
   // Flushes and closes the sending side; the server sees the end of stream.
   virtual absl::Status Close() = 0;
+  // Batches handed to the transport so far (writes, publishes, flushing
+  // gRPC writes, round trips): frames sent / flushes is the batch a run
+  // really got.
+  virtual uint64_t flushes() const = 0;
 };
 
 // The server side of a run.
