@@ -25,8 +25,9 @@ struct ServerReplies {
   uint64_t dropped = 0;
 
   absl::Status Add(LaneEnd lane) {
-    auto producer = dataplane::Producer::Attach(std::move(lane.segment),
-                                                {.own = own_bell, .peer = lane.peer_bell}, wait);
+    auto producer = dataplane::Producer::Attach(
+        std::move(lane.segment),
+        {.own = lane.own_bell != nullptr ? lane.own_bell : own_bell, .peer = lane.peer_bell}, wait);
     if (!producer.ok()) return producer.status();
     const uint64_t client = lane.peer.attachment_id;
     by_client.erase(client);  // a replaced lane closes the old one

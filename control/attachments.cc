@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -113,6 +114,14 @@ absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveCh
   if (!seg_fd.ok()) return seg_fd.status();
   absl::StatusOr<dataplane::UniqueFd> bell_fd = peer_bell.DupFd();
   if (!bell_fd.ok()) return bell_fd.status();
+  std::optional<dataplane::UniqueFd> own_fd;
+  if (for_consumer_side) {
+    // The consumer/server side parks on the lane's own bell (Attach).
+    const dataplane::Doorbell& own = writes ? *lane.producer_bell : *lane.consumer_bell;
+    absl::StatusOr<dataplane::UniqueFd> fd = own.DupFd();
+    if (!fd.ok()) return fd.status();
+    own_fd = *std::move(fd);
+  }
   out->set_lane_id(lane.id);
   out->set_direction(writes ? v1::LANE_DIRECTION_WRITE : v1::LANE_DIRECTION_READ);
   out->set_segment_fd_index(static_cast<uint32_t>(fds->size()));
@@ -120,6 +129,11 @@ absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveCh
   holds->push_back(lane.charge);  // the memfd copy keeps the memory charged
   out->set_peer_doorbell_fd_index(static_cast<uint32_t>(fds->size()));
   fds->push_back(*std::move(bell_fd));
+  if (own_fd.has_value()) {
+    out->set_has_own_doorbell(true);
+    out->set_own_doorbell_fd_index(static_cast<uint32_t>(fds->size()));
+    fds->push_back(*std::move(own_fd));
+  }
   const uint64_t peer = for_consumer_side ? lane.client_attachment : channel.consumer_attachment;
   out->set_peer_attachment_id(peer);
   auto a = attachments_.find(peer);
@@ -189,10 +203,16 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     for (uint64_t i = 0; i < lanes_needed; ++i) {
       absl::StatusOr<Lane> lane = NewLane(spec, kinds[i], peer.uid);
       if (!lane.ok()) return lane.status();
+      // The consumer's (server's) side of every lane gets a doorbell of its
+      // own that only this lane's client can ring, so that no client can
+      // ring, drain or outlive the bell meant for another's frames.
+      absl::StatusOr<dataplane::Doorbell> lane_bell = dataplane::Doorbell::Create();
+      if (!lane_bell.ok()) return lane_bell.status();
+      auto channel_side = std::make_shared<dataplane::Doorbell>(*std::move(lane_bell));
       lane->client_attachment = attachment.id;
       const bool client_produces = kinds[i] != Lane::Kind::kReply;
-      lane->producer_bell = client_produces ? attachment.bell : channel.consumer_bell;
-      lane->consumer_bell = client_produces ? channel.consumer_bell : attachment.bell;
+      lane->producer_bell = client_produces ? attachment.bell : channel_side;
+      lane->consumer_bell = client_produces ? channel_side : attachment.bell;
       attachment.lanes.push_back(lane->id);
       new_lanes.push_back(*std::move(lane));
     }
@@ -239,7 +259,7 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     uint32_t following = 0;
     for (uint64_t client_id : channel.client_attachments) {
       const Attachment& client = attachments_.at(client_id);
-      const size_t fds_needed = 2 * client.lanes.size();
+      const size_t fds_needed = 3 * client.lanes.size();  // segment, peer bell, own bell
       if (packet_fds->size() + fds_needed > kMaxFdsPerPacket) {
         more.emplace_back();
         packet = &more.back().message;

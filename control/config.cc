@@ -88,7 +88,7 @@ constexpr FlagDoc kFlagDocs[] = {
      "64."},
     {"max_queued_fds", "N", "Limits",
      "Most file descriptors waiting in all attach send queues together; beyond it the "
-     "connection holding the most is disconnected. Default 16384."},
+     "connection holding the most is disconnected. Default 65536."},
     {"max_queue_age", "DURATION", "Limits",
      "A connection whose oldest unsent attach message is older than this is disconnected. "
      "Default 30s."},
@@ -281,7 +281,7 @@ v1::DaemonConfig Defaults() {
   c.set_control_mode("0600");
   c.set_max_connections_per_uid(1024);
   c.set_max_handshakes_per_uid(64);
-  c.set_max_queued_fds(16384);
+  c.set_max_queued_fds(65536);
   *c.mutable_max_queue_age() = TimeUtil::SecondsToDuration(30);
   c.set_audit_log_max_bytes(uint64_t{16} << 20);
   return c;

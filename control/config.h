@@ -37,7 +37,7 @@ struct Config {
   std::vector<std::string> tls_admins;  // empty: every client-CA certificate
   uint32_t max_connections_per_uid = 1024;
   uint32_t max_handshakes_per_uid = 64;
-  uint32_t max_queued_fds = 16384;
+  uint32_t max_queued_fds = 65536;
   absl::Duration max_queue_age = absl::Seconds(30);
   std::string audit_log;  // empty = none
   uint64_t audit_log_max_bytes = uint64_t{16} << 20;

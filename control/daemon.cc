@@ -6,9 +6,11 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <exception>
 #include <vector>
 
@@ -126,6 +128,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   registry_options.events = &impl->events;
   OutboundLimits outbound_limits;
   outbound_limits.max_total_fds = config.max_queued_fds;
+  // Queued fds must never run the daemon out of fds: at most half its limit.
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur / 2 > 0) {
+    outbound_limits.max_total_fds =
+        std::min<size_t>(outbound_limits.max_total_fds, nofile.rlim_cur / 2);
+  }
   outbound_limits.max_age = config.max_queue_age;
   impl->registry =
       std::make_unique<Registry>(registry_options, HowToBecomeAdmin(admins), outbound_limits);

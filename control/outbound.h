@@ -57,7 +57,7 @@ using OutboundHolds = std::vector<std::shared_ptr<const void>>;
 // Daemon-wide bounds, set from the configuration (--max-queued-fds,
 // --max-queue-age).
 struct OutboundLimits {
-  size_t max_total_fds = 16384;
+  size_t max_total_fds = 65536;
   absl::Duration max_age = absl::Seconds(30);
 };
 

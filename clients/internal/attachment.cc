@@ -139,6 +139,18 @@ absl::StatusOr<std::vector<LaneEnd>> TakeLanes(
                .first;
     }
     lane.peer_bell = it->second;
+    if (d.has_own_doorbell()) {
+      if (d.own_doorbell_fd_index() == d.peer_doorbell_fd_index() ||
+          d.own_doorbell_fd_index() == d.segment_fd_index()) {
+        return absl::DataLossError(
+            absl::StrCat("lane ", d.lane_id(), " names one fd for two purposes"));
+      }
+      auto own_fd = DupAt(fds, d.own_doorbell_fd_index(), "own lane doorbell");
+      if (!own_fd.ok()) return own_fd.status();
+      auto own = dataplane::Doorbell::Adopt(std::move(*own_fd));
+      if (!own.ok()) return own.status();
+      lane.own_bell = std::make_shared<const dataplane::Doorbell>(std::move(*own));
+    }
     out.push_back(std::move(lane));
   }
   return out;

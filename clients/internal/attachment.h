@@ -28,6 +28,9 @@ struct LaneEnd {
   Peer peer;
   dataplane::Segment segment;
   std::shared_ptr<const dataplane::Doorbell> peer_bell;
+  // This side's doorbell for the lane when the daemon gave it one of its own
+  // (consumer and server sides); null: park on the attachment's doorbell.
+  std::shared_ptr<const dataplane::Doorbell> own_bell;
   uint64_t ring_bytes = 0;
   uint32_t max_frame_bytes = 0;
 };

@@ -95,7 +95,11 @@ absl::Status Inbox::AddLanes(std::vector<LaneEnd> lanes) {
       continue;
     }
     auto consumer = dataplane::Consumer::Attach(
-        std::move(lane.segment), {.own = own_bell_, .peer = lane.peer_bell}, options_.wait);
+        std::move(lane.segment),
+        // A lane bell of its own (the daemon gives every consumer-side lane
+        // one) makes the LaneSet wait on it through its epoll set.
+        {.own = lane.own_bell != nullptr ? lane.own_bell : own_bell_, .peer = lane.peer_bell},
+        options_.wait);
     if (!consumer.ok()) {
       first_error.Update(absl::Status(consumer.status().code(),
                                       absl::StrCat("lane ", peer.lane_id, " from '", peer.name,
