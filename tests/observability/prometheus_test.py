@@ -245,10 +245,12 @@ class Test:
         # A producer that stays attached, for the per-lane series. It writes
         # long enough (seconds) for Prometheus to see its lane's counters
         # move, then holds its lane open.
+        # (100 M frames: 2-5 s on these machines; the data plane got faster and
+        # 20 M could finish before the lane's first scrape.)
         stays = self.peer("peer-stays", "produce", "--channel", "obs-stream", "--frames",
-                          "20000000", "--size", "16", "--index", "7", "--hold")
-        self.wait_line(stays, "WROTE", timeout=30)
-        self.log("the staying producer wrote 20000000 frames")
+                          "100000000", "--size", "16", "--index", "7", "--hold")
+        self.wait_line(stays, "WROTE", timeout=60)
+        self.log("the staying producer wrote 100000000 frames")
         # And one that dies.
         victim = self.peer("peer-victim", "produce", "--channel", "obs-stream", "--frames", "100",
                            "--index", "9", "--hold")
