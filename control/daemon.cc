@@ -137,7 +137,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   impl->registry =
       std::make_unique<Registry>(registry_options, HowToBecomeAdmin(admins), outbound_limits);
 
-  absl::StatusOr<std::string> state = ReadSmallFile(config.state_file, kMaxStateBytes);
+  absl::StatusOr<std::string> state = ReadPrivateFile(config.state_file, kMaxStateBytes);
   if (state.ok()) {
     shmlane::v1::DaemonState parsed;
     if (!parsed.ParseFromString(*state)) {

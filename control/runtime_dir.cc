@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 
 namespace shmlane::control {
@@ -125,9 +126,10 @@ absl::Status RemoveStaleSocket(const std::string& path) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  dataplane::UniqueFd fd(
-      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  // An unpredictable name created with O_EXCL (mkostemp, mode 0600): nobody
+  // can plant a file or link under the name we are about to write.
+  std::string tmp = absl::StrCat(path, ".tmp.XXXXXX");
+  dataplane::UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
   if (!fd.valid()) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", Err()));
   size_t done = 0;
   while (done < bytes.size()) {
@@ -154,6 +156,33 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& byt
   dataplane::UniqueFd dir(::open(DirName(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.valid()) ::fsync(dir.get());
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadPrivateFile(const std::string& path, size_t max_bytes) {
+  dataplane::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
+    if (errno == ELOOP) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path,
+                       " is a symbolic link; the daemon reads its state only from a file "
+                       "it owns: replace the link with the file"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat("cannot open ", path, ": ", Err()));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(path, " is not a regular file"));
+  }
+  if (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " is owned by uid ", st.st_uid, " with mode ",
+                     absl::StrFormat("%04o", st.st_mode & 07777),
+                     "; the daemon trusts a state file only if its own uid (", ::geteuid(),
+                     ") owns it and nobody else can write it: chown/chmod it or move it away"));
+  }
+  fd.Reset();
+  return ReadSmallFile(path, max_bytes);
 }
 
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {

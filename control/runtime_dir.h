@@ -35,4 +35,9 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& byt
 // Reads a whole file; NotFound if it does not exist. At most `max_bytes`.
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t max_bytes);
 
+// ReadSmallFile for files the daemon trusts (the state file): refused unless
+// a regular file (not a symlink) owned by the daemon's uid and not writable
+// by group or others.
+absl::StatusOr<std::string> ReadPrivateFile(const std::string& path, size_t max_bytes);
+
 }  // namespace shmlane::control

@@ -696,5 +696,32 @@ TEST(HostileProducerTest, ADrainingProducerCannotDelayAnotherProducersFrames) {
   EXPECT_LT(worst_ns, 100'000'000) << "an honest frame waited for a deadline";
 }
 
+TEST_F(SecurityTest, AStateFileSomeoneElseCouldWriteIsRefused) {
+  ASSERT_TRUE(d_.Start().ok()) << d_.stderr_text();
+  ASSERT_EQ(d_.Ctl({"channels", "create", "kept"}).exit_code, 0);
+  ASSERT_TRUE(d_.Stop().ok());
+  const std::string state = d_.runtime_dir() + "/shmlaned.state";
+  // Another uid owns it: it could have written any grants into it.
+  ASSERT_EQ(::chown(state.c_str(), 64001, 64001), 0);
+  auto r = d_.RunExpectingExit({"--runtime-dir", d_.runtime_dir(), "--metrics-listen", "none"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 2) << r->err;
+  EXPECT_TRUE(absl::StrContains(r->err, "owned by uid 64001")) << r->err;
+  // A symlink to a file we own is refused as well.
+  ASSERT_EQ(::chown(state.c_str(), 0, 0), 0);
+  const std::string real = d_.base_dir() + "/elsewhere.state";
+  ASSERT_EQ(::rename(state.c_str(), real.c_str()), 0);
+  ASSERT_EQ(::symlink(real.c_str(), state.c_str()), 0);
+  r = d_.RunExpectingExit({"--runtime-dir", d_.runtime_dir(), "--metrics-listen", "none"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 2) << r->err;
+  EXPECT_TRUE(absl::StrContains(r->err, "symbolic link")) << r->err;
+  // Put back, the daemon starts with its channel.
+  ASSERT_EQ(::unlink(state.c_str()), 0);
+  ASSERT_EQ(::rename(real.c_str(), state.c_str()), 0);
+  ASSERT_TRUE(d_.Start().ok()) << d_.stderr_text();
+  EXPECT_TRUE(absl::StrContains(d_.Ctl({"channels", "list"}).out, "kept"));
+}
+
 }  // namespace
 }  // namespace shmlane::testing
