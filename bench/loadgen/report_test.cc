@@ -263,7 +263,16 @@ TEST(ReportTest, ReadsTheCommittedResultFile) {
   ASSERT_TRUE(targets.ok()) << targets.status();
   absl::StatusOr<std::vector<GateCheck>> checks = EvaluateTargets(*targets, runs, false);
   ASSERT_TRUE(checks.ok()) << checks.status();
-  EXPECT_EQ(GateJson(*checks), (*doc)["gate"]);
+  // Today's targets reproduce the committed run's ratios and verdicts (the
+  // thresholds themselves may have moved since; min_ratio is not compared).
+  Json now = GateJson(*checks);
+  Json then = (*doc)["gate"];
+  ASSERT_EQ(now.size(), then.size());
+  for (size_t i = 0; i < now.size(); ++i) {
+    now[i].erase("min_ratio");
+    then[i].erase("min_ratio");
+  }
+  EXPECT_EQ(now, then);
 }
 
 }  // namespace
