@@ -973,10 +973,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sd::LaneSet set(set_bell, cfg.batch, cfg.wait);
   for (int id = 1; id <= cfg.set_lanes; ++id) {
     lanes.push_back(std::make_unique<Lane>());
-    absl::StatusOr<sd::Segment> seg = MakeLane(cfg, id, *lanes.back(), set_bell, producer_wait);
+    // Each lane its own consumer-side bell, as the daemon hands them out: a
+    // hostile lane can ring or drain only its own (issue 8, defect 2).
+    std::shared_ptr<const sd::Doorbell> lane_bell = bell();
+    absl::StatusOr<sd::Segment> seg = MakeLane(cfg, id, *lanes.back(), lane_bell, producer_wait);
     if (!seg.ok()) Fail("set lane %d: %s", id, seg.status().ToString().c_str());
     absl::StatusOr<sd::Consumer> c =
-        sd::Consumer::Attach(std::move(*seg), {set_bell, lanes.back()->producer_bell}, cfg.wait);
+        sd::Consumer::Attach(std::move(*seg), {lane_bell, lanes.back()->producer_bell}, cfg.wait);
     if (!c.ok()) Fail("Consumer::Attach: %s", c.status().ToString().c_str());
     set.Add(static_cast<uint64_t>(id), std::move(*c));
   }
