@@ -97,6 +97,10 @@ constexpr FlagDoc kFlagDocs[] = {
      "<runtime-dir>/audit.log (0600)."},
     {"audit_log_max_bytes", "BYTES", "Files",
      "Rotate the audit log to FILE.1 beyond this size. Default 16777216."},
+    {"declare", "FILE", "Files",
+     "Channels, grants and quotas to reconcile to: text-format shmlane.v1.Declarations "
+     "(protos/shmlane/v1/declarations.proto). Applied at start (refused if invalid), again when "
+     "the file changes (a ConfigMap's symlink swap included) and on SIGHUP. Default: none."},
 };
 
 std::string FlagName(absl::string_view field) {
@@ -357,6 +361,7 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
                                                    c.audit_log_max_bytes()));
   }
   out.audit_log_max_bytes = c.audit_log_max_bytes();
+  out.declare_file = c.declare();
   if (out.tls_cert.empty() != out.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }

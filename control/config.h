@@ -41,7 +41,8 @@ struct Config {
   absl::Duration max_queue_age = absl::Seconds(30);
   std::string audit_log;  // empty = none
   uint64_t audit_log_max_bytes = uint64_t{16} << 20;
-  std::string config_file;  // the file that was read, if any
+  std::string declare_file;  // --declare: declarations to reconcile to, empty = none
+  std::string config_file;   // the file that was read, if any
 };
 
 // What the command line asked for besides a config.

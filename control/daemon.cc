@@ -23,6 +23,7 @@
 #include "control/caller.h"
 #include "control/control_listener.h"
 #include "control/daemon_metrics.h"
+#include "control/declarations.h"
 #include "control/event_bus.h"
 #include "control/exporter.h"
 #include "control/registry.h"
@@ -72,13 +73,16 @@ struct Daemon::Impl {
   std::unique_ptr<AuditLog> audit;
   std::shared_ptr<Exporter> exporter;
   std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<Declarer> declarer;  // --declare
   absl::Mutex save_mu;
   bool shut_down = false;
 
   absl::Status Save() ABSL_LOCKS_EXCLUDED(save_mu) {
     absl::MutexLock lock(&save_mu);
     std::string bytes;
-    if (!registry->ExportState().SerializeToString(&bytes)) {
+    shmlane::v1::DaemonState state = registry->ExportState();
+    if (declarer != nullptr) *state.mutable_declared() = declarer->Owned();
+    if (!state.SerializeToString(&bytes)) {
       return absl::InternalError("cannot serialize the daemon state");
     }
     return WriteFileAtomically(config.state_file, bytes);
@@ -138,8 +142,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
       std::make_unique<Registry>(registry_options, HowToBecomeAdmin(admins), outbound_limits);
 
   absl::StatusOr<std::string> state = ReadPrivateFile(config.state_file, kMaxStateBytes);
+  shmlane::v1::DaemonState parsed;
   if (state.ok()) {
-    shmlane::v1::DaemonState parsed;
     if (!parsed.ParseFromString(*state)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "state file ", config.state_file,
@@ -151,6 +155,22 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     }
   } else if (!absl::IsNotFound(state.status())) {
     return state.status();
+  }
+
+  if (!config.declare_file.empty()) {
+    DeclarerOptions declare;
+    declare.path = config.declare_file;
+    declare.registry = impl->registry.get();
+    declare.audit = impl->audit.get();
+    declare.daemon_uid = ::geteuid();
+    Impl* raw = impl.get();
+    declare.persist = [raw] { return raw->Save(); };
+    impl->declarer = std::make_unique<Declarer>(std::move(declare), parsed.declared());
+    // A file that cannot be read or parsed stops the start: nothing is served
+    // that the operator did not mean.
+    if (absl::Status s = impl->declarer->ApplyNow(); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--declare: ", s.message()));
+    }
   }
 
   AttachServerOptions attach_options;
@@ -279,12 +299,22 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot write the state file: ", s.message(), " (see --state-file)"));
   }
+  if (impl->declarer != nullptr) {
+    if (absl::Status s = impl->declarer->Start(); !s.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("--declare: ", s.message()));
+    }
+  }
   return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
+}
+
+void Daemon::Reload() {
+  if (impl_ != nullptr && impl_->declarer != nullptr) impl_->declarer->Trigger();
 }
 
 absl::Status Daemon::Shutdown() {
   if (impl_ == nullptr || impl_->shut_down) return absl::OkStatus();
   impl_->shut_down = true;
+  if (impl_->declarer != nullptr) impl_->declarer->Stop();
   impl_->control_listener->Stop();
   impl_->attach->Stop();
   // Open WatchEvents streams are cancelled after a short grace period.
@@ -316,6 +346,10 @@ std::string Daemon::Describe() const {
   absl::StrAppend(&out, "  attach:   ", impl_->attach_path, "\n");
   absl::StrAppend(&out, "  metrics:  ", impl_->metrics_url, "\n");
   absl::StrAppend(&out, "  state:    ", impl_->config.state_file, "\n");
+  if (impl_->declarer != nullptr) {
+    absl::StrAppend(&out, "  declare:  ", impl_->config.declare_file, " (",
+                    impl_->declarer->Describe(), "; re-read on change and SIGHUP)\n");
+  }
   return out;
 }
 

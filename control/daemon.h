@@ -30,6 +30,10 @@ class Daemon {
   // a second, so shmlaned exits instead). Idempotent.
   absl::Status Shutdown();
 
+  // Re-reads and re-applies the --declare file soon (SIGHUP); no-op without
+  // one.
+  void Reload();
+
   // Multi-line "where to find me" text printed at start.
   std::string Describe() const;
 

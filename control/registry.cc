@@ -280,6 +280,38 @@ absl::Status Registry::MayWatch(const Caller& caller, absl::string_view channel)
 absl::StatusOr<v1::Channel> Registry::CreateChannel(const v1::CreateChannelRequest& req) {
   return CreateChannel(Caller::Daemon(), req);
 }
+absl::StatusOr<v1::Channel> Registry::ReplaceChannel(const v1::CreateChannelRequest& req) {
+  absl::StatusOr<v1::ChannelSpec> spec = NormalizeSpec(req.spec());
+  if (!spec.ok()) return spec.status();
+  const uint32_t owner = req.has_owner_uid() ? req.owner_uid() : options_.daemon_uid;
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<const ChannelRecord*> found = catalog_.Get(spec->name());
+  if (!found.ok()) return found.status();
+  const Attachments::Counts counts = attachments_.CountsOf(spec->name());
+  const size_t attached = counts.clients + (counts.consumer ? 1 : 0);
+  if (attached > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("channel \"", spec->name(), "\" has ", attached, " attached processes"));
+  }
+  const uint32_t owned = catalog_.OwnedBy(owner) - ((*found)->owner_uid == owner ? 1 : 0);
+  if (absl::Status s = access_.CheckCreate(owner, owned, *spec); !s.ok()) {
+    options_.metrics->CountQuotaRejection();
+    return s;
+  }
+  ChannelRecord record;
+  record.spec = *std::move(spec);
+  record.owner_uid = owner;
+  record.create_unix_ns = (*found)->create_unix_ns;
+  // The channel's doorbell and grants are keyed by name and stay.
+  catalog_.Remove(record.spec.name());
+  const ChannelRecord& stored = catalog_.Add(std::move(record));
+  v1::Event event;
+  event.set_type(v1::EVENT_TYPE_CHANNEL_UPDATED);
+  event.set_channel(stored.spec.name());
+  event.set_detail(absl::StrCat("owner uid ", owner));
+  options_.events->Publish(std::move(event));
+  return DescribeLocked(stored);
+}
 absl::StatusOr<v1::Channel> Registry::GetChannel(absl::string_view name) const {
   return GetChannel(Caller::Daemon(), name);
 }

@@ -108,6 +108,12 @@ class Registry {
   // ---- Control plane as the daemon itself (administrator) ----
   absl::StatusOr<shmlane::v1::Channel> CreateChannel(const shmlane::v1::CreateChannelRequest& req)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // The daemon's own (--declare): gives an existing channel a new spec and
+  // owner, keeping its grants, in one step. FailedPrecondition while any
+  // process is attached (or a retired lane still drains); quota as for
+  // CreateChannel; NotFound if it does not exist.
+  absl::StatusOr<shmlane::v1::Channel> ReplaceChannel(const shmlane::v1::CreateChannelRequest& req)
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<shmlane::v1::Channel> GetChannel(absl::string_view name) const
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<shmlane::v1::ListChannelsResponse> ListChannels(

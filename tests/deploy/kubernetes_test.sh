@@ -76,8 +76,8 @@ if [ -n "${PROTOC:-}" ] && [ -x "$PROTOC" ]; then
   "$PROTOC" -I"$protos" -I/usr/include --encode=shmlane.v1.DaemonConfig shmlane/v1/config.proto \
     <"$k8s/base/shmlaned.textproto" >/dev/null || die "base/shmlaned.textproto is not a valid shmlane.v1.DaemonConfig"
   for d in "$k8s"/*/declare.textproto; do
-    "$PROTOC" -I"$protos" -I"$here" -I/usr/include --encode=shmlane.deploytest.Declarations \
-      declarations_check.proto <"$d" >/dev/null || die "${d#"$k8s"/} is not valid (channels/grants/quotas of shmlane.v1 requests)"
+    "$PROTOC" -I"$protos" -I/usr/include --encode=shmlane.v1.Declarations shmlane/v1/declarations.proto \
+      <"$d" >/dev/null || die "${d#"$k8s"/} is not a valid shmlane.v1.Declarations"
   done
   log "base/shmlaned.textproto and $(ls "$k8s"/*/declare.textproto | wc -l) declaration files parse"
 else
@@ -93,13 +93,40 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
             if c["name"] == "shmlaned":
                 print("\n".join(c["args"]))
 ' "$out/sidecar.yaml")
-if "$SHMLANED" --help | grep -q -- '--health-listen' && "$SHMLANED" --help | grep -q -- '--declare'; then
-  # --print-config parses flags and file without starting; paths are the pod's.
-  mapfile -t argv < <(echo "$args" | sed -e "s|^--config=/etc/shmlane/shmlaned.textproto|--config=$k8s/base/shmlaned.textproto|" \
-    -e "s|^--declare=/etc/shmlane/declare.textproto|--declare=$k8s/sidecar/declare.textproto|")
-  "$SHMLANED" "${argv[@]}" --print-config >"$SCRATCH/print-config.txt" 2>&1 ||
-    { cat "$SCRATCH/print-config.txt" >&2; die "shmlaned refuses the sidecar's args: $(echo $args)"; }
-  log "shmlaned accepts the sidecar's args: $(echo $args)"
-else
-  log "NOTE: this shmlaned has no --health-listen/--declare yet: the manifests' args were not run through it"
-fi
+"$SHMLANED" --help | grep -q -- '--health-listen' || die "shmlaned --help lists no --health-listen"
+"$SHMLANED" --help | grep -q -- '--declare' || die "shmlaned --help lists no --declare"
+# --print-config parses flags and file without starting; paths are the pod's.
+mapfile -t argv < <(echo "$args" | sed -e "s|^--config=/etc/shmlane/shmlaned.textproto|--config=$k8s/base/shmlaned.textproto|" \
+  -e "s|^--declare=/etc/shmlane/declare.textproto|--declare=$k8s/sidecar/declare.textproto|")
+"$SHMLANED" "${argv[@]}" --print-config >"$SCRATCH/print-config.txt" 2>&1 ||
+  { cat "$SCRATCH/print-config.txt" >&2; die "shmlaned refuses the sidecar's args: $(echo $args)"; }
+grep -q "^declare: \"$k8s/sidecar/declare.textproto\"" "$SCRATCH/print-config.txt" ||
+  { cat "$SCRATCH/print-config.txt" >&2; die "--print-config does not show the sidecar's --declare"; }
+log "shmlaned accepts the sidecar's args: $(echo $args)"
+
+# 6. Each overlay's declarations apply to a real daemon: every channel, grant
+#    and quota in them is accepted (not just well-formed).
+for d in "$k8s"/*/declare.textproto; do
+  name=$(basename "$(dirname "$d")")
+  rt="$SCRATCH/rt-$name"
+  "$SHMLANED" --runtime-dir "$rt" --metrics-listen none --audit-log none --declare "$d" \
+    >"$SCRATCH/declare-$name.out" 2>"$SCRATCH/declare-$name.err" &
+  pid=$!
+  for _ in $(seq 100); do
+    grep -q ' ready$' "$SCRATCH/declare-$name.out" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ! grep -q '^  declare: ' "$SCRATCH/declare-$name.out"; then
+    kill -9 "$pid" 2>/dev/null || true
+    cat "$SCRATCH/declare-$name.err" >&2
+    die "shmlaned did not apply $name/declare.textproto"
+  fi
+  if grep -q 'cannot ' "$SCRATCH/declare-$name.err"; then
+    kill -9 "$pid" 2>/dev/null || true
+    cat "$SCRATCH/declare-$name.err" >&2
+    die "$name/declare.textproto has declarations the daemon cannot apply"
+  fi
+  kill "$pid" && wait "$pid" || die "shmlaned with $name/declare.textproto did not stop cleanly"
+  log "$name/declare.textproto applies: $(grep -o '([0-9]* channels, [0-9]* grants, [0-9]* quotas' "$SCRATCH/declare-$name.out" | tr -d '(')"
+done
