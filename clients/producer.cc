@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "clients/internal/attach_socket.h"
 #include "clients/internal/attachment.h"
@@ -160,10 +161,20 @@ absl::Status Producer::status() const {
   }
   if (absl::Status s = lane_->status(); !s.ok()) return s;
   if (lane_->PeerClosed()) {
-    return absl::UnavailableError(absl::StrCat("the consumer of ", internal::ChannelLabel(channel_),
-                                               " ('", peer_.name, "') closed the lane",
-                                               closed_reason_.empty() ? "" : ": ", closed_reason_,
-                                               "; attach again to write to the next consumer"));
+    // The daemon says why when it closed the lane (a deleted channel, a
+    // consumer that went away, a shutdown); otherwise the consumer did.
+    const std::string by =
+        !closed_reason_.empty()
+            ? absl::StrCat("the lane on ", internal::ChannelLabel(channel_),
+                           " was closed: ", closed_reason_)
+            : absl::StrCat(
+                  "the consumer of ", internal::ChannelLabel(channel_),
+                  peer_.name.empty() ? std::string() : absl::StrCat(" ('", peer_.name, "')"),
+                  " closed the lane");
+    return absl::UnavailableError(
+        absl::StrCat(by, absl::StrContains(by, "attach again")
+                             ? ""
+                             : "; attach again to write to the next consumer"));
   }
   return absl::OkStatus();
 }

@@ -39,11 +39,13 @@ constexpr char kTopFooter[] =
 for a command's flags, `shmlanectl --help-all` for every command.
 
 SIZE accepts a plain byte count or a suffix: K, KiB, M, MiB, G, GiB (powers of 2).
-Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage error, 3 daemon unreachable.)";
+Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage error, 3 daemon unreachable
+(also a TLS handshake the daemon refused, e.g. a missing or unknown client certificate).)";
 
 constexpr char kCommandFooter[] =
     "Global flags (--runtime-dir, --server, --tls-*, --timeout, --json): shmlanectl --help.\n"
-    "Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage error, 3 daemon unreachable.";
+    "Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage error, 3 daemon unreachable\n"
+    "(also a TLS handshake the daemon refused).";
 
 // "4096", "64K", "64KiB", "1M", "1MiB", "1G", "1GiB", "512B".
 bool ParseSize(absl::string_view text, uint64_t* out) {

@@ -35,6 +35,7 @@ using ::shmlane::testing::Child;
 using ::shmlane::testing::Daemon;
 using ::shmlane::testing::Scaled;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr auto kStream = v1::CHANNEL_PATTERN_STREAM;
 constexpr auto kRequestReply = v1::CHANNEL_PATTERN_REQUEST_REPLY;
@@ -423,6 +424,37 @@ TEST_F(ClientIntegrationTest, KilledConsumerUnblocksProducers) {
   }
   std::printf("all %d blocked producers saw kClosed within %s of the consumer's SIGKILL\n",
               kProducers, absl::FormatDuration(slowest).c_str());
+}
+
+// What a producer is told when its lane closes names who closed it, and says
+// "attach again" once.
+TEST_F(ClientIntegrationTest, ClosedLaneMessagesNameWhoClosedIt) {
+  ASSERT_TRUE(daemon_->CreateChannel("doomed", kStream, 4096).ok());
+  auto producer = Producer::Attach("doomed", Options());
+  ASSERT_TRUE(producer.ok()) << producer.status();
+  ASSERT_TRUE(daemon_->DeleteChannel("doomed", /*force=*/true).ok());
+  const absl::Time end = absl::Now() + absl::Seconds(5);
+  const std::vector<std::byte> frame(16);
+  while (producer->TryWrite(frame) != WriteResult::kClosed && absl::Now() < end) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const std::string deleted(producer->status().message());
+  EXPECT_THAT(deleted, HasSubstr("was closed: channel \"doomed\" was deleted")) << deleted;
+  EXPECT_THAT(deleted, Not(HasSubstr("('')"))) << deleted;
+
+  ASSERT_TRUE(daemon_->CreateChannel("gone", kStream, 4096).ok());
+  {
+    auto consumer = Consumer::Attach("gone", ConsumerOptions());
+    ASSERT_TRUE(consumer.ok()) << consumer.status();
+    producer = Producer::Attach("gone", Options());
+    ASSERT_TRUE(producer.ok()) << producer.status();
+  }  // the consumer closes
+  while (producer->TryWrite(frame) != WriteResult::kClosed && absl::Now() < end) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const std::string after(producer->status().message());
+  EXPECT_THAT(after, HasSubstr("attach again")) << after;
+  EXPECT_EQ(after.find("attach again"), after.rfind("attach again")) << after;
 }
 
 TEST_F(ClientIntegrationTest, KilledProducerIsDrainedThenGone) {

@@ -260,6 +260,19 @@ absl::Status Daemon::CreateChannel(const std::string& name, v1::ChannelPattern p
   return FromGrpc(stub->CreateChannel(&ctx, req, &out));
 }
 
+absl::Status Daemon::DeleteChannel(const std::string& name, bool force) {
+  auto channel =
+      grpc::CreateChannel("unix:" + dir() + "/control.sock", grpc::InsecureChannelCredentials());
+  auto stub = v1::ChannelService::NewStub(channel);
+  v1::DeleteChannelRequest req;
+  req.set_name(name);
+  req.set_force(force);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::DeleteChannelResponse out;
+  return FromGrpc(stub->DeleteChannel(&ctx, req, &out));
+}
+
 absl::Status Daemon::GrantUid(const std::string& channel_name, uint32_t uid, v1::GrantRole role) {
   auto channel =
       grpc::CreateChannel("unix:" + dir() + "/control.sock", grpc::InsecureChannelCredentials());

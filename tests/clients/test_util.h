@@ -86,6 +86,7 @@ class Daemon {
       const std::string& name, shmlane::v1::ChannelPattern pattern, uint64_t ring_bytes = 0,
       uint32_t max_frame_bytes = 0,
       shmlane::v1::BackpressurePolicy policy = shmlane::v1::BACKPRESSURE_POLICY_BLOCK);
+  absl::Status DeleteChannel(const std::string& name, bool force);
   absl::Status GrantUid(const std::string& channel, uint32_t uid, shmlane::v1::GrantRole role);
   absl::StatusOr<shmlane::v1::ChannelStats> Stats(const std::string& channel);
 
