@@ -42,7 +42,8 @@ constexpr FlagDoc kFlagDocs[] = {
     {"runtime_dir", "DIR", "Files",
      "Directory for control.sock, attach.sock, shmlaned.lock and the state file. Default: "
      "$SHMLANE_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shmlane, else /run/shmlane. Created 0755 if "
-     "missing; refused if a symlink, owned by another uid, or group/world-writable."},
+     "missing (one level: its parent must exist); refused if a symlink, owned by another uid, or "
+     "group/world-writable."},
     {"state_file", "FILE", "Files",
      "Where channels, grants and quotas persist. Default: <runtime-dir>/shmlaned.state. Put it "
      "on persistent storage to survive reboots."},
