@@ -317,7 +317,9 @@ absl::Status Daemon::Shutdown() {
   if (impl_->declarer != nullptr) impl_->declarer->Stop();
   impl_->control_listener->Stop();
   impl_->attach->Stop();
-  // Open WatchEvents streams are cancelled after a short grace period.
+  // Open WatchEvents streams get a last DAEMON_STOPPING event and end with
+  // OK; anything still open after a short grace period is cancelled.
+  impl_->events.PublishStopping("shmlaned is shutting down");
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(200)));
   if (impl_->health_server != nullptr) {
     impl_->health_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(50)));

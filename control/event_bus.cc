@@ -32,6 +32,16 @@ void EventBus::Publish(shmlane::v1::Event event) {
   }
 }
 
+void EventBus::PublishStopping(const std::string& detail) {
+  shmlane::v1::Event event;
+  event.set_type(shmlane::v1::EVENT_TYPE_DAEMON_STOPPING);
+  event.set_detail(detail);
+  *event.mutable_time() =
+      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::GetCurrentTimeNanos());
+  absl::MutexLock lock(&mu_);
+  for (auto& [handle, subscriber] : subscribers_) subscriber.sink(event);
+}
+
 size_t EventBus::subscribers() const {
   absl::MutexLock lock(&mu_);
   return subscribers_.size();

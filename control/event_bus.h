@@ -26,6 +26,9 @@ class EventBus {
   void Unsubscribe(uint64_t handle);
   // Stamps the time if unset, then hands the event to matching sinks.
   void Publish(shmlane::v1::Event event);
+  // Delivers a DAEMON_STOPPING event with `detail` to every subscriber,
+  // whatever its channel filter (shutdown: each stream then ends).
+  void PublishStopping(const std::string& detail);
   size_t subscribers() const;
 
  private:

@@ -90,6 +90,14 @@ absl::StatusOr<v1::Channel> Registry::CreateChannel(const Caller& caller,
   if (absl::Status s = catalog_.CheckCanAdd(spec->name()); !s.ok()) return s;
   if (absl::Status s = access_.CheckCreate(owner, catalog_.OwnedBy(owner), *spec); !s.ok()) {
     options_.metrics->CountQuotaRejection();
+    // Refused creations are events too, like refused attaches.
+    v1::Event event;
+    event.set_type(v1::EVENT_TYPE_QUOTA_REJECTED);
+    event.set_channel(spec->name());
+    event.set_uid(caller.kind == Caller::Kind::kLocal ? caller.peer.uid : owner);
+    if (caller.kind == Caller::Kind::kLocal) event.set_pid(static_cast<uint32_t>(caller.peer.pid));
+    event.set_detail(absl::StrCat("CreateChannel: ", s.message()));
+    options_.events->Publish(std::move(event));
     return s;
   }
   ChannelRecord record;

@@ -45,6 +45,30 @@ TEST_F(RegistryTest, CreateFillsDefaultsAndRejectsDuplicates) {
   EXPECT_EQ(Create("telemetry").status().code(), absl::StatusCode::kAlreadyExists);
 }
 
+// A creation refused by quota is an event, as a refused attach is; and
+// the default 64-channel quota counts channels the daemon's uid owns.
+TEST_F(RegistryTest, CreateRefusedByQuotaIsAnEvent) {
+  std::vector<v1::Event> seen;
+  events_.Subscribe("", [&](const v1::Event& e) { seen.push_back(e); });
+  int created = 0;
+  absl::Status last;
+  for (int i = 0; i < 100; ++i) {
+    auto c = Create("c" + std::to_string(i));
+    if (!c.ok()) {
+      last = c.status();
+      break;
+    }
+    ++created;
+  }
+  EXPECT_EQ(created, 64);
+  EXPECT_EQ(last.code(), absl::StatusCode::kResourceExhausted) << last;
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().type(), v1::EVENT_TYPE_QUOTA_REJECTED);
+  EXPECT_EQ(seen.back().channel(), "c64");
+  EXPECT_EQ(seen.back().uid(), 1000u);
+  EXPECT_NE(seen.back().detail().find("max_channels"), std::string::npos) << seen.back().detail();
+}
+
 TEST_F(RegistryTest, RingAndFrameBounds) {
   EXPECT_EQ(Create("a", 3000).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Create("b", 1 << 12, 4096).status().code(), absl::StatusCode::kInvalidArgument);

@@ -55,6 +55,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Event> {
       finish_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "write failed");
     }
     if (!finish_wanted_) WriteNextLocked();
+    if (!finish_wanted_ && !writing_ && end_after_queue_) {
+      finish_wanted_ = true;
+      finish_status_ = grpc::Status::OK;
+    }
     MaybeFinishLocked();
   }
 
@@ -85,6 +89,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Event> {
       return;
     }
     queue_.push_back(event);
+    // The daemon is stopping: this is the stream's last event, and the
+    // stream ends with OK once it is written.
+    if (event.type() == v1::EVENT_TYPE_DAEMON_STOPPING) end_after_queue_ = true;
     if (!writing_) WriteNextLocked();
   }
 
@@ -111,6 +118,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Event> {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool end_after_queue_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
 };
 

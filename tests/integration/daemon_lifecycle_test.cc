@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -233,6 +234,28 @@ TEST(DaemonLifecycleTest, SigtermSaysGoodbyeAndExitsZeroWithinOneSecond) {
   }
   EXPECT_TRUE(goodbye);
   EXPECT_NE(::access((d.runtime_dir() + "/attach.sock").c_str(), F_OK), 0);
+}
+
+// An open `shmlanectl watch` (one filtered by channel too) gets a last
+// DAEMON_STOPPING event at shutdown and ends with exit 0 instead of an
+// UNAVAILABLE error, and it does not hold the shutdown up.
+TEST(DaemonLifecycleTest, WatchEndsCleanlyAtShutdown) {
+  TestDaemon d;
+  ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
+  CommandResult all, one;
+  std::thread watch_all([&] { all = d.Ctl({"watch"}); });
+  std::thread watch_one([&] { one = d.Ctl({"watch", "--channel", "x"}); });
+  absl::SleepFor(absl::Milliseconds(500));  // both streams open
+  auto code = d.Stop(SIGTERM, absl::Seconds(2));
+  watch_all.join();
+  watch_one.join();
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+  for (const CommandResult* r : {&all, &one}) {
+    EXPECT_EQ(r->exit_code, 0) << r->out << r->err;
+    EXPECT_TRUE(absl::StrContains(r->out, "daemon-stopping")) << r->out;
+  }
+  std::printf("%s", d.stderr_text().c_str());
 }
 
 TEST(DaemonLifecycleTest, MetricsPassPromtoolAndCountFrames) {
