@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps build run test bench asan tsan fuzz thread-safety format format-check tidy clean
+.PHONY: all deps build run test bench asan tsan fuzz thread-safety format format-check tidy sbom clean
 
 all: build
 
@@ -54,6 +54,14 @@ format-check:
 
 tidy: build
 	git ls-files 'dataplane/*.cc' 'control/*.cc' 'clients/*.cc' | xargs clang-tidy -p build/release --quiet
+
+# CycloneDX SBOM of the Debian packages we build against and load, with the
+# license check (scripts/sbom.py).
+VERSION := $(shell sed -n 's/^project(shmlane VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+sbom: build
+	scripts/sbom.py --version $(VERSION) --binary build/release/control/shmlaned \
+	  --binary build/release/clients/cli/shmlanectl --out build/release/shmlane-$(VERSION).cdx.json --check
+	@echo "wrote build/release/shmlane-$(VERSION).cdx.json"
 
 clean:
 	rm -rf build
