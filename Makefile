@@ -57,7 +57,7 @@ tidy: build
 
 # CycloneDX SBOM of the Debian packages we build against and load, with the
 # license check (scripts/sbom.py).
-VERSION := $(shell sed -n 's/^project(shmlane VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+VERSION := $(shell grep -m1 -o 'shmlane VERSION [0-9.]*' CMakeLists.txt | cut -d' ' -f3)
 sbom: build
 	scripts/sbom.py --version $(VERSION) --binary build/release/control/shmlaned \
 	  --binary build/release/clients/cli/shmlanectl --out build/release/shmlane-$(VERSION).cdx.json --check
