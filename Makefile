@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps build run test bench asan tsan fuzz thread-safety format format-check tidy sbom clean
+.PHONY: all deps build run test bench asan tsan fuzz thread-safety format format-check tidy sbom docs clean
 
 all: build
 
@@ -54,6 +54,13 @@ format-check:
 
 tidy: build
 	git ls-files 'dataplane/*.cc' 'control/*.cc' 'clients/*.cc' | xargs clang-tidy -p build/release --quiet
+
+# API reference (Doxygen over the public headers; a warning fails) and the
+# man pages (help2man, also built by `make build`).
+docs: build
+	mkdir -p build/docs
+	SHMLANE_SOURCE=$(CURDIR) SHMLANE_DOCS_OUT=$(CURDIR)/build/docs doxygen docs/api/Doxyfile
+	@echo "wrote build/docs/html/index.html and build/release/man/"
 
 # CycloneDX SBOM of the Debian packages we build against and load, with the
 # license check (scripts/sbom.py).

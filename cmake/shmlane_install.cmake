@@ -130,3 +130,32 @@ foreach(doc IN LISTS _shmlane_docs)
 endforeach()
 
 include(shmlane_cpack)
+
+# Man pages shmlaned(8) and shmlanectl(1): the programs' own --help and
+# --version through help2man, plus docs/man/*.h2m (description, signals,
+# files, exit status). Built with the binaries so that they never disagree.
+find_program(SHMLANE_HELP2MAN help2man)
+if(SHMLANE_HELP2MAN)
+  set(_man_dir ${PROJECT_BINARY_DIR}/man)
+  add_custom_command(OUTPUT ${_man_dir}/shmlaned.8 ${_man_dir}/shmlaned.8.gz
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${_man_dir}
+    COMMAND ${SHMLANE_HELP2MAN} --no-info --no-discard-stderr --section 8
+      --name "node-local shared-memory IPC daemon"
+      --include ${PROJECT_SOURCE_DIR}/docs/man/shmlaned.h2m
+      --output ${_man_dir}/shmlaned.8 $<TARGET_FILE:shmlaned>
+    COMMAND gzip -9n -f -k ${_man_dir}/shmlaned.8
+    DEPENDS shmlaned ${PROJECT_SOURCE_DIR}/docs/man/shmlaned.h2m VERBATIM)
+  add_custom_command(OUTPUT ${_man_dir}/shmlanectl.1 ${_man_dir}/shmlanectl.1.gz
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${_man_dir}
+    COMMAND ${SHMLANE_HELP2MAN} --no-info --no-discard-stderr --section 1
+      --name "command-line client of the shmlane daemon"
+      --include ${PROJECT_SOURCE_DIR}/docs/man/shmlanectl.h2m
+      --output ${_man_dir}/shmlanectl.1 $<TARGET_FILE:shmlanectl>
+    COMMAND gzip -9n -f -k ${_man_dir}/shmlanectl.1
+    DEPENDS shmlanectl ${PROJECT_SOURCE_DIR}/docs/man/shmlanectl.h2m VERBATIM)
+  add_custom_target(shmlane_man ALL DEPENDS ${_man_dir}/shmlaned.8.gz ${_man_dir}/shmlanectl.1.gz)
+  install(FILES ${_man_dir}/shmlaned.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8 COMPONENT runtime)
+  install(FILES ${_man_dir}/shmlanectl.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT runtime)
+else()
+  message(STATUS "help2man not found: no man pages (scripts/install-deps.sh installs it)")
+endif()

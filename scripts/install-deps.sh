@@ -13,6 +13,7 @@ packages=(
   prometheus python3 python3-grpcio python3-protobuf
   util-linux procps curl gnuplot-nox openssl tmux
   buildah lintian dpkg-dev systemd python3-yaml binutils file nodejs
+  doxygen help2man
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

@@ -38,7 +38,8 @@ dpkg-deb --contents "$dev" >"$SCRATCH/contents-dev.txt"
 for f in ./usr/bin/shmlaned ./usr/bin/shmlanectl ./usr/lib/systemd/system/shmlaned.service \
   ./usr/share/doc/shmlane/copyright ./usr/share/doc/shmlane/changelog.gz \
   ./usr/share/doc/shmlane/deployment.md ./usr/share/doc/shmlane/README.md \
-  ./usr/share/doc/shmlane/examples/shmlaned.textproto; do
+  ./usr/share/doc/shmlane/examples/shmlaned.textproto \
+  ./usr/share/man/man8/shmlaned.8.gz ./usr/share/man/man1/shmlanectl.1.gz; do
   grep -q " $f\$" "$SCRATCH/contents.txt" || die "shmlane .deb lacks $f"
 done
 for f in include/shmlane/clients/producer.h include/shmlane/clients/shmlane.h \
