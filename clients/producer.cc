@@ -70,6 +70,7 @@ Producer& Producer::operator=(Producer&& other) noexcept {
     other.lane_.reset();
     peer_ = std::move(other.peer_);
     closed_reason_ = std::move(other.closed_reason_);
+    ended_by_daemon_ = other.ended_by_daemon_;
     closed_here_ = other.closed_here_;
   }
   return *this;
@@ -89,7 +90,10 @@ void Producer::Note() {
     if (!got->has_value()) break;
     const v1::AttachMessage& m = (*got)->message;
     if (m.has_lane_removed()) closed_reason_ = m.lane_removed().reason();
-    if (m.has_goodbye()) closed_reason_ = m.goodbye().reason();
+    if (m.has_goodbye()) {
+      closed_reason_ = m.goodbye().reason();
+      ended_by_daemon_ = true;
+    }
   }
 }
 
@@ -159,6 +163,13 @@ absl::Status Producer::status() const {
                      : std::string("the producer is moved-from"));
   }
   if (absl::Status s = lane_->status(); !s.ok()) return s;
+  if (lane_->PeerClosed() && ended_by_daemon_) {
+    // Not necessarily the consumer's doing: a stopping daemon or a deleted
+    // channel closes the lane for both sides, with or without a consumer.
+    return absl::UnavailableError(absl::StrCat("shmlaned closed the lane to ",
+                                               internal::ChannelLabel(channel_), ": ",
+                                               closed_reason_, "; attach again to write"));
+  }
   if (lane_->PeerClosed()) {
     return absl::UnavailableError(absl::StrCat("the consumer of ", internal::ChannelLabel(channel_),
                                                " ('", peer_.name, "') closed the lane",

@@ -119,7 +119,8 @@ class Producer {
   std::shared_ptr<const dataplane::Doorbell> own_bell_;
   std::optional<dataplane::Producer> lane_;
   Peer peer_;
-  std::string closed_reason_;  // from the daemon, when it said
+  std::string closed_reason_;     // from the daemon, when it said
+  bool ended_by_daemon_ = false;  // a Goodbye came: shutdown, channel deleted, consumer gone
   bool closed_here_ = false;
   uint32_t writes_since_check_ = 0;
 };
