@@ -97,6 +97,11 @@ constexpr FlagDoc kFlagDocs[] = {
      "<runtime-dir>/audit.log (0600)."},
     {"audit_log_max_bytes", "BYTES", "Files",
      "Rotate the audit log to FILE.1 beyond this size. Default 16777216."},
+    {"on_stop", "close|keep", "Lifecycle",
+     "What SIGTERM does to live lanes. close (default): close every lane and wake every "
+     "blocked producer, consumer, client and server with \"closed\" (a pod going away). keep: "
+     "leave the lanes open; clients keep streaming over shared memory while no daemon runs "
+     "(an upgrade; a restarted daemon does not supervise them)."},
 };
 
 std::string FlagName(absl::string_view field) {
@@ -284,6 +289,7 @@ v1::DaemonConfig Defaults() {
   c.set_max_queued_fds(65536);
   *c.mutable_max_queue_age() = TimeUtil::SecondsToDuration(30);
   c.set_audit_log_max_bytes(uint64_t{16} << 20);
+  c.set_on_stop("close");
   return c;
 }
 
@@ -357,6 +363,12 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
                                                    c.audit_log_max_bytes()));
   }
   out.audit_log_max_bytes = c.audit_log_max_bytes();
+  if (c.on_stop() == "close" || c.on_stop() == "keep") {
+    out.close_lanes_on_stop = c.on_stop() == "close";
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origins.Of("on_stop"), ": expected close or keep, got \"", c.on_stop(), "\""));
+  }
   if (out.tls_cert.empty() != out.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }

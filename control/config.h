@@ -41,6 +41,8 @@ struct Config {
   absl::Duration max_queue_age = absl::Seconds(30);
   std::string audit_log;  // empty = none
   uint64_t audit_log_max_bytes = uint64_t{16} << 20;
+  // --on-stop: close (true) or keep (false) live lanes on SIGTERM.
+  bool close_lanes_on_stop = true;
   std::string config_file;  // the file that was read, if any
 };
 

@@ -161,6 +161,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   attach_options.max_connections = config.max_connections;
   attach_options.max_connections_per_uid = config.max_connections_per_uid;
   attach_options.max_handshakes_per_uid = config.max_handshakes_per_uid;
+  attach_options.end_attachments_on_stop = config.close_lanes_on_stop;
   impl->attach =
       std::make_unique<AttachServer>(attach_options, impl->registry.get(), &impl->metrics);
   if (absl::Status s = impl->attach->Start(); !s.ok()) return s;

@@ -281,7 +281,8 @@ TEST(DaemonStopTest, ProducerOnAFullRingWithoutAConsumerWakes) {
 
 TEST(DaemonStopTest, ProducerOnAFullRingWithAnIdleConsumerWakes) {
   TestDaemon d;
-  ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
+  // The default made explicit, once.
+  ASSERT_TRUE(d.Start({"--on-stop=close"}).ok()) << d.stderr_text();
   CreateChannels(d);
   // The producer attaches first, so the daemon ends its attachment first.
   ClientProcess producer([&](const ClientProcess::Io& io) { return BlockedProducer(d, io); });
@@ -371,6 +372,86 @@ TEST(DaemonStopTest, ServerWaitingForRequestsWakes) {
     return Report(io, kWoke, served.ToString());
   });
   ExpectWokenBySigterm(d, server);
+}
+
+// --on-stop=keep: a producer streams sequence numbers to a consumer; the
+// daemon is stopped with SIGTERM mid-stream and exits; the producer then
+// writes kAfterStop more frames. Every frame arrives, in order, and no write
+// is refused: nothing was closed.
+TEST(DaemonStopTest, OnStopKeepLeavesLanesStreaming) {
+  constexpr uint64_t kAfterStop = 20000;
+  constexpr uint64_t kEnd = ~uint64_t{0};
+  TestDaemon d;
+  ASSERT_TRUE(d.Start({"--on-stop=keep"}).ok()) << d.stderr_text();
+  CreateChannels(d);
+  ClientProcess consumer([&](const ClientProcess::Io& io) {
+    client::Consumer::Options o;
+    static_cast<client::AttachOptions&>(o) = Options(d, "keep-consumer");
+    auto c = client::Consumer::Attach("lane", o);
+    if (!c.ok()) return Report(io, kSetupFailed, c.status().ToString());
+    io.Say("ready");
+    uint64_t expected = 0;
+    for (;;) {
+      absl::StatusOr<client::Frame> f = c->Read(absl::Now() + absl::Seconds(5));
+      if (!f.ok()) {
+        return Report(io, kWrongResult,
+                      absl::StrCat("after ", expected, " frames: ", f.status().ToString()));
+      }
+      uint64_t seq = 0;
+      if (f->data.size() != sizeof(seq)) return Report(io, kWrongResult, "frame size");
+      std::memcpy(&seq, f->data.data(), sizeof(seq));
+      if (seq == kEnd) break;
+      if (seq != expected) {
+        return Report(io, kWrongResult, absl::StrCat("expected frame ", expected, ", got ", seq));
+      }
+      ++expected;
+    }
+    return Report(io, kWoke, absl::StrCat("read ", expected, " frames in order"));
+  });
+  ASSERT_EQ(consumer.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
+  ClientProcess producer([&](const ClientProcess::Io& io) {
+    auto p = client::Producer::Attach("lane", Options(d, "keep-producer"));
+    if (!p.ok()) return Report(io, kSetupFailed, p.status().ToString());
+    io.Say("ready");
+    uint64_t seq = 0;
+    uint64_t stop_at = kEnd;
+    auto write = [&](uint64_t value) {
+      return p->Write(std::as_bytes(std::span(&value, 1)), absl::Now() + absl::Seconds(5));
+    };
+    while (seq < stop_at) {
+      if (const client::WriteResult r = write(seq); r != client::WriteResult::kOk) {
+        return Report(io, kWrongResult,
+                      absl::StrCat("frame ", seq, ": ", client::ToStatus(r).ToString()));
+      }
+      ++seq;
+      pollfd go{io.command_fd, POLLIN, 0};
+      if (stop_at == kEnd && seq % 256 == 0 && ::poll(&go, 1, 0) == 1) stop_at = seq + kAfterStop;
+    }
+    if (write(kEnd) != client::WriteResult::kOk) return Report(io, kWrongResult, "end marker");
+    return Report(io, kWoke, absl::StrCat("wrote ", seq, " frames"));
+  });
+  ASSERT_EQ(producer.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
+  absl::SleepFor(absl::Milliseconds(200));  // streaming
+  absl::StatusOr<int> code = d.Stop(SIGTERM, absl::Seconds(5));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << d.stderr_text();
+  EXPECT_NE(::access(d.attach_socket().c_str(), F_OK), 0) << "the daemon left its socket";
+  producer.Go();  // the daemon has exited: write on without it
+  std::optional<int> produced = producer.Wait(absl::Seconds(30));
+  ASSERT_TRUE(produced.has_value()) << "the producer did not finish";
+  absl::StatusOr<std::string> wrote = producer.ReadLine(absl::Seconds(1));
+  ASSERT_TRUE(wrote.ok()) << wrote.status();
+  EXPECT_EQ(*produced, kWoke) << *wrote;
+  std::optional<int> consumed = consumer.Wait(absl::Seconds(10));
+  ASSERT_TRUE(consumed.has_value()) << "the consumer did not finish";
+  absl::StatusOr<std::string> read = consumer.ReadLine(absl::Seconds(1));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*consumed, kWoke) << *read;
+  std::printf("producer: %s\nconsumer: %s\n", wrote->c_str(), read->c_str());
+  // The same count on both sides ("woke <ns> wrote N frames" / "read N ...").
+  const std::string wrote_n = wrote->substr(wrote->find("wrote ") + 6);
+  const std::string read_n = read->substr(read->find("read ") + 5);
+  EXPECT_EQ(wrote_n.substr(0, wrote_n.find(' ')), read_n.substr(0, read_n.find(' ')));
 }
 
 }  // namespace
