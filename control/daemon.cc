@@ -28,6 +28,7 @@
 #include "control/registry.h"
 #include "control/runtime_dir.h"
 #include "control/services.h"
+#include "control/state_writer.h"
 #include "prometheus/exposer.h"
 #include "shmlane/version.h"
 
@@ -72,17 +73,23 @@ struct Daemon::Impl {
   std::unique_ptr<AuditLog> audit;
   std::shared_ptr<Exporter> exporter;
   std::unique_ptr<prometheus::Exposer> exposer;
-  absl::Mutex save_mu;
   bool shut_down = false;
+  // Group commit of the state file (declared last, so destroyed first: it
+  // finishes the replies it holds while the gRPC server still exists).
+  std::unique_ptr<StateWriter> state_writer;
 
-  absl::Status Save() ABSL_LOCKS_EXCLUDED(save_mu) {
-    absl::MutexLock lock(&save_mu);
-    std::string bytes;
-    if (!registry->ExportState().SerializeToString(&bytes)) {
-      return absl::InternalError("cannot serialize the daemon state");
-    }
-    return WriteFileAtomically(config.state_file, bytes);
+  void StartStateWriter() {
+    state_writer =
+        std::make_unique<StateWriter>(config.state_file, [this]() -> absl::StatusOr<std::string> {
+          std::string bytes;
+          if (!registry->ExportState().SerializeToString(&bytes)) {
+            return absl::InternalError("cannot serialize the daemon state");
+          }
+          return bytes;
+        });
   }
+  // Waits until the state as it is now is durable.
+  absl::Status Save() { return state_writer->PersistAndWait(); }
 };
 
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -167,12 +174,16 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   if (absl::Status s = impl->attach->Start(); !s.ok()) return s;
 
   Impl* raw = impl.get();
+  impl->StartStateWriter();
   PersistFn persist = [raw] { return raw->Save(); };
   ServiceContext services;
   services.registry = impl->registry.get();
   services.events = &impl->events;
   services.metrics = &impl->metrics;
   services.persist = persist;
+  services.persist_async = [raw](std::function<void(absl::Status)> done) {
+    raw->state_writer->Persist(std::move(done));
+  };
   services.callers = &impl->callers;
   services.admins = admins;
   services.audit = impl->audit.get();
@@ -294,6 +305,7 @@ absl::Status Daemon::Shutdown() {
     impl_->health_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(50)));
   }
   absl::Status saved = impl_->Save();
+  impl_->state_writer.reset();  // every reply it held has gone out
   // The metrics listener stays up: civetweb needs about a second to stop, so
   // shmlaned exits without waiting for it (~Daemon stops it when embedded).
   return saved;
