@@ -2,7 +2,9 @@
 //
 //   attach    Producer::Attach on a STREAM channel (connect, handshake, fds,
 //             map), then Close; without and with a consumer attached.
-//   create    CreateChannel, GetChannel, DeleteChannel over unix:DIR/control.sock.
+//   create    CreateChannel, GetChannel, DeleteChannel over unix:DIR/control.sock,
+//             one call at a time; then --create-threads threads creating
+//             together (the daemon batches their state writes).
 //   memory    the daemon's VmRSS idle, with 100 channels, with N producer lanes,
 //             and after streaming frames through them.
 //   exporter  1 producer -> 1 consumer, 64-byte frames in batches, with
@@ -66,6 +68,7 @@ struct Options {
   std::vector<std::string> phases = {"attach", "create", "memory", "exporter"};
   int attach_iterations = 1000;
   int create_channels = 500;
+  int create_threads = 16;
   int lanes = 64;
   uint64_t lane_frames = 10'000'000;
   double duration_s = 5;
@@ -620,6 +623,58 @@ absl::Status PhaseCreate(const Options& opt, const std::string& base, Results& o
     PutPercentiles(res, "create.create_last100", {create.end() - k, create.end()});
     PutPercentiles(res, "create.get", get);
     PutPercentiles(res, "create.delete", del);
+    if (opt.create_threads > 1) {
+      // Concurrent creates: every thread its own connection, as separate
+      // orchestrator clients would be. Latency is per call; per_change is
+      // wall time over calls (what the daemon sustains).
+      const int threads = opt.create_threads;
+      const int each = std::max(1, n / threads);
+      std::vector<std::vector<double>> lat(threads);
+      std::vector<absl::Status> errors(threads);
+      std::vector<std::unique_ptr<Control>> clients;
+      for (int t = 0; t < threads; ++t) {
+        clients.push_back(std::make_unique<Control>(dir));
+        if (!clients.back()->channel->WaitForConnected(std::chrono::system_clock::now() +
+                                                       std::chrono::seconds(10))) {
+          return absl::UnavailableError("cannot connect to control.sock");
+        }
+      }
+      std::vector<std::thread> workers;
+      const int64_t start = NowNs();
+      for (int t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+          for (int i = 0; i < each && errors[t].ok(); ++i) {
+            v1::Channel ch;
+            const int64_t t0 = NowNs();
+            errors[t] = clients[t]->Create(absl::StrCat("cc-t", t, "-", i), 64, &ch);
+            lat[t].push_back(static_cast<double>(NowNs() - t0) / 1e3);
+          }
+        });
+      }
+      for (std::thread& w : workers) w.join();
+      const double wall_us = static_cast<double>(NowNs() - start) / 1e3;
+      std::vector<double> all;
+      for (int t = 0; t < threads; ++t) {
+        if (!errors[t].ok()) return errors[t];
+        all.insert(all.end(), lat[t].begin(), lat[t].end());
+      }
+      PutPercentiles(res, "create.concurrent", all);
+      res["create.concurrent.threads"] = threads;
+      res["create.concurrent.per_change_us"] = wall_us / static_cast<double>(all.size());
+      workers.clear();
+      for (int t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+          for (int i = 0; i < each; ++i) {
+            grpc::ClientContext ctx;
+            v1::DeleteChannelRequest req;
+            req.set_name(absl::StrCat("cc-t", t, "-", i));
+            v1::DeleteChannelResponse deleted;
+            (void)clients[t]->channels->DeleteChannel(&ctx, req, &deleted);
+          }
+        });
+      }
+      for (std::thread& w : workers) w.join();
+    }
     for (const auto& [k, v] : res) io.Put(k, v);
     return absl::OkStatus();
   });
@@ -828,6 +883,13 @@ std::optional<int> ParseFlags(int argc, char** argv, Options& opt) {
       ->check(CLI::PositiveNumber)
       ->type_name("N")
       ->group(sizes);
+  app.add_option("--create-threads", opt.create_threads,
+                 "create: threads (each with its own connection) that then create "
+                 "--create-channels channels together, so the daemon can batch their state "
+                 "writes; 1 skips this part")
+      ->check(CLI::Range(1, 256))
+      ->type_name("N")
+      ->group(sizes);
   app.add_option("--lanes", opt.lanes, "memory: producer lanes attached")
       ->check(CLI::Range(1, 4096))
       ->type_name("N")
@@ -872,7 +934,8 @@ int Main(int argc, char** argv) {
       {"attach", absl::StrCat("Producer::Attach + Close on a STREAM channel (1 MiB ring), ",
                               opt.attach_iterations, " iterations after 20 warm-up")},
       {"create", absl::StrCat(opt.create_channels, " CreateChannel (STREAM, defaults), then ",
-                              "GetChannel and DeleteChannel of each, unix:DIR/control.sock")},
+                              "GetChannel and DeleteChannel of each, unix:DIR/control.sock; then ",
+                              opt.create_threads, " threads create as many together")},
       {"memory", absl::StrCat("VmRSS, RssAnon and PSS idle, +101 channels, +", opt.lanes,
                               " producer lanes, after ", opt.lane_frames, " 64-byte frames")},
       {"exporter",
@@ -952,6 +1015,8 @@ int Main(int argc, char** argv) {
   target("attach p50 us (no consumer)", "attach.no_consumer.p50_us", 200, true);
   target("attach p50 us (with consumer)", "attach.with_consumer.p50_us", 200, true);
   target("CreateChannel p50 us", "create.create.p50_us", 1000, true);
+  target(absl::StrCat("CreateChannel us/change, ", opt.create_threads, " thr").c_str(),
+         "create.concurrent.per_change_us", 1000, true);
   target("idle RssAnon KiB (4 MiB)", "memory.idle.rss_anon_kb", 4096, true);
   target("scraped/none throughput", "exporter.ratio_scraped_over_none", 0.97, false);
   method["loadavg_end"] = LoadAvg();

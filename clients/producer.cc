@@ -71,6 +71,7 @@ Producer& Producer::operator=(Producer&& other) noexcept {
     other.lane_.reset();
     peer_ = std::move(other.peer_);
     closed_reason_ = std::move(other.closed_reason_);
+    ended_by_daemon_ = other.ended_by_daemon_;
     closed_here_ = other.closed_here_;
   }
   return *this;
@@ -90,7 +91,10 @@ void Producer::Note() {
     if (!got->has_value()) break;
     const v1::AttachMessage& m = (*got)->message;
     if (m.has_lane_removed()) closed_reason_ = m.lane_removed().reason();
-    if (m.has_goodbye()) closed_reason_ = m.goodbye().reason();
+    if (m.has_goodbye()) {
+      closed_reason_ = m.goodbye().reason();
+      ended_by_daemon_ = true;
+    }
   }
 }
 
@@ -161,20 +165,20 @@ absl::Status Producer::status() const {
   }
   if (absl::Status s = lane_->status(); !s.ok()) return s;
   if (lane_->PeerClosed()) {
-    // The daemon says why when it closed the lane (a deleted channel, a
-    // consumer that went away, a shutdown); otherwise the consumer did.
+    // The daemon says why when it closed the lane: not necessarily the
+    // consumer's doing (a stopping daemon or a deleted channel closes the
+    // lane for both sides, with or without a consumer). Otherwise the
+    // consumer closed it.
     const std::string by =
-        !closed_reason_.empty()
-            ? absl::StrCat("the lane on ", internal::ChannelLabel(channel_),
-                           " was closed: ", closed_reason_)
+        ended_by_daemon_ || !closed_reason_.empty()
+            ? absl::StrCat("shmlaned closed the lane to ", internal::ChannelLabel(channel_),
+                           closed_reason_.empty() ? "" : ": ", closed_reason_)
             : absl::StrCat(
                   "the consumer of ", internal::ChannelLabel(channel_),
                   peer_.name.empty() ? std::string() : absl::StrCat(" ('", peer_.name, "')"),
                   " closed the lane");
     return absl::UnavailableError(
-        absl::StrCat(by, absl::StrContains(by, "attach again")
-                             ? ""
-                             : "; attach again to write to the next consumer"));
+        absl::StrCat(by, absl::StrContains(by, "attach again") ? "" : "; attach again to write"));
   }
   return absl::OkStatus();
 }

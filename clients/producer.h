@@ -17,9 +17,12 @@
 // for it. When the consumer detaches or dies, the daemon closes the lane: a
 // blocked Write returns kClosed within milliseconds, and any write returns it
 // within kClosedCheckEvery (64) calls even while the ring has room; status()
-// then says why. Attach again to write to the next consumer.
+// then says why. Attach again to write to the next consumer. A daemon that
+// stops with --on-stop=close (the default) or deletes the channel closes the
+// lane the same way, with or without a consumer.
 //
-// The daemon is not on the data path: if it dies, the lane keeps flowing.
+// The daemon is not on the data path: if it dies, or stops with
+// --on-stop=keep, the lane keeps flowing.
 //
 // Thread safety: one thread at a time.
 #pragma once
@@ -119,7 +122,8 @@ class Producer {
   std::shared_ptr<const dataplane::Doorbell> own_bell_;
   std::optional<dataplane::Producer> lane_;
   Peer peer_;
-  std::string closed_reason_;  // from the daemon, when it said
+  std::string closed_reason_;     // from the daemon, when it said
+  bool ended_by_daemon_ = false;  // a Goodbye came: shutdown, channel deleted, consumer gone
   bool closed_here_ = false;
   uint32_t writes_since_check_ = 0;
 };

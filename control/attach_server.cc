@@ -195,8 +195,10 @@ void AttachServer::Loop() {
   ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, listen_fd_.get(), nullptr);
   listen_fd_.Reset();
   ::unlink(options_.socket_path.c_str());
-  registry_->GoodbyeAll("shmlaned is shutting down");
-  DrainOutbound();
+  if (options_.end_attachments_on_stop) {
+    registry_->GoodbyeAll("shmlaned is shutting down");
+    DrainOutbound();
+  }
   // Whatever is still queued is dropped and those sockets are shut down.
   registry_->SetOutboundWaker(nullptr);
   connections_.clear();

@@ -55,6 +55,10 @@ struct AttachServerOptions {
   size_t max_handshakes_per_uid = 64;
   // How often lanes are checked for backpressure transitions (events).
   absl::Duration backpressure_check_interval = absl::Seconds(1);
+  // Stop(): end every attachment with Goodbye and close every lane (waking
+  // each blocked side), or (false, --on-stop=keep) only close the sockets and
+  // leave the lanes open for their holders.
+  bool end_attachments_on_stop = true;
 };
 
 class AttachServer final : private OutboundWaker {
@@ -66,8 +70,9 @@ class AttachServer final : private OutboundWaker {
 
   // Binds the socket (the caller removed any stale one) and starts the loop.
   absl::Status Start();
-  // Stops accepting, ends every attachment with Goodbye, closes every
-  // connection and joins the loop thread.
+  // Stops accepting, ends every attachment with Goodbye (unless
+  // end_attachments_on_stop is false), closes every connection and joins
+  // the loop thread.
   void Stop();
 
  private:

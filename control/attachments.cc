@@ -59,7 +59,9 @@ uint32_t Attachments::RemoveChannel(absl::string_view name, absl::string_view go
   }
   std::vector<uint64_t> ended = channel.client_attachments;
   if (channel.consumer_attachment != 0) ended.push_back(channel.consumer_attachment);
-  for (uint64_t id : ended) EndAttachment(id, v1::EVENT_TYPE_DETACHED, "channel deleted", goodbye);
+  for (uint64_t id : ended) {
+    EndAttachment(id, v1::EVENT_TYPE_DETACHED, "channel deleted", goodbye, /*holder_alive=*/true);
+  }
   channels_.erase(key);
   return static_cast<uint32_t>(ended.size());
 }
@@ -380,7 +382,7 @@ void Attachments::FoldDrainingOf(LiveChannel& channel, uint64_t reader) {
 }
 
 void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, absl::string_view why,
-                                absl::string_view goodbye) {
+                                absl::string_view goodbye, bool holder_alive) {
   auto it = attachments_.find(attachment_id);
   if (it == attachments_.end()) return;
   Attachment attachment = std::move(it->second);
@@ -391,15 +393,22 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
     LiveChannel& channel = cit->second;
     // Its mapping is gone, so is every frame it could still have read.
     FoldDrainingOf(channel, attachment_id);
+    // Each side reads only the bits that mean "the other side is gone" (a
+    // producer ignores kClosedProducerGone). A holder the daemon ends while
+    // it lives (shutdown, a queue overflow, a protocol error, a clean
+    // Detach) may be blocked on its own lanes: kClosedDeleted, which both
+    // sides read, wakes it too.
+    const uint32_t for_holder = holder_alive ? dataplane::kClosedDeleted : 0;
     if (IsClientSide(attachment.role)) {
       for (uint64_t lane_id : attachment.lanes) {
         auto lane = channel.lanes.find(lane_id);
         if (lane == channel.lanes.end()) continue;
         const bool client_produces = lane->second.kind != Lane::Kind::kReply;
-        RetireLane(
-            name, channel, lane_id,
-            client_produces ? dataplane::kClosedProducerGone : dataplane::kClosedConsumerGone, why,
-            /*tell_consumer=*/true);
+        RetireLane(name, channel, lane_id,
+                   for_holder | (client_produces ? dataplane::kClosedProducerGone
+                                                 : dataplane::kClosedConsumerGone),
+                   why,
+                   /*tell_consumer=*/true);
       }
       auto& clients = channel.client_attachments;
       clients.erase(std::remove(clients.begin(), clients.end(), attachment_id), clients.end());
@@ -409,10 +418,11 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
       for (const auto& [id, lane] : channel.lanes) lane_ids.push_back(id);
       for (uint64_t id : lane_ids) {
         const bool client_produces = channel.lanes.at(id).kind != Lane::Kind::kReply;
-        RetireLane(
-            name, channel, id,
-            client_produces ? dataplane::kClosedConsumerGone : dataplane::kClosedProducerGone, why,
-            /*tell_consumer=*/false);
+        RetireLane(name, channel, id,
+                   for_holder | (client_produces ? dataplane::kClosedConsumerGone
+                                                 : dataplane::kClosedProducerGone),
+                   why,
+                   /*tell_consumer=*/false);
       }
       // Producers of a channel whose consumer went away are ended: their
       // lanes are closed and they must attach again (docs/protocol.md).
@@ -423,7 +433,8 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
       const std::vector<uint64_t> clients = channel.client_attachments;
       for (uint64_t id : clients) {
         EndAttachment(id, v1::EVENT_TYPE_DETACHED,
-                      absl::StrCat(ShortName(attachment.role), " gone"), bye);
+                      absl::StrCat(ShortName(attachment.role), " gone"), bye,
+                      /*holder_alive=*/true);
       }
     }
   }
@@ -446,26 +457,29 @@ void Attachments::Detach(uint64_t attachment_id, DetachKind kind) {
     EndAttachment(attachment_id, v1::EVENT_TYPE_DETACHED,
                   "disconnected: its attach socket queue overflowed (the process stopped "
                   "reading it)",
-                  "");
+                  "", /*holder_alive=*/true);
     return;
   }
   switch (kind) {
     case DetachKind::kClean:
-      EndAttachment(attachment_id, v1::EVENT_TYPE_DETACHED, "detached", "");
+      EndAttachment(attachment_id, v1::EVENT_TYPE_DETACHED, "detached", "", /*holder_alive=*/true);
       break;
     case DetachKind::kDied:
       metrics_->CountPeerDeath();
-      EndAttachment(attachment_id, v1::EVENT_TYPE_PEER_DIED, "connection hung up", "");
+      EndAttachment(attachment_id, v1::EVENT_TYPE_PEER_DIED, "connection hung up", "",
+                    /*holder_alive=*/false);
       break;
     case DetachKind::kProtocolError:
-      EndAttachment(attachment_id, v1::EVENT_TYPE_DETACHED, "protocol error", "");
+      EndAttachment(attachment_id, v1::EVENT_TYPE_DETACHED, "protocol error", "",
+                    /*holder_alive=*/true);
       break;
   }
 }
 
 void Attachments::EndAll(absl::string_view reason) {
   while (!attachments_.empty()) {
-    EndAttachment(attachments_.begin()->first, v1::EVENT_TYPE_DETACHED, reason, reason);
+    EndAttachment(attachments_.begin()->first, v1::EVENT_TYPE_DETACHED, reason, reason,
+                  /*holder_alive=*/true);
   }
 }
 

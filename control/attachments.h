@@ -179,8 +179,6 @@ class Attachments {
   // attached, else its counters are folded at once.
   void RetireLane(const std::string& name, LiveChannel& channel, uint64_t lane_id, uint32_t reason,
                   absl::string_view why, bool tell_consumer);
-  // Removes an attachment; sends Goodbye and shuts the socket down when
-  // `goodbye` is non-empty.
   // The attachment that reads `lane` (the consumer/server, or the client for
   // a reply lane); 0 when none.
   static uint64_t ReaderOf(const LiveChannel& channel, const Lane& lane);
@@ -193,8 +191,13 @@ class Attachments {
   static void FoldDrainingOf(LiveChannel& channel, uint64_t reader);
   // Whether the reader of a retired lane has consumed (or given up) all of it.
   static bool DoneReading(const dataplane::LaneSnapshot& snapshot);
+  // Removes an attachment and retires its lanes; sends Goodbye and shuts the
+  // socket down when `goodbye` is non-empty. `holder_alive`: the process
+  // still runs (the daemon ends it, or it detached), so its own lanes are
+  // closed with kClosedDeleted as well, which wakes it if it is blocked on
+  // them; false when its connection hung up (it died).
   void EndAttachment(uint64_t attachment_id, shmlane::v1::EventType event, absl::string_view why,
-                     absl::string_view goodbye);
+                     absl::string_view goodbye, bool holder_alive);
   void Send(const Attachment& attachment, const shmlane::v1::AttachMessage& message,
             std::vector<dataplane::UniqueFd> fds = {}, OutboundHolds holds = {});
   void Publish(shmlane::v1::EventType type, const std::string& channel,

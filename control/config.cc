@@ -102,6 +102,11 @@ constexpr FlagDoc kFlagDocs[] = {
      "Channels, grants and quotas to reconcile to: text-format shmlane.v1.Declarations "
      "(protos/shmlane/v1/declarations.proto). Applied at start (refused if invalid), again when "
      "the file changes (a ConfigMap's symlink swap included) and on SIGHUP. Default: none."},
+    {"on_stop", "close|keep", "Lifecycle",
+     "What SIGTERM does to live lanes. close (default): close every lane and wake every "
+     "blocked producer, consumer, client and server with \"closed\" (a pod going away). keep: "
+     "leave the lanes open; clients keep streaming over shared memory while no daemon runs "
+     "(an upgrade; a restarted daemon does not supervise them)."},
 };
 
 std::string FlagName(absl::string_view field) {
@@ -289,6 +294,7 @@ v1::DaemonConfig Defaults() {
   c.set_max_queued_fds(65536);
   *c.mutable_max_queue_age() = TimeUtil::SecondsToDuration(30);
   c.set_audit_log_max_bytes(uint64_t{16} << 20);
+  c.set_on_stop("close");
   return c;
 }
 
@@ -363,6 +369,12 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
   }
   out.audit_log_max_bytes = c.audit_log_max_bytes();
   out.declare_file = c.declare();
+  if (c.on_stop() == "close" || c.on_stop() == "keep") {
+    out.close_lanes_on_stop = c.on_stop() == "close";
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origins.Of("on_stop"), ": expected close or keep, got \"", c.on_stop(), "\""));
+  }
   if (out.tls_cert.empty() != out.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }

@@ -42,7 +42,9 @@ struct Config {
   std::string audit_log;  // empty = none
   uint64_t audit_log_max_bytes = uint64_t{16} << 20;
   std::string declare_file;  // --declare: declarations to reconcile to, empty = none
-  std::string config_file;   // the file that was read, if any
+  // --on-stop: close (true) or keep (false) live lanes on SIGTERM.
+  bool close_lanes_on_stop = true;
+  std::string config_file;  // the file that was read, if any
 };
 
 // What the command line asked for besides a config.

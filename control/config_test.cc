@@ -152,6 +152,28 @@ TEST(ConfigTest, TheShippedExampleParses) {
   EXPECT_EQ(parsed->config.handshake_timeout, absl::Seconds(5));
 }
 
+TEST(ConfigTest, OnStopIsCloseOrKeep) {
+  auto parsed = ParseCommandLine({"shmlaned"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->config.close_lanes_on_stop);  // the default
+  EXPECT_NE(FormatConfig(parsed->effective).find("on_stop: \"close\""), std::string::npos);
+  parsed = ParseCommandLine({"shmlaned", "--on-stop=keep"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_FALSE(parsed->config.close_lanes_on_stop);
+  parsed = ParseCommandLine({"shmlaned", "--on-stop", "close"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->config.close_lanes_on_stop);
+  const std::string file = WriteFile("keep.textproto", "on_stop: \"keep\"\n");
+  parsed = ParseCommandLine({"shmlaned", "--config", file});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_FALSE(parsed->config.close_lanes_on_stop);
+  parsed = ParseCommandLine({"shmlaned", "--on-stop=drain"});
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find("expected close or keep"), std::string::npos)
+      << parsed.status();
+  EXPECT_NE(parsed.status().message().find("--on-stop"), std::string::npos) << parsed.status();
+}
+
 TEST(ConfigTest, EveryConfigFieldHasAFlag) {
   const std::string help = HelpText();
   const auto* d = shmlane::v1::DaemonConfig::descriptor();

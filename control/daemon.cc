@@ -29,6 +29,7 @@
 #include "control/registry.h"
 #include "control/runtime_dir.h"
 #include "control/services.h"
+#include "control/state_writer.h"
 #include "prometheus/exposer.h"
 #include "shmlane/version.h"
 
@@ -74,19 +75,25 @@ struct Daemon::Impl {
   std::shared_ptr<Exporter> exporter;
   std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<Declarer> declarer;  // --declare
-  absl::Mutex save_mu;
   bool shut_down = false;
+  // Group commit of the state file (declared last, so destroyed first: it
+  // finishes the replies it holds while the gRPC server still exists).
+  std::unique_ptr<StateWriter> state_writer;
 
-  absl::Status Save() ABSL_LOCKS_EXCLUDED(save_mu) {
-    absl::MutexLock lock(&save_mu);
-    std::string bytes;
-    shmlane::v1::DaemonState state = registry->ExportState();
-    if (declarer != nullptr) *state.mutable_declared() = declarer->Owned();
-    if (!state.SerializeToString(&bytes)) {
-      return absl::InternalError("cannot serialize the daemon state");
-    }
-    return WriteFileAtomically(config.state_file, bytes);
+  void StartStateWriter() {
+    state_writer =
+        std::make_unique<StateWriter>(config.state_file, [this]() -> absl::StatusOr<std::string> {
+          shmlane::v1::DaemonState state = registry->ExportState();
+          if (declarer != nullptr) *state.mutable_declared() = declarer->Owned();
+          std::string bytes;
+          if (!state.SerializeToString(&bytes)) {
+            return absl::InternalError("cannot serialize the daemon state");
+          }
+          return bytes;
+        });
   }
+  // Waits until the state as it is now is durable.
+  absl::Status Save() { return state_writer->PersistAndWait(); }
 };
 
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -157,6 +164,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     return state.status();
   }
 
+  impl->StartStateWriter();
   if (!config.declare_file.empty()) {
     DeclarerOptions declare;
     declare.path = config.declare_file;
@@ -181,6 +189,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   attach_options.max_connections = config.max_connections;
   attach_options.max_connections_per_uid = config.max_connections_per_uid;
   attach_options.max_handshakes_per_uid = config.max_handshakes_per_uid;
+  attach_options.end_attachments_on_stop = config.close_lanes_on_stop;
   impl->attach =
       std::make_unique<AttachServer>(attach_options, impl->registry.get(), &impl->metrics);
   if (absl::Status s = impl->attach->Start(); !s.ok()) return s;
@@ -192,6 +201,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   services.events = &impl->events;
   services.metrics = &impl->metrics;
   services.persist = persist;
+  services.persist_async = [raw](std::function<void(absl::Status)> done) {
+    raw->state_writer->Persist(std::move(done));
+  };
   services.callers = &impl->callers;
   services.admins = admins;
   services.audit = impl->audit.get();
@@ -325,6 +337,7 @@ absl::Status Daemon::Shutdown() {
     impl_->health_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(50)));
   }
   absl::Status saved = impl_->Save();
+  impl_->state_writer.reset();  // every reply it held has gone out
   // The metrics listener stays up: civetweb needs about a second to stop, so
   // shmlaned exits without waiting for it (~Daemon stops it when embedded).
   return saved;

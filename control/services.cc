@@ -28,12 +28,15 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, DaemonMetri
 
 // After a successful mutation: the change is live; persist it or say that
 // it is not saved.
-absl::Status PersistAfter(const PersistFn& persist) {
-  absl::Status s = persist();
-  if (s.ok()) return s;
+absl::Status NotSaved(const absl::Status& s) {
   return absl::InternalError(absl::StrCat(
       "the change is applied but could not be saved, so a restart would lose it: ", s.message(),
       "; fix the state file's storage and repeat the request"));
+}
+
+absl::Status PersistAfter(const PersistFn& persist) {
+  absl::Status s = persist();
+  return s.ok() ? s : NotSaved(s);
 }
 
 // Streams events to one WatchEvents caller. Events are queued (bounded) by
@@ -159,6 +162,19 @@ grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const Serv
   absl::Status status = caller.status();
   bool changed = false;
   if (caller.ok()) status = fn(*caller, &changed);
+  if (status.ok() && changed && ctx.persist_async) {
+    // Group commit: the reply (and its audit record) waits for the state
+    // write that covers this change; no gRPC thread waits meanwhile.
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    ctx.persist_async([reactor, metrics = ctx.metrics, audit = mutates ? ctx.audit : nullptr,
+                       who = *caller, method, channel = std::string(channel)](absl::Status saved) {
+      const absl::Status status = saved.ok() ? saved : NotSaved(saved);
+      if (audit != nullptr) audit->Record(who, method, channel, status);
+      metrics->CountControlRequest(method, absl::StatusCodeToString(status.code()));
+      reactor->Finish(ToGrpcStatus(status));
+    });
+    return reactor;
+  }
   if (status.ok() && changed) status = PersistAfter(ctx.persist);
   if (mutates && ctx.audit != nullptr) {
     ctx.audit->Record(caller.ok() ? *caller : Caller(), method, channel, status);

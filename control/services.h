@@ -27,6 +27,11 @@ namespace shmlane::control {
 
 // Saves the daemon state; called after every successful mutation.
 using PersistFn = std::function<absl::Status()>;
+// The same without waiting: `done` runs (on another thread) once a write
+// that covers every change made before the call is durable, or failed. The
+// services use it when set, so that concurrent changes share one write
+// (StateWriter, group commit) and the reply goes out after that write.
+using PersistAsyncFn = std::function<void(std::function<void(absl::Status)> done)>;
 
 // What both services need. Pointers are not owned and outlive the services.
 struct ServiceContext {
@@ -34,6 +39,7 @@ struct ServiceContext {
   EventBus* events = nullptr;
   DaemonMetrics* metrics = nullptr;
   PersistFn persist;
+  PersistAsyncFn persist_async;  // optional; preferred over `persist`
   const CallerTable* callers = nullptr;
   AdminPolicy admins;
   AuditLog* audit = nullptr;  // optional

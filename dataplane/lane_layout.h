@@ -200,7 +200,9 @@ static_assert(offsetof(ConsumerCounters, latency_buckets) == 64);
 // side dies or the lane is deleted; release-stored, then both doorbells rung.
 inline constexpr uint32_t kClosedProducerGone = 1u << 0;
 inline constexpr uint32_t kClosedConsumerGone = 1u << 1;
-inline constexpr uint32_t kClosedDeleted = 1u << 2;  // channel deleted or daemon shut down
+// Closed for both sides (each side reads it): the channel was deleted, the
+// daemon stopped with --on-stop=close, or it ended a live holder's attachment.
+inline constexpr uint32_t kClosedDeleted = 1u << 2;
 struct alignas(128) SupervisorControl {
   uint32_t closed_by;  // kClosed* bits
   uint8_t reserved[124];

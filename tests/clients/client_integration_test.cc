@@ -439,7 +439,10 @@ TEST_F(ClientIntegrationTest, ClosedLaneMessagesNameWhoClosedIt) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   const std::string deleted(producer->status().message());
-  EXPECT_THAT(deleted, HasSubstr("was closed: channel \"doomed\" was deleted")) << deleted;
+  EXPECT_THAT(
+      deleted,
+      HasSubstr("shmlaned closed the lane to channel 'doomed': channel \"doomed\" was deleted"))
+      << deleted;
   EXPECT_THAT(deleted, Not(HasSubstr("('')"))) << deleted;
 
   ASSERT_TRUE(daemon_->CreateChannel("gone", kStream, 4096).ok());
