@@ -14,32 +14,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "control/peer_credentials.h"
+#include "control/runtime_dir.h"
 
 namespace shmlane::control {
 
 absl::Status ControlListener::Bind() {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (options_.socket_path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("control socket path ", options_.socket_path,
-                                                   " is too long; use a shorter --runtime-dir"));
-  }
-  std::memcpy(addr.sun_path, options_.socket_path.c_str(), options_.socket_path.size() + 1);
   listen_fd_.Reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   wake_fd_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!listen_fd_.valid() || !wake_fd_.valid()) {
     return absl::InternalError(absl::StrCat("control socket: ", std::strerror(errno)));
   }
-  if (::bind(listen_fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot bind ", options_.socket_path, ": ", std::strerror(errno)));
-  }
-  if ((options_.socket_gid >= 0 && ::chown(options_.socket_path.c_str(), static_cast<uid_t>(-1),
-                                           static_cast<gid_t>(options_.socket_gid)) != 0) ||
-      ::chmod(options_.socket_path.c_str(), options_.socket_mode) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot set the owner group and mode of ",
-                                                      options_.socket_path, ": ",
-                                                      std::strerror(errno)));
+  if (absl::Status s =
+          BindUnixSocketAt(listen_fd_.get(), options_.dir_fd, options_.socket_name,
+                           options_.socket_mode, options_.socket_gid, options_.socket_path);
+      !s.ok()) {
+    return s;
   }
   if (::listen(listen_fd_.get(), 1024) != 0) {
     return absl::InternalError(absl::StrCat("listen: ", std::strerror(errno)));
@@ -60,7 +49,7 @@ void ControlListener::Stop() {
   }
   if (listen_fd_.valid()) {
     listen_fd_.Reset();
-    ::unlink(options_.socket_path.c_str());
+    ::unlinkat(options_.dir_fd, options_.socket_name.c_str(), 0);
   }
 }
 

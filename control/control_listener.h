@@ -22,6 +22,11 @@
 namespace shmlane::control {
 
 struct ControlListenerOptions {
+  // The socket is `socket_name` in the runtime directory open as `dir_fd`
+  // (OpenRuntimeDir; it must outlive the listener); `socket_path` names it
+  // in messages.
+  int dir_fd = -1;
+  std::string socket_name;
   std::string socket_path;
   uint32_t socket_mode = 0600;
   int socket_gid = -1;  // chown group, -1 = keep

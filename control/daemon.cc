@@ -55,6 +55,7 @@ struct Daemon::Impl {
   Config config;
   dataplane::UniqueFd dir_fd;
   dataplane::UniqueFd lock_fd;
+  FileInDir state_file;  // through dir_fd when it lives in the runtime dir
   std::string control_path;
   std::string attach_path;
   std::string metrics_url = "disabled";
@@ -85,7 +86,7 @@ struct Daemon::Impl {
     if (!state.SerializeToString(&bytes)) {
       return absl::InternalError("cannot serialize the daemon state");
     }
-    return WriteFileAtomically(config.state_file, bytes);
+    return WriteFileAtomically(state_file, bytes);
   }
 };
 
@@ -101,15 +102,20 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   absl::StatusOr<dataplane::UniqueFd> dir = OpenRuntimeDir(config.runtime_dir);
   if (!dir.ok()) return dir.status();
   impl->dir_fd = *std::move(dir);
-  absl::StatusOr<dataplane::UniqueFd> lock = LockRuntimeDir(config.runtime_dir);
+  absl::StatusOr<dataplane::UniqueFd> lock = LockRuntimeDir(impl->dir_fd.get(), config.runtime_dir);
   if (!lock.ok()) return lock.status();
   impl->lock_fd = *std::move(lock);
   impl->control_path = config.runtime_dir + "/control.sock";
   impl->attach_path = config.runtime_dir + "/attach.sock";
   // We hold the lock, so these belong to a dead daemon.
-  for (const std::string& path : {impl->control_path, impl->attach_path}) {
-    if (absl::Status s = RemoveStaleSocket(path); !s.ok()) return s;
+  for (const char* name : {"control.sock", "attach.sock"}) {
+    const std::string shown = absl::StrCat(config.runtime_dir, "/", name);
+    if (absl::Status s = RemoveStaleSocket(impl->dir_fd.get(), name, shown); !s.ok()) return s;
   }
+  absl::StatusOr<FileInDir> state_file =
+      LocateFile(impl->dir_fd.get(), config.runtime_dir, config.state_file);
+  if (!state_file.ok()) return state_file.status();
+  impl->state_file = *std::move(state_file);
   absl::StatusOr<int> admin_gid = LookUpGroup(config.admin_group, "admin-group");
   if (!admin_gid.ok()) return admin_gid.status();
   absl::StatusOr<int> attach_gid = LookUpGroup(config.attach_group, "attach-group");
@@ -141,7 +147,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   impl->registry =
       std::make_unique<Registry>(registry_options, HowToBecomeAdmin(admins), outbound_limits);
 
-  absl::StatusOr<std::string> state = ReadPrivateFile(config.state_file, kMaxStateBytes);
+  absl::StatusOr<std::string> state = ReadPrivateFile(impl->state_file, kMaxStateBytes);
   shmlane::v1::DaemonState parsed;
   if (state.ok()) {
     if (!parsed.ParseFromString(*state)) {
@@ -174,6 +180,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   }
 
   AttachServerOptions attach_options;
+  attach_options.dir_fd = impl->dir_fd.get();
+  attach_options.socket_name = "attach.sock";
   attach_options.socket_path = impl->attach_path;
   attach_options.socket_mode = *attach_gid >= 0 ? 0660 : 0666;
   attach_options.socket_gid = *attach_gid;
@@ -214,6 +222,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   ControlListenerOptions control_options;
+  control_options.dir_fd = impl->dir_fd.get();
+  control_options.socket_name = "control.sock";
   control_options.socket_path = impl->control_path;
   control_options.socket_mode =
       *admin_gid >= 0 && config.control_mode == 0600 ? 0660 : config.control_mode;
