@@ -102,6 +102,9 @@ constexpr FlagDoc kFlagDocs[] = {
      "Channels, grants and quotas to reconcile to: text-format shmlane.v1.Declarations "
      "(protos/shmlane/v1/declarations.proto). Applied at start (refused if invalid), again when "
      "the file changes (a ConfigMap's symlink swap included) and on SIGHUP. Default: none."},
+    {"max_control_connections_per_uid", "N", "Limits",
+     "Most control.sock connections of one uid at once (root and the daemon's uid exempt); "
+     "more are closed at accept. Default 64 (1..1000000)."},
 };
 
 std::string FlagName(absl::string_view field) {
@@ -289,6 +292,7 @@ v1::DaemonConfig Defaults() {
   c.set_max_queued_fds(65536);
   *c.mutable_max_queue_age() = TimeUtil::SecondsToDuration(30);
   c.set_audit_log_max_bytes(uint64_t{16} << 20);
+  c.set_max_control_connections_per_uid(64);
   return c;
 }
 
@@ -337,7 +341,8 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
   for (const auto& [field, value] :
        {std::pair<const char*, uint32_t>{"max_connections_per_uid", c.max_connections_per_uid()},
         {"max_handshakes_per_uid", c.max_handshakes_per_uid()},
-        {"max_queued_fds", c.max_queued_fds()}}) {
+        {"max_queued_fds", c.max_queued_fds()},
+        {"max_control_connections_per_uid", c.max_control_connections_per_uid()}}) {
     if (value == 0 || value > 1000000) {
       return absl::InvalidArgumentError(
           absl::StrCat(origins.Of(field), ": expected 1..1000000, got ", value));
@@ -346,6 +351,7 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
   out.max_connections_per_uid = c.max_connections_per_uid();
   out.max_handshakes_per_uid = c.max_handshakes_per_uid();
   out.max_queued_fds = c.max_queued_fds();
+  out.max_control_connections_per_uid = c.max_control_connections_per_uid();
   const absl::Duration age = absl::Nanoseconds(TimeUtil::DurationToNanoseconds(c.max_queue_age()));
   if (age < absl::Milliseconds(100) || age > absl::Hours(1)) {
     return absl::InvalidArgumentError(absl::StrCat(

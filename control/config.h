@@ -42,7 +42,8 @@ struct Config {
   std::string audit_log;  // empty = none
   uint64_t audit_log_max_bytes = uint64_t{16} << 20;
   std::string declare_file;  // --declare: declarations to reconcile to, empty = none
-  std::string config_file;   // the file that was read, if any
+  uint32_t max_control_connections_per_uid = 64;  // root and the daemon's uid exempt
+  std::string config_file;                        // the file that was read, if any
 };
 
 // What the command line asked for besides a config.

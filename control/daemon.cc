@@ -228,6 +228,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   control_options.socket_mode =
       *admin_gid >= 0 && config.control_mode == 0600 ? 0660 : config.control_mode;
   control_options.socket_gid = *admin_gid;
+  control_options.max_connections_per_uid = config.max_control_connections_per_uid;
+  control_options.daemon_uid = ::geteuid();
+  control_options.metrics = &impl->metrics;
   impl->control_listener = std::make_unique<ControlListener>(control_options, &impl->callers);
   if (absl::Status s = impl->control_listener->Bind(); !s.ok()) return s;
   grpc::ServerBuilder builder;

@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -96,6 +97,122 @@ TEST(RuntimeDirTest, FilesStayInTheCheckedDirectoryWhenItsPathIsSwapped) {
   EXPECT_TRUE(Exists(other + "/control.sock")) << "the daemon removed another directory's file";
   EXPECT_TRUE(absl::StrContains(Slurp(moved + "/shmlaned.state"), "after-swap"));
   EXPECT_FALSE(Exists(other + "/shmlaned.state"));
+}
+
+#define SKIP_UNLESS_ROOT()                                                            \
+  if (::geteuid() != 0) {                                                             \
+    std::fprintf(stderr, "\n*** SKIPPED: %s needs root to act as other uids ***\n\n", \
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name());    \
+    GTEST_SKIP() << "needs root to run children as uids 64020+ (CI runs as root)";    \
+  }
+
+const Identity kHog{64020, 64020, {}};
+const Identity kNeighbour{64021, 64021, {}};
+
+// What became of a fresh control.sock connection: kAccepted once the gRPC
+// server's HTTP/2 preface (SETTINGS) arrives, kRefused on EOF or reset.
+enum class Fate { kAccepted, kRefused, kTimedOut, kError };
+
+Fate ConnectControl(const std::string& path, dataplane::UniqueFd* out) {
+  dataplane::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return Fate::kError;
+  }
+  pollfd pfd{fd.get(), POLLIN, 0};
+  if (::poll(&pfd, 1, 5000) != 1) return Fate::kTimedOut;
+  char buf[256];
+  const ssize_t n = ::recv(fd.get(), buf, sizeof(buf), MSG_DONTWAIT);
+  if (n <= 0) return Fate::kRefused;
+  if (out != nullptr) *out = std::move(fd);
+  return Fate::kAccepted;
+}
+
+constexpr int kControlCap = 4;
+int g_ready_pipe = -1;  // child -> parent: "holding the cap"
+int g_go_pipe = -1;     // parent -> child: "let go"
+
+// As the hog: holds the cap, is refused one more, waits for the parent, lets
+// go and connects again. 0 on success, else which step failed.
+int HoldControlConnections(const std::string& path) {
+  std::vector<dataplane::UniqueFd> held(kControlCap);
+  for (int i = 0; i < kControlCap; ++i) {
+    if (ConnectControl(path, &held[i]) != Fate::kAccepted) return 10 + i;
+  }
+  if (ConnectControl(path, nullptr) != Fate::kRefused) return 30;
+  if (::write(g_ready_pipe, "r", 1) != 1) return 31;
+  pollfd pfd{g_go_pipe, POLLIN, 0};
+  char c;
+  if (::poll(&pfd, 1, 20000) != 1 || ::read(g_go_pipe, &c, 1) != 1) return 32;
+  held.clear();
+  // The daemon learns of the hang-ups at once (EPOLLRDHUP); allow a moment.
+  const absl::Time deadline = absl::Now() + absl::Seconds(3);
+  while (absl::Now() < deadline) {
+    dataplane::UniqueFd again;
+    if (ConnectControl(path, &again) == Fate::kAccepted) return 0;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return 33;
+}
+
+int ConnectControlOnce(const std::string& path) {
+  return ConnectControl(path, nullptr) == Fate::kAccepted ? 0 : 40;
+}
+
+TEST(ControlConnectionCapTest, OneUidCannotHoldMoreThanItsShareOfControlConnections) {
+  SKIP_UNLESS_ROOT();
+  TestDaemon d;
+  ASSERT_TRUE(d.Start({"--control-mode", "0666", "--max-control-connections-per-uid",
+                       absl::StrCat(kControlCap)})
+                  .ok())
+      << d.stderr_text();
+  const std::string path = d.runtime_dir() + "/control.sock";
+  int ready[2];
+  int go[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+  g_ready_pipe = ready[1];
+  g_go_pipe = go[0];
+  const pid_t hog = ::fork();
+  if (hog == 0) std::_Exit(RunAsIdentity(kHog, HoldControlConnections, path));
+  ::close(ready[1]);
+  ::close(go[0]);
+  pollfd pfd{ready[0], POLLIN, 0};
+  char c = 0;
+  const bool holding = ::poll(&pfd, 1, 20000) == 1 && ::read(ready[0], &c, 1) == 1;
+  EXPECT_TRUE(holding) << "the hog did not get to hold its cap";
+  if (holding) {
+    // Another uid, and root, are not affected.
+    EXPECT_EQ(RunAsIdentity(kNeighbour, ConnectControlOnce, path), 0);
+    CommandResult r = d.Ctl({"channels", "list"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    // The refusal is counted and logged.
+    absl::StatusOr<std::string> metrics = HttpGet(d.metrics_port(), "/metrics");
+    ASSERT_TRUE(metrics.ok()) << metrics.status();
+    std::optional<double> refused =
+        MetricValue(*metrics, "shmlane_control_connections_refused_total");
+    ASSERT_TRUE(refused.has_value()) << *metrics;
+    EXPECT_GE(*refused, 1);
+    EXPECT_TRUE(
+        absl::StrContains(d.stderr_text(), "refused a control.sock connection from uid 64020"))
+        << d.stderr_text();
+  }
+  // The hog may be gone already (it failed): no SIGPIPE for the test.
+  ::signal(SIGPIPE, SIG_IGN);
+  (void)::write(go[1], "g", 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(hog, &status, 0), hog);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the hog failed at step " << WEXITSTATUS(status)
+                                    << " (10+i: connect i, 30: extra not refused, 33: not "
+                                       "admitted again after letting go)";
+  ::close(ready[0]);
+  ::close(go[1]);
+  // With its connections closed, the uid makes real calls again.
+  CommandResult r = d.CtlAs(kHog, {"channels", "list"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 }  // namespace
