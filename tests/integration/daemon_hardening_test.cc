@@ -23,15 +23,19 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "clients/consumer.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 
@@ -97,6 +101,122 @@ TEST(RuntimeDirTest, FilesStayInTheCheckedDirectoryWhenItsPathIsSwapped) {
   EXPECT_TRUE(Exists(other + "/control.sock")) << "the daemon removed another directory's file";
   EXPECT_TRUE(absl::StrContains(Slurp(moved + "/shmlaned.state"), "after-swap"));
   EXPECT_FALSE(Exists(other + "/shmlaned.state"));
+}
+
+// The pid a pidfd names, from /proc/self/fdinfo ("Pid:\t1234"); -1 if none.
+int PidOfPidfd(int fd) {
+  const std::string info = Slurp(absl::StrCat("/proc/self/fdinfo/", fd));
+  for (absl::string_view line : absl::StrSplit(info, '\n')) {
+    if (absl::ConsumePrefix(&line, "Pid:")) {
+      int pid = -1;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &pid)) return pid;
+    }
+  }
+  return -1;
+}
+
+bool PollsReadable(int fd, absl::Duration timeout) {
+  pollfd pfd{fd, POLLIN, 0};
+  return ::poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) == 1 &&
+         (pfd.revents & POLLIN) != 0;
+}
+
+// A producer in a child process: attaches, reports on `report` what it
+// learnt of its consumer ('c': the consumer's pidfd names our parent, 'n':
+// no pidfd, 'x': a wrong one, 'e': attach failed), then waits to be killed.
+[[noreturn]] void ProduceUntilKilled(const std::string& socket, int report) {
+  auto a = AttachTo(socket, "pidfds", v1::ROLE_PRODUCER, "pidfd-producer");
+  char verdict = 'e';
+  if (a.ok() && a->reply.message.has_attach_reply() &&
+      a->reply.message.attach_reply().code() == 0 &&
+      a->reply.message.attach_reply().lanes_size() == 1) {
+    const v1::LaneDescription& lane = a->reply.message.attach_reply().lanes(0);
+    verdict = 'n';
+    if (lane.has_peer_pidfd()) {
+      dataplane::UniqueFd pidfd = DupFd(a->reply, lane.peer_pidfd_fd_index());
+      verdict = pidfd.valid() && PidOfPidfd(pidfd.get()) == ::getppid() ? 'c' : 'x';
+    }
+  }
+  (void)::write(report, &verdict, 1);
+  while (true) ::pause();
+}
+
+bool KernelHasPeerPidfd() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
+  int pidfd = -1;
+  socklen_t len = sizeof(pidfd);
+  const bool ok = ::getsockopt(sv[0], SOL_SOCKET, 77 /* SO_PEERPIDFD */, &pidfd, &len) == 0;
+  if (ok) ::close(pidfd);
+  ::close(sv[0]);
+  ::close(sv[1]);
+  return ok;
+}
+
+TEST(PeerPidfdTest, AConsumerGetsEachProducersPidfdAndSeesItsDeath) {
+  if (!KernelHasPeerPidfd()) GTEST_SKIP() << "this kernel has no SO_PEERPIDFD (Linux 6.5+)";
+  TestDaemon d;
+  ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
+  ASSERT_EQ(d.Ctl({"channels", "create", "pidfds", "--max-producers", "4"}).exit_code, 0);
+  int report[2];
+  ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
+  auto spawn = [&]() -> pid_t {
+    const pid_t pid = ::fork();
+    if (pid == 0) ProduceUntilKilled(d.attach_socket(), report[1]);
+    return pid;
+  };
+  auto verdict = [&]() {
+    char c = '?';
+    return PollsReadable(report[0], absl::Seconds(5)) && ::read(report[0], &c, 1) == 1 ? c : '?';
+  };
+  struct Reaper {
+    std::vector<pid_t> pids;
+    ~Reaper() {
+      for (pid_t p : pids) {
+        ::kill(p, SIGKILL);
+        ::waitpid(p, nullptr, 0);
+      }
+    }
+  } reaper;
+
+  // The first producer attaches before there is a consumer: the consumer's
+  // AttachReply describes it. The second comes after: a LaneAdded does.
+  const pid_t first = spawn();
+  reaper.pids.push_back(first);
+  EXPECT_EQ(verdict(), 'n') << "no consumer yet, so no consumer pidfd";
+  std::vector<client::Peer> attached;
+  client::Consumer::Options options;
+  options.runtime_dir = d.runtime_dir();
+  options.on_peer_event = [&](const client::PeerEvent& e) {
+    if (e.kind == client::PeerEvent::Kind::kAttached) attached.push_back(e.peer);
+  };
+  absl::StatusOr<client::Consumer> consumer = client::Consumer::Attach("pidfds", options);
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  const pid_t second = spawn();
+  reaper.pids.push_back(second);
+  EXPECT_EQ(verdict(), 'c') << "the producer did not get its consumer's pidfd";
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (attached.size() < 2 && absl::Now() < deadline) {
+    (void)consumer->Wait([](const client::Peer&, std::span<const std::byte>) {},
+                         absl::Now() + absl::Milliseconds(50));
+  }
+  ASSERT_EQ(attached.size(), 2u) << "peer events seen";
+  for (const client::Peer& peer : attached) {
+    ASSERT_GE(peer.pidfd_fd(), 0) << "peer pid " << peer.pid << " came without a pidfd";
+    EXPECT_EQ(PidOfPidfd(peer.pidfd_fd()), peer.pid) << "the pidfd names another process";
+  }
+  const client::Peer& p1 = attached[0].pid == first ? attached[0] : attached[1];
+  const client::Peer& p2 = attached[0].pid == first ? attached[1] : attached[0];
+  ASSERT_EQ(p1.pid, first);
+  ASSERT_EQ(p2.pid, second);
+  EXPECT_FALSE(PollsReadable(p1.pidfd_fd(), absl::ZeroDuration())) << "alive, yet readable";
+
+  // SIGKILL: the pidfd says so, whatever the daemon does.
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  EXPECT_TRUE(PollsReadable(p1.pidfd_fd(), absl::Seconds(2))) << "no POLLIN after SIGKILL";
+  EXPECT_FALSE(PollsReadable(p2.pidfd_fd(), absl::ZeroDuration())) << "the other producer lives";
+  ::close(report[0]);
+  ::close(report[1]);
 }
 
 #define SKIP_UNLESS_ROOT()                                                            \
