@@ -47,8 +47,10 @@ constexpr FlagDoc kFlagDocs[] = {
     {"state_file", "FILE", "Files",
      "Where channels, grants and quotas persist. Default: <runtime-dir>/shmlaned.state. Put it "
      "on persistent storage to survive reboots."},
-    {"metrics_listen", "HOST:PORT|none", "Listeners",
-     "Prometheus /metrics listener. Default 127.0.0.1:9464; port 0 picks a free port."},
+    {"metrics_listen", "HOST:PORT|unix:PATH|none", "Listeners",
+     "Prometheus /metrics listener. Default 127.0.0.1:9464; port 0 picks a free port. "
+     "unix:PATH serves GET /metrics on a Unix socket, mode 0600 (0660 with --metrics-group), "
+     "so that channel names are not shown to every local user."},
     {"listen", "HOST:PORT", "Listeners",
      "Also serve the control API on TCP. Loopback only unless --tls-cert and --tls-key are "
      "given. Default: none."},
@@ -105,6 +107,9 @@ constexpr FlagDoc kFlagDocs[] = {
     {"max_control_connections_per_uid", "N", "Limits",
      "Most control.sock connections of one uid at once (root and the daemon's uid exempt); "
      "more are closed at accept. Default 64 (1..1000000)."},
+    {"metrics_group", "GROUP", "Access",
+     "With --metrics-listen unix:PATH, make the socket 0660 owned by this group (default "
+     "0600: the daemon's user only)."},
 };
 
 std::string FlagName(absl::string_view field) {
@@ -352,6 +357,17 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
   out.max_handshakes_per_uid = c.max_handshakes_per_uid();
   out.max_queued_fds = c.max_queued_fds();
   out.max_control_connections_per_uid = c.max_control_connections_per_uid();
+  out.metrics_group = c.metrics_group();
+  if (absl::StartsWith(out.metrics_listen, "unix:") &&
+      (out.metrics_listen.size() < 7 || out.metrics_listen[5] != '/')) {
+    return absl::InvalidArgumentError(absl::StrCat(origins.Of("metrics_listen"),
+                                                   ": expected unix:/absolute/path, got \"",
+                                                   out.metrics_listen, "\""));
+  }
+  if (!out.metrics_group.empty() && !absl::StartsWith(out.metrics_listen, "unix:")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origins.Of("metrics_group"), ": applies only to --metrics-listen unix:PATH"));
+  }
   const absl::Duration age = absl::Nanoseconds(TimeUtil::DurationToNanoseconds(c.max_queue_age()));
   if (age < absl::Milliseconds(100) || age > absl::Hours(1)) {
     return absl::InvalidArgumentError(absl::StrCat(

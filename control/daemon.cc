@@ -26,6 +26,7 @@
 #include "control/declarations.h"
 #include "control/event_bus.h"
 #include "control/exporter.h"
+#include "control/metrics_unix_server.h"
 #include "control/registry.h"
 #include "control/runtime_dir.h"
 #include "control/services.h"
@@ -74,7 +75,8 @@ struct Daemon::Impl {
   std::unique_ptr<AuditLog> audit;
   std::shared_ptr<Exporter> exporter;
   std::unique_ptr<prometheus::Exposer> exposer;
-  std::unique_ptr<Declarer> declarer;  // --declare
+  std::unique_ptr<Declarer> declarer;               // --declare
+  std::unique_ptr<MetricsUnixServer> metrics_unix;  // --metrics-listen unix:PATH
   absl::Mutex save_mu;
   bool shut_down = false;
 
@@ -288,16 +290,31 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     }
   }
 
-  if (config.metrics_listen != "none") {
+  if (absl::StartsWith(config.metrics_listen, "unix:")) {
+    absl::StatusOr<int> metrics_gid = LookUpGroup(config.metrics_group, "metrics-group");
+    if (!metrics_gid.ok()) return metrics_gid.status();
+    MetricsUnixServerOptions metrics_options;
+    metrics_options.path = config.metrics_listen.substr(5);
+    metrics_options.mode = *metrics_gid >= 0 ? 0660 : 0600;
+    metrics_options.gid = *metrics_gid;
+    metrics_options.runtime_dir_fd = impl->dir_fd.get();
+    metrics_options.runtime_dir = config.runtime_dir;
+    impl->exporter =
+        std::make_shared<Exporter>(impl->registry.get(), &impl->metrics, config.per_lane_metrics);
+    impl->metrics_unix = std::make_unique<MetricsUnixServer>(metrics_options, impl->exporter);
+    if (absl::Status s = impl->metrics_unix->Start(); !s.ok()) return s;
+    impl->metrics_url =
+        absl::StrCat(config.metrics_listen, " (mode ", *metrics_gid >= 0 ? "0660" : "0600", ")");
+  } else if (config.metrics_listen != "none") {
     impl->exporter =
         std::make_shared<Exporter>(impl->registry.get(), &impl->metrics, config.per_lane_metrics);
     try {
       // civetweb reports bind failures by throwing; nothing else here does.
       impl->exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen, 2);
     } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", config.metrics_listen,
-                                                 ": ", e.what(),
-                                                 " (use --metrics-listen HOST:PORT or none)"));
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", config.metrics_listen, ": ", e.what(),
+                       " (use --metrics-listen HOST:PORT, unix:PATH or none)"));
     }
     impl->exposer->RegisterCollectable(impl->exporter);
     const std::vector<int> ports = impl->exposer->GetListeningPorts();
@@ -330,6 +347,7 @@ absl::Status Daemon::Shutdown() {
   if (impl_->declarer != nullptr) impl_->declarer->Stop();
   impl_->control_listener->Stop();
   impl_->attach->Stop();
+  if (impl_->metrics_unix != nullptr) impl_->metrics_unix->Stop();
   // Open WatchEvents streams get a last DAEMON_STOPPING event and end with
   // OK; anything still open after a short grace period is cancelled.
   impl_->events.PublishStopping("shmlaned is shutting down");

@@ -26,6 +26,7 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -333,6 +334,106 @@ TEST(ControlConnectionCapTest, OneUidCannotHoldMoreThanItsShareOfControlConnecti
   // With its connections closed, the uid makes real calls again.
   CommandResult r = d.CtlAs(kHog, {"channels", "list"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// As some identity: connect(2) to the Unix stream socket `path`; 0 or errno.
+int ConnectStream(const std::string& path) {
+  dataplane::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0 ? 0
+                                                                                          : errno;
+}
+
+// Everything the peer sends until EOF (or `timeout`), and whether EOF came.
+std::pair<std::string, bool> ReadToEof(int fd, absl::Duration timeout) {
+  std::string out;
+  const absl::Time deadline = absl::Now() + timeout;
+  char buf[4096];
+  while (absl::Now() < deadline) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now())) + 1) !=
+        1) {
+      break;
+    }
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) return {out, true};
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return {out, false};
+}
+
+TEST(MetricsUnixSocketTest, ServesMetricsOnlyToWhoMayOpenTheSocket) {
+  SKIP_UNLESS_ROOT();
+  TestDaemon d;
+  const std::string path = d.runtime_dir() + "/metrics.sock";
+  ASSERT_TRUE(d.Start({"--metrics-listen", "unix:" + path}).ok()) << d.stderr_text();
+  EXPECT_TRUE(absl::StrContains(d.stdout_text(), "metrics:  unix:" + path + " (mode 0600)"))
+      << d.stdout_text();
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+
+  // A real scrape with curl.
+  ASSERT_EQ(d.Ctl({"channels", "create", "secret-name"}).exit_code, 0);
+  CommandResult r = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", "--unix-socket", path,
+                                "http://localhost/metrics"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "shmlane_build_info{version=")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "channel=\"secret-name\"")) << r.out;
+  r = RunCommand({"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+                  "--unix-socket", path, "http://localhost/other"});
+  EXPECT_EQ(r.out, "404");
+  r = RunCommand({"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                  "--max-time", "5", "--unix-socket", path, "http://localhost/metrics"});
+  EXPECT_EQ(r.out, "405");
+  // Another uid cannot open it, so it cannot read channel names.
+  EXPECT_EQ(RunAsIdentity(kNeighbour, ConnectStream, path), EACCES);
+
+  // A request that never ends is cut off at the size bound ...
+  {
+    dataplane::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    ASSERT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string junk = "GET /metrics HTTP/1.1\r\nX: " + std::string(10000, 'a');
+    (void)::send(fd.get(), junk.data(), junk.size(), MSG_NOSIGNAL);
+    auto [reply, eof] = ReadToEof(fd.get(), absl::Seconds(3));
+    EXPECT_TRUE(eof);
+    EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 431")) << reply;
+  }
+  // ... and a silent client at the time bound, after which scrapes go on.
+  {
+    dataplane::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    ASSERT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+    const absl::Time start = absl::Now();
+    auto [reply, eof] = ReadToEof(fd.get(), absl::Seconds(8));
+    EXPECT_TRUE(eof) << "a silent client was not cut off";
+    EXPECT_LE(absl::Now() - start, absl::Seconds(7));
+    r = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", "--unix-socket", path,
+                    "http://localhost/metrics"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  }
+  absl::StatusOr<int> code = d.Stop();
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+  EXPECT_FALSE(Exists(path)) << "metrics.sock left behind";
+
+  // --metrics-group: 0660 for that group (Debian's nogroup, gid 65534).
+  ASSERT_TRUE(d.Start({"--metrics-listen", "unix:" + path, "--metrics-group", "nogroup"}).ok())
+      << d.stderr_text();
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  EXPECT_EQ(st.st_gid, 65534u);
+  const Identity member{64022, 64022, {65534}};
+  EXPECT_EQ(RunAsIdentity(member, ConnectStream, path), 0);
+  EXPECT_EQ(RunAsIdentity(kNeighbour, ConnectStream, path), EACCES);
 }
 
 }  // namespace
