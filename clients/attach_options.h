@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "dataplane/lane.h"
+#include "dataplane/unique_fd.h"
 
 namespace shmlane::client {
 
@@ -56,6 +58,15 @@ struct Peer {
   uint32_t uid = 0;
   uint32_t gid = 0;
   int32_t pid = 0;
+  // The peer process's pidfd, as the kernel took it when the peer connected
+  // to the daemon (SO_PEERPIDFD): it names that process even after its pid
+  // is reused. Poll it for POLLIN to learn that the process exited, or
+  // signal it with pidfd_send_signal(2). Null where the kernel (before 6.5)
+  // or the daemon does not provide one. The copies of a Peer share it; it is
+  // closed when the last goes.
+  std::shared_ptr<const dataplane::UniqueFd> pidfd;
+  // pidfd's number, or -1 when there is none; valid while this Peer lives.
+  int pidfd_fd() const { return pidfd != nullptr ? pidfd->get() : -1; }
 };
 
 // A peer came or went. Delivered on the thread that called the consumer's or

@@ -20,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "control/attach_wire.h"
 #include "control/peer_credentials.h"
+#include "control/runtime_dir.h"
 #include "control/status.h"
 
 namespace shmlane::control {
@@ -58,25 +59,13 @@ AttachServer::AttachServer(AttachServerOptions options, Registry* registry, Daem
 AttachServer::~AttachServer() { Stop(); }
 
 absl::Status AttachServer::Start() {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (options_.socket_path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("attach socket path ", options_.socket_path,
-                                                   " is longer than ", sizeof(addr.sun_path) - 1,
-                                                   " bytes; use a shorter --runtime-dir"));
-  }
-  std::memcpy(addr.sun_path, options_.socket_path.c_str(), options_.socket_path.size() + 1);
   listen_fd_.Reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!listen_fd_.valid()) return Errno("socket(AF_UNIX, SOCK_SEQPACKET)");
-  if (::bind(listen_fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return Errno(absl::StrCat("bind ", options_.socket_path));
-  }
-  if (options_.socket_gid >= 0 && ::chown(options_.socket_path.c_str(), static_cast<uid_t>(-1),
-                                          static_cast<gid_t>(options_.socket_gid)) != 0) {
-    return Errno(absl::StrCat("chown ", options_.socket_path));
-  }
-  if (::chmod(options_.socket_path.c_str(), options_.socket_mode) != 0) {
-    return Errno(absl::StrCat("chmod ", options_.socket_path));
+  if (absl::Status s =
+          BindUnixSocketAt(listen_fd_.get(), options_.dir_fd, options_.socket_name,
+                           options_.socket_mode, options_.socket_gid, options_.socket_path);
+      !s.ok()) {
+    return s;
   }
   RefuseFds(listen_fd_.get());
   if (::listen(listen_fd_.get(), 4096) != 0) return Errno("listen");
@@ -194,7 +183,7 @@ void AttachServer::Loop() {
   // then close everything.
   ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, listen_fd_.get(), nullptr);
   listen_fd_.Reset();
-  ::unlink(options_.socket_path.c_str());
+  ::unlinkat(options_.dir_fd, options_.socket_name.c_str(), 0);
   if (options_.end_attachments_on_stop) {
     registry_->GoodbyeAll("shmlaned is shutting down");
     DrainOutbound();

@@ -41,6 +41,11 @@ namespace shmlane::control {
 inline constexpr absl::Duration kShutdownFlushTimeout = absl::Milliseconds(250);
 
 struct AttachServerOptions {
+  // The socket is `socket_name` in the runtime directory open as `dir_fd`
+  // (OpenRuntimeDir; it must outlive the server); `socket_path` names it in
+  // messages.
+  int dir_fd = -1;
+  std::string socket_name;
   std::string socket_path;
   uint32_t socket_mode = 0666;  // file mode of the socket
   int socket_gid = -1;          // chown group, -1 = keep

@@ -1,5 +1,6 @@
 #include "control/attach_wire.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -9,7 +10,27 @@
 
 #include "absl/strings/str_cat.h"
 
+// Linux 6.5+. Debian 12's headers predate it.
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
 namespace shmlane::control {
+
+dataplane::UniqueFd ReadPeerPidfd(int socket_fd) {
+  int pidfd = -1;
+  socklen_t len = sizeof(pidfd);
+  // ENOPROTOOPT before 6.5; ENODATA when the socket has no peer pid; ESRCH
+  // when the peer is already gone.
+  if (::getsockopt(socket_fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0 ||
+      len != sizeof(pidfd) || pidfd < 0) {
+    return dataplane::UniqueFd();
+  }
+  dataplane::UniqueFd fd(pidfd);
+  // The kernel makes it close-on-exec; make sure, it must not leak to children.
+  ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+  return fd;
+}
 
 PacketSendResult SendAttachPacket(int socket_fd, absl::string_view bytes, std::span<const int> fds,
                                   int* error) {

@@ -51,6 +51,12 @@ enum class PacketSendResult {
 PacketSendResult SendAttachPacket(int socket_fd, absl::string_view bytes, std::span<const int> fds,
                                   int* error = nullptr);
 
+// The attach peer's pidfd as the kernel took it at connect(2) (SO_PEERPIDFD,
+// Linux 6.5+), close-on-exec; an invalid fd where the kernel lacks
+// SO_PEERPIDFD or has none for the peer. Never pidfd_open(pid) instead: the
+// pid may already name another process.
+dataplane::UniqueFd ReadPeerPidfd(int socket_fd);
+
 // One received packet: the parsed message and the fds it carried.
 struct ReceivedPacket {
   shmlane::v1::AttachMessage message;

@@ -1,8 +1,11 @@
 #include "control/attachments.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 #include <utility>
 
@@ -105,8 +108,8 @@ absl::StatusOr<Attachments::Lane> Attachments::NewLane(const v1::ChannelSpec& sp
 absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveChannel& channel,
                                        const Lane& lane, bool for_consumer_side,
                                        v1::LaneDescription* out,
-                                       std::vector<dataplane::UniqueFd>* fds,
-                                       OutboundHolds* holds) const {
+                                       std::vector<dataplane::UniqueFd>* fds, OutboundHolds* holds,
+                                       PidfdIndices* pidfds) const {
   // The client side (producer, or REQUEST_REPLY client) writes STREAM and
   // request lanes and reads reply lanes; the consumer side does the opposite.
   const bool client_writes = lane.kind != Lane::Kind::kReply;
@@ -145,6 +148,20 @@ absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveCh
     out->set_peer_uid(a->second.peer.uid);
     out->set_peer_gid(a->second.peer.gid);
     out->set_peer_pid(a->second.peer.pid);
+    if (a->second.pidfd != nullptr) {
+      auto [slot, fresh] = pidfds->try_emplace(peer, static_cast<uint32_t>(fds->size()));
+      if (fresh) {
+        const int copy = ::fcntl(a->second.pidfd->get(), F_DUPFD_CLOEXEC, 0);
+        if (copy < 0) {
+          pidfds->erase(slot);
+          return absl::ResourceExhaustedError(
+              absl::StrCat("cannot duplicate a pidfd: ", std::strerror(errno)));
+        }
+        fds->emplace_back(copy);
+      }
+      out->set_has_peer_pidfd(true);
+      out->set_peer_pidfd_fd_index(slot->second);
+    }
   }
   out->set_ring_bytes(spec.ring_bytes());
   out->set_max_frame_bytes(spec.max_frame_bytes());
@@ -163,11 +180,12 @@ void Attachments::OfferLanesToConsumer(const v1::ChannelSpec& spec, const LiveCh
   v1::AttachMessage message;
   std::vector<dataplane::UniqueFd> fds;
   OutboundHolds holds;
+  PidfdIndices pidfds;
   for (uint64_t lane_id : client.lanes) {
     auto lane = channel.lanes.find(lane_id);
     if (lane == channel.lanes.end()) continue;
     if (!DescribeLane(spec, channel, lane->second, /*for_consumer_side=*/true,
-                      message.mutable_lane_added()->add_lanes(), &fds, &holds)
+                      message.mutable_lane_added()->add_lanes(), &fds, &holds, &pidfds)
              .ok()) {
       ::shutdown(consumer->second.fd, SHUT_RDWR);
       return;
@@ -195,6 +213,9 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   attachment.role = role;
   attachment.peer = peer;
   attachment.client_name = request.client_name();
+  if (dataplane::UniqueFd pidfd = ReadPeerPidfd(socket_fd); pidfd.valid()) {
+    attachment.pidfd = std::make_shared<const dataplane::UniqueFd>(std::move(pidfd));
+  }
   std::vector<Lane> new_lanes;
   if (client_side) {
     absl::StatusOr<dataplane::Doorbell> bell = dataplane::Doorbell::Create();
@@ -243,12 +264,14 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     v1::AttachMessage message;
     std::vector<dataplane::UniqueFd> fds;
     OutboundHolds holds;
+    PidfdIndices pidfds;
   };
   std::vector<Later> more;
+  PidfdIndices reply_pidfds;
   if (client_side) {
     for (const Lane& lane : new_lanes) {
       if (absl::Status s = DescribeLane(spec, channel, lane, false, reply->add_lanes(), &reply_fds,
-                                        &reply_holds);
+                                        &reply_holds, &reply_pidfds);
           !s.ok()) {
         return s;
       }
@@ -258,15 +281,18 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     v1::AttachMessage* packet = &reply_message;
     std::vector<dataplane::UniqueFd>* packet_fds = &reply_fds;
     OutboundHolds* packet_holds = &reply_holds;
+    PidfdIndices* packet_pidfds = &reply_pidfds;
     uint32_t following = 0;
     for (uint64_t client_id : channel.client_attachments) {
       const Attachment& client = attachments_.at(client_id);
-      const size_t fds_needed = 3 * client.lanes.size();  // segment, peer bell, own bell
+      // Segment, peer bell and own bell per lane, and the client's pidfd.
+      const size_t fds_needed = 3 * client.lanes.size() + (client.pidfd != nullptr ? 1 : 0);
       if (packet_fds->size() + fds_needed > kMaxFdsPerPacket) {
         more.emplace_back();
         packet = &more.back().message;
         packet_fds = &more.back().fds;
         packet_holds = &more.back().holds;
+        packet_pidfds = &more.back().pidfds;
         packet->mutable_lane_added();
       }
       for (uint64_t lane_id : client.lanes) {
@@ -274,7 +300,8 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
         v1::LaneDescription* d = packet == &reply_message
                                      ? reply->add_lanes()
                                      : packet->mutable_lane_added()->add_lanes();
-        absl::Status s = DescribeLane(spec, channel, lane, true, d, packet_fds, packet_holds);
+        absl::Status s =
+            DescribeLane(spec, channel, lane, true, d, packet_fds, packet_holds, packet_pidfds);
         if (!s.ok()) {
           channel.consumer_attachment = 0;
           return s;

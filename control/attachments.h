@@ -151,7 +151,13 @@ class Attachments {
     std::string client_name;
     std::shared_ptr<dataplane::Doorbell> bell;  // its own doorbell
     std::vector<uint64_t> lanes;                // lanes created for it (client side)
+    // Its pidfd (SO_PEERPIDFD), handed to its peers in lane descriptions;
+    // null where the kernel has none.
+    std::shared_ptr<const dataplane::UniqueFd> pidfd;
   };
+  // Fd index of each peer's pidfd within one packet (attachment id -> index),
+  // so the lanes of one peer share one copy.
+  using PidfdIndices = std::map<uint64_t, uint32_t>;
   struct LiveChannel {
     // The doorbell of the consumer (STREAM) or server (REQUEST_REPLY); it
     // outlives consumers so every lane of the channel can name it.
@@ -166,11 +172,13 @@ class Attachments {
 
   absl::StatusOr<Lane> NewLane(const shmlane::v1::ChannelSpec& spec, Lane::Kind kind, uint32_t uid);
   // Describes `lane` as seen by its client (producer) or consumer side and
-  // appends its fds to `fds`.
+  // appends its fds to `fds`; the peer's pidfd only once per packet
+  // (`pidfds` is the packet's).
   absl::Status DescribeLane(const shmlane::v1::ChannelSpec& spec, const LiveChannel& channel,
                             const Lane& lane, bool for_consumer_side,
                             shmlane::v1::LaneDescription* out,
-                            std::vector<dataplane::UniqueFd>* fds, OutboundHolds* holds) const;
+                            std::vector<dataplane::UniqueFd>* fds, OutboundHolds* holds,
+                            PidfdIndices* pidfds) const;
   // Sends the lanes of `client` to the channel's consumer as LaneAdded.
   void OfferLanesToConsumer(const shmlane::v1::ChannelSpec& spec, const LiveChannel& channel,
                             const Attachment& client);

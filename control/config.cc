@@ -47,8 +47,10 @@ constexpr FlagDoc kFlagDocs[] = {
     {"state_file", "FILE", "Files",
      "Where channels, grants and quotas persist. Default: <runtime-dir>/shmlaned.state. Put it "
      "on persistent storage to survive reboots."},
-    {"metrics_listen", "HOST:PORT|none", "Listeners",
-     "Prometheus /metrics listener. Default 127.0.0.1:9464; port 0 picks a free port."},
+    {"metrics_listen", "HOST:PORT|unix:PATH|none", "Listeners",
+     "Prometheus /metrics listener. Default 127.0.0.1:9464; port 0 picks a free port. "
+     "unix:PATH serves GET /metrics on a Unix socket, mode 0600 (0660 with --metrics-group), "
+     "so that channel names are not shown to every local user."},
     {"listen", "HOST:PORT", "Listeners",
      "Also serve the control API on TCP. Loopback only unless --tls-cert and --tls-key are "
      "given. Default: none."},
@@ -107,6 +109,12 @@ constexpr FlagDoc kFlagDocs[] = {
      "blocked producer, consumer, client and server with \"closed\" (a pod going away). keep: "
      "leave the lanes open; clients keep streaming over shared memory while no daemon runs "
      "(an upgrade; a restarted daemon does not supervise them)."},
+    {"max_control_connections_per_uid", "N", "Limits",
+     "Most control.sock connections of one uid at once (root and the daemon's uid exempt); "
+     "more are closed at accept. Default 64 (1..1000000)."},
+    {"metrics_group", "GROUP", "Access",
+     "With --metrics-listen unix:PATH, make the socket 0660 owned by this group (default "
+     "0600: the daemon's user only)."},
 };
 
 std::string FlagName(absl::string_view field) {
@@ -295,6 +303,7 @@ v1::DaemonConfig Defaults() {
   *c.mutable_max_queue_age() = TimeUtil::SecondsToDuration(30);
   c.set_audit_log_max_bytes(uint64_t{16} << 20);
   c.set_on_stop("close");
+  c.set_max_control_connections_per_uid(64);
   return c;
 }
 
@@ -343,7 +352,8 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
   for (const auto& [field, value] :
        {std::pair<const char*, uint32_t>{"max_connections_per_uid", c.max_connections_per_uid()},
         {"max_handshakes_per_uid", c.max_handshakes_per_uid()},
-        {"max_queued_fds", c.max_queued_fds()}}) {
+        {"max_queued_fds", c.max_queued_fds()},
+        {"max_control_connections_per_uid", c.max_control_connections_per_uid()}}) {
     if (value == 0 || value > 1000000) {
       return absl::InvalidArgumentError(
           absl::StrCat(origins.Of(field), ": expected 1..1000000, got ", value));
@@ -352,6 +362,18 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
   out.max_connections_per_uid = c.max_connections_per_uid();
   out.max_handshakes_per_uid = c.max_handshakes_per_uid();
   out.max_queued_fds = c.max_queued_fds();
+  out.max_control_connections_per_uid = c.max_control_connections_per_uid();
+  out.metrics_group = c.metrics_group();
+  if (absl::StartsWith(out.metrics_listen, "unix:") &&
+      (out.metrics_listen.size() < 7 || out.metrics_listen[5] != '/')) {
+    return absl::InvalidArgumentError(absl::StrCat(origins.Of("metrics_listen"),
+                                                   ": expected unix:/absolute/path, got \"",
+                                                   out.metrics_listen, "\""));
+  }
+  if (!out.metrics_group.empty() && !absl::StartsWith(out.metrics_listen, "unix:")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origins.Of("metrics_group"), ": applies only to --metrics-listen unix:PATH"));
+  }
   const absl::Duration age = absl::Nanoseconds(TimeUtil::DurationToNanoseconds(c.max_queue_age()));
   if (age < absl::Milliseconds(100) || age > absl::Hours(1)) {
     return absl::InvalidArgumentError(absl::StrCat(

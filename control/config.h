@@ -22,7 +22,7 @@ namespace shmlane::control {
 struct Config {
   std::string runtime_dir;  // default: $XDG_RUNTIME_DIR/shmlane, else /run/shmlane
   std::string state_file;   // default: <runtime_dir>/shmlaned.state
-  std::string metrics_listen = "127.0.0.1:9464";  // "none" disables
+  std::string metrics_listen = "127.0.0.1:9464";  // or "unix:PATH"; "none" disables
   std::string listen;                             // TCP control listener, empty = none
   std::string tls_cert;                           // PEM files for the TCP listener
   std::string tls_key;
@@ -44,7 +44,9 @@ struct Config {
   std::string declare_file;  // --declare: declarations to reconcile to, empty = none
   // --on-stop: close (true) or keep (false) live lanes on SIGTERM.
   bool close_lanes_on_stop = true;
-  std::string config_file;  // the file that was read, if any
+  uint32_t max_control_connections_per_uid = 64;  // root and the daemon's uid exempt
+  std::string metrics_group;                      // unix: metrics socket 0660 with this group
+  std::string config_file;                        // the file that was read, if any
 };
 
 // What the command line asked for besides a config.

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 
 namespace shmlane::control {
@@ -40,6 +41,22 @@ TEST(ConfigTest, RejectsUnknownFlagsAndBadValues) {
   EXPECT_FALSE(ParseCommandLine({"shmlaned", "--bogus"}).ok());
   EXPECT_FALSE(ParseCommandLine({"shmlaned", "--handshake-timeout", "soon"}).ok());
   EXPECT_FALSE(ParseCommandLine({"shmlaned", "--tls-cert", "x"}).ok());
+}
+
+TEST(ConfigTest, MetricsUnixSocketAndControlConnectionCap) {
+  auto parsed =
+      ParseCommandLine({"shmlaned", "--metrics-listen", "unix:/run/m.sock", "--metrics-group",
+                        "adm", "--max-control-connections-per-uid", "8"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.metrics_listen, "unix:/run/m.sock");
+  EXPECT_EQ(parsed->config.metrics_group, "adm");
+  EXPECT_EQ(parsed->config.max_control_connections_per_uid, 8u);
+  EXPECT_EQ(ParseCommandLine({"shmlaned"})->config.max_control_connections_per_uid, 64u);
+  auto relative = ParseCommandLine({"shmlaned", "--metrics-listen", "unix:m.sock"});
+  ASSERT_FALSE(relative.ok());
+  EXPECT_TRUE(absl::StrContains(relative.status().message(), "unix:/absolute/path"));
+  EXPECT_FALSE(ParseCommandLine({"shmlaned", "--metrics-group", "adm"}).ok());
+  EXPECT_FALSE(ParseCommandLine({"shmlaned", "--max-control-connections-per-uid", "0"}).ok());
 }
 
 TEST(ConfigTest, HelpMentionsEveryFlag) {

@@ -26,6 +26,7 @@
 #include "control/declarations.h"
 #include "control/event_bus.h"
 #include "control/exporter.h"
+#include "control/metrics_unix_server.h"
 #include "control/registry.h"
 #include "control/runtime_dir.h"
 #include "control/services.h"
@@ -56,6 +57,7 @@ struct Daemon::Impl {
   Config config;
   dataplane::UniqueFd dir_fd;
   dataplane::UniqueFd lock_fd;
+  FileInDir state_file;  // through dir_fd when it lives in the runtime dir
   std::string control_path;
   std::string attach_path;
   std::string metrics_url = "disabled";
@@ -74,15 +76,17 @@ struct Daemon::Impl {
   std::unique_ptr<AuditLog> audit;
   std::shared_ptr<Exporter> exporter;
   std::unique_ptr<prometheus::Exposer> exposer;
-  std::unique_ptr<Declarer> declarer;  // --declare
+  std::unique_ptr<Declarer> declarer;               // --declare
+  std::unique_ptr<MetricsUnixServer> metrics_unix;  // --metrics-listen unix:PATH
   bool shut_down = false;
   // Group commit of the state file (declared last, so destroyed first: it
   // finishes the replies it holds while the gRPC server still exists).
   std::unique_ptr<StateWriter> state_writer;
 
   void StartStateWriter() {
-    state_writer =
-        std::make_unique<StateWriter>(config.state_file, [this]() -> absl::StatusOr<std::string> {
+    state_writer = std::make_unique<StateWriter>(
+        [this](const std::string& bytes) { return WriteFileAtomically(state_file, bytes); },
+        [this]() -> absl::StatusOr<std::string> {
           shmlane::v1::DaemonState state = registry->ExportState();
           if (declarer != nullptr) *state.mutable_declared() = declarer->Owned();
           std::string bytes;
@@ -108,15 +112,20 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   absl::StatusOr<dataplane::UniqueFd> dir = OpenRuntimeDir(config.runtime_dir);
   if (!dir.ok()) return dir.status();
   impl->dir_fd = *std::move(dir);
-  absl::StatusOr<dataplane::UniqueFd> lock = LockRuntimeDir(config.runtime_dir);
+  absl::StatusOr<dataplane::UniqueFd> lock = LockRuntimeDir(impl->dir_fd.get(), config.runtime_dir);
   if (!lock.ok()) return lock.status();
   impl->lock_fd = *std::move(lock);
   impl->control_path = config.runtime_dir + "/control.sock";
   impl->attach_path = config.runtime_dir + "/attach.sock";
   // We hold the lock, so these belong to a dead daemon.
-  for (const std::string& path : {impl->control_path, impl->attach_path}) {
-    if (absl::Status s = RemoveStaleSocket(path); !s.ok()) return s;
+  for (const char* name : {"control.sock", "attach.sock"}) {
+    const std::string shown = absl::StrCat(config.runtime_dir, "/", name);
+    if (absl::Status s = RemoveStaleSocket(impl->dir_fd.get(), name, shown); !s.ok()) return s;
   }
+  absl::StatusOr<FileInDir> state_file =
+      LocateFile(impl->dir_fd.get(), config.runtime_dir, config.state_file);
+  if (!state_file.ok()) return state_file.status();
+  impl->state_file = *std::move(state_file);
   absl::StatusOr<int> admin_gid = LookUpGroup(config.admin_group, "admin-group");
   if (!admin_gid.ok()) return admin_gid.status();
   absl::StatusOr<int> attach_gid = LookUpGroup(config.attach_group, "attach-group");
@@ -148,7 +157,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   impl->registry =
       std::make_unique<Registry>(registry_options, HowToBecomeAdmin(admins), outbound_limits);
 
-  absl::StatusOr<std::string> state = ReadPrivateFile(config.state_file, kMaxStateBytes);
+  absl::StatusOr<std::string> state = ReadPrivateFile(impl->state_file, kMaxStateBytes);
   shmlane::v1::DaemonState parsed;
   if (state.ok()) {
     if (!parsed.ParseFromString(*state)) {
@@ -182,6 +191,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   }
 
   AttachServerOptions attach_options;
+  attach_options.dir_fd = impl->dir_fd.get();
+  attach_options.socket_name = "attach.sock";
   attach_options.socket_path = impl->attach_path;
   attach_options.socket_mode = *attach_gid >= 0 ? 0660 : 0666;
   attach_options.socket_gid = *attach_gid;
@@ -226,10 +237,15 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   ControlListenerOptions control_options;
+  control_options.dir_fd = impl->dir_fd.get();
+  control_options.socket_name = "control.sock";
   control_options.socket_path = impl->control_path;
   control_options.socket_mode =
       *admin_gid >= 0 && config.control_mode == 0600 ? 0660 : config.control_mode;
   control_options.socket_gid = *admin_gid;
+  control_options.max_connections_per_uid = config.max_control_connections_per_uid;
+  control_options.daemon_uid = ::geteuid();
+  control_options.metrics = &impl->metrics;
   impl->control_listener = std::make_unique<ControlListener>(control_options, &impl->callers);
   if (absl::Status s = impl->control_listener->Bind(); !s.ok()) return s;
   grpc::ServerBuilder builder;
@@ -287,16 +303,31 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     }
   }
 
-  if (config.metrics_listen != "none") {
+  if (absl::StartsWith(config.metrics_listen, "unix:")) {
+    absl::StatusOr<int> metrics_gid = LookUpGroup(config.metrics_group, "metrics-group");
+    if (!metrics_gid.ok()) return metrics_gid.status();
+    MetricsUnixServerOptions metrics_options;
+    metrics_options.path = config.metrics_listen.substr(5);
+    metrics_options.mode = *metrics_gid >= 0 ? 0660 : 0600;
+    metrics_options.gid = *metrics_gid;
+    metrics_options.runtime_dir_fd = impl->dir_fd.get();
+    metrics_options.runtime_dir = config.runtime_dir;
+    impl->exporter =
+        std::make_shared<Exporter>(impl->registry.get(), &impl->metrics, config.per_lane_metrics);
+    impl->metrics_unix = std::make_unique<MetricsUnixServer>(metrics_options, impl->exporter);
+    if (absl::Status s = impl->metrics_unix->Start(); !s.ok()) return s;
+    impl->metrics_url =
+        absl::StrCat(config.metrics_listen, " (mode ", *metrics_gid >= 0 ? "0660" : "0600", ")");
+  } else if (config.metrics_listen != "none") {
     impl->exporter =
         std::make_shared<Exporter>(impl->registry.get(), &impl->metrics, config.per_lane_metrics);
     try {
       // civetweb reports bind failures by throwing; nothing else here does.
       impl->exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen, 2);
     } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", config.metrics_listen,
-                                                 ": ", e.what(),
-                                                 " (use --metrics-listen HOST:PORT or none)"));
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", config.metrics_listen, ": ", e.what(),
+                       " (use --metrics-listen HOST:PORT, unix:PATH or none)"));
     }
     impl->exposer->RegisterCollectable(impl->exporter);
     const std::vector<int> ports = impl->exposer->GetListeningPorts();
@@ -329,6 +360,7 @@ absl::Status Daemon::Shutdown() {
   if (impl_->declarer != nullptr) impl_->declarer->Stop();
   impl_->control_listener->Stop();
   impl_->attach->Stop();
+  if (impl_->metrics_unix != nullptr) impl_->metrics_unix->Stop();
   // Open WatchEvents streams get a last DAEMON_STOPPING event and end with
   // OK; anything still open after a short grace period is cancelled.
   impl_->events.PublishStopping("shmlaned is shutting down");

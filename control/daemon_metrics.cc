@@ -58,6 +58,11 @@ void DaemonMetrics::CountAttachSendOverflow() {
   ++counters_.attach_send_overflows;
 }
 
+void DaemonMetrics::CountControlConnectionRefused() {
+  absl::MutexLock lock(&mu_);
+  ++counters_.control_connections_refused;
+}
+
 DaemonMetrics::Snapshot DaemonMetrics::Read() const {
   absl::MutexLock lock(&mu_);
   return counters_;

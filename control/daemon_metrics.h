@@ -54,6 +54,9 @@ class DaemonMetrics {
   void CountQuotaRejection();
   // An attach connection whose outbound queue overflowed (peer disconnected).
   void CountAttachSendOverflow();
+  // A control.sock connection closed at accept: its uid held its
+  // --max-control-connections-per-uid.
+  void CountControlConnectionRefused();
 
   struct Snapshot {
     std::map<std::string, uint64_t> attach_results;
@@ -63,6 +66,7 @@ class DaemonMetrics {
     uint64_t peer_deaths = 0;
     uint64_t quota_rejections = 0;
     uint64_t attach_send_overflows = 0;
+    uint64_t control_connections_refused = 0;
   };
   Snapshot Read() const;
 

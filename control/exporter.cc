@@ -253,6 +253,14 @@ std::vector<MetricFamily> Exporter::Collect() const {
   overflows.metric.push_back(
       Metric({}, MetricType::Counter, static_cast<double>(daemon.attach_send_overflows)));
 
+  MetricFamily control_refused =
+      Family("shmlane_control_connections_refused_total",
+             "control.sock connections closed at accept because their uid held "
+             "--max-control-connections-per-uid.",
+             MetricType::Counter);
+  control_refused.metric.push_back(
+      Metric({}, MetricType::Counter, static_cast<double>(daemon.control_connections_refused)));
+
   MetricFamily handshakes =
       Family("shmlane_attach_handshake_duration_seconds",
              "From accepting an attach connection to the end of handling its AttachRequest "
@@ -299,9 +307,9 @@ std::vector<MetricFamily> Exporter::Collect() const {
 
   std::vector<MetricFamily> out;
   for (MetricFamily* f :
-       {&build,      &channels, &frames,    &bytes,    &occupancy, &capacity, &backpressure,
-        &dropped,    &wakeups,  &latency,   &attached, &lanes,     &broken,   &attach_total,
-        &handshakes, &requests, &durations, &deaths,   &quota,     &overflows}) {
+       {&build,      &channels, &frames,    &bytes,    &occupancy, &capacity,  &backpressure,
+        &dropped,    &wakeups,  &latency,   &attached, &lanes,     &broken,    &attach_total,
+        &handshakes, &requests, &durations, &deaths,   &quota,     &overflows, &control_refused}) {
     out.push_back(std::move(*f));
   }
   for (MetricFamily& f : process) out.push_back(std::move(f));

@@ -6,6 +6,7 @@
 // Thread safety: functions are for the daemon's start-up thread.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -19,25 +20,50 @@ namespace shmlane::control {
 // uid, or group/world-writable. Returns an O_DIRECTORY fd of it.
 absl::StatusOr<dataplane::UniqueFd> OpenRuntimeDir(const std::string& path);
 
+// Everything after OpenRuntimeDir goes through its fd with the *at() calls
+// (or, for bind(2), which has none, through /proc/self/fd/DIRFD/NAME), so a
+// directory renamed or swapped for a symlink after the checks cannot send
+// the daemon's files elsewhere. `shown` is the path used in messages only.
+
 // Takes an exclusive flock on DIR/shmlaned.lock (0600) and writes our pid in
 // it. FailedPrecondition "another shmlaned (pid N) holds DIR/shmlaned.lock"
 // if a live daemon holds it. Keep the fd open for the daemon's lifetime.
-absl::StatusOr<dataplane::UniqueFd> LockRuntimeDir(const std::string& dir);
+absl::StatusOr<dataplane::UniqueFd> LockRuntimeDir(int dir_fd, const std::string& dir);
 
-// Removes a stale socket left by a dead daemon (only while holding the lock).
-// Refuses to remove anything that is not a socket.
-absl::Status RemoveStaleSocket(const std::string& path);
+// Removes a stale socket `name` in `dir_fd` left by a dead daemon (only while
+// holding the lock). Refuses to remove anything that is not a socket.
+absl::Status RemoveStaleSocket(int dir_fd, const std::string& name, const std::string& shown);
 
-// Writes `bytes` to `path` atomically: temp file (0600) in the same
-// directory, fsync, rename, fsync the directory.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes);
+// A file named relative to an open directory: the runtime directory's
+// checked fd when the file lives there, else its own parent directory,
+// opened once by path (a --state-file elsewhere keeps the checks of
+// ReadPrivateFile on the file itself).
+struct FileInDir {
+  dataplane::UniqueFd owned_dir;  // valid when dir_fd is not the runtime dir's
+  int dir_fd = -1;
+  std::string name;  // one path component
+  std::string path;  // for messages
+};
+absl::StatusOr<FileInDir> LocateFile(int runtime_dir_fd, const std::string& runtime_dir,
+                                     const std::string& path);
+
+// Writes `bytes` to `file` atomically: a temp file with an unpredictable name
+// created O_EXCL (0600) in the same directory, fsync, renameat, fsync the
+// directory.
+absl::Status WriteFileAtomically(const FileInDir& file, const std::string& bytes);
+
+// Binds the Unix socket `socket_fd` to `name` inside `dir_fd` through
+// /proc/self/fd/DIRFD/NAME; then chowns it to `gid` (-1: keep) and chmods it
+// to `mode` with fchownat/fchmodat on `dir_fd`.
+absl::Status BindUnixSocketAt(int socket_fd, int dir_fd, const std::string& name, uint32_t mode,
+                              int gid, const std::string& shown);
 
 // Reads a whole file; NotFound if it does not exist. At most `max_bytes`.
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t max_bytes);
 
 // ReadSmallFile for files the daemon trusts (the state file): refused unless
 // a regular file (not a symlink) owned by the daemon's uid and not writable
-// by group or others.
-absl::StatusOr<std::string> ReadPrivateFile(const std::string& path, size_t max_bytes);
+// by group or others. Reads the very file it checked (no second open).
+absl::StatusOr<std::string> ReadPrivateFile(const FileInDir& file, size_t max_bytes);
 
 }  // namespace shmlane::control

@@ -8,7 +8,16 @@
 namespace shmlane::control {
 
 StateWriter::StateWriter(std::string path, SnapshotFn snapshot)
-    : path_(std::move(path)), snapshot_(std::move(snapshot)) {
+    : StateWriter(
+          [path = std::move(path)](const std::string& bytes) -> absl::Status {
+            absl::StatusOr<FileInDir> file = LocateFile(-1, "", path);
+            if (!file.ok()) return file.status();
+            return WriteFileAtomically(*file, bytes);
+          },
+          std::move(snapshot)) {}
+
+StateWriter::StateWriter(WriteFn write, SnapshotFn snapshot)
+    : write_(std::move(write)), snapshot_(std::move(snapshot)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -60,7 +69,7 @@ void StateWriter::Loop() {
     // Every change in `batch` was applied before its request was queued,
     // hence before this snapshot: one write covers them all.
     absl::StatusOr<std::string> bytes = snapshot_();
-    const absl::Status status = bytes.ok() ? WriteFileAtomically(path_, *bytes) : bytes.status();
+    const absl::Status status = bytes.ok() ? write_(*bytes) : bytes.status();
     {
       absl::MutexLock lock(&mu_);
       ++writes_;

@@ -36,8 +36,13 @@ class StateWriter {
   // Told the outcome of the write that covers a change.
   using DoneFn = std::function<void(absl::Status)>;
 
-  // Starts the writer thread. `path` is replaced atomically by every write
-  // (WriteFileAtomically).
+  // Makes one write durable (WriteFileAtomically of the state file).
+  using WriteFn = std::function<absl::Status(const std::string& bytes)>;
+
+  // Starts the writer thread; every write goes through `write`.
+  StateWriter(WriteFn write, SnapshotFn snapshot);
+  // The same, replacing the file `path` atomically (its directory opened by
+  // path at each write).
   StateWriter(std::string path, SnapshotFn snapshot);
   // Serves what is queued, then stops the thread.
   ~StateWriter();
@@ -59,7 +64,7 @@ class StateWriter {
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
   bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const std::string path_;
+  const WriteFn write_;
   const SnapshotFn snapshot_;
   mutable absl::Mutex mu_;
   std::vector<DoneFn> queued_ ABSL_GUARDED_BY(mu_);

@@ -92,6 +92,8 @@ absl::StatusOr<std::vector<LaneEnd>> TakeLanes(
   std::vector<LaneEnd> out;
   out.reserve(static_cast<size_t>(lanes.size()));
   absl::flat_hash_map<uint32_t, std::shared_ptr<const dataplane::Doorbell>> bells;
+  // The lanes of one peer share its pidfd.
+  absl::flat_hash_map<uint32_t, std::shared_ptr<const dataplane::UniqueFd>> pidfds;
   absl::flat_hash_set<uint32_t> segment_indices;
   absl::flat_hash_set<uint64_t> lane_ids;
   for (const v1::LaneDescription& d : lanes) {
@@ -114,9 +116,26 @@ absl::StatusOr<std::vector<LaneEnd>> TakeLanes(
                      .has_credentials = d.has_peer_credentials(),
                      .uid = d.peer_uid(),
                      .gid = d.peer_gid(),
-                     .pid = d.peer_pid()};
+                     .pid = d.peer_pid(),
+                     .pidfd = nullptr};
     lane.ring_bytes = d.ring_bytes();
     lane.max_frame_bytes = d.max_frame_bytes();
+    if (d.has_peer_pidfd()) {
+      const uint32_t index = d.peer_pidfd_fd_index();
+      if (index == d.segment_fd_index() || index == d.peer_doorbell_fd_index() ||
+          (d.has_own_doorbell() && index == d.own_doorbell_fd_index())) {
+        return absl::DataLossError(
+            absl::StrCat("lane ", d.lane_id(), " names one fd for two purposes"));
+      }
+      auto pit = pidfds.find(index);
+      if (pit == pidfds.end()) {
+        auto pidfd = DupAt(fds, index, "peer pidfd");
+        if (!pidfd.ok()) return pidfd.status();
+        pit = pidfds.emplace(index, std::make_shared<const dataplane::UniqueFd>(std::move(*pidfd)))
+                  .first;
+      }
+      lane.peer.pidfd = pit->second;
+    }
 
     auto segment_fd = DupAt(fds, d.segment_fd_index(), "lane segment");
     if (!segment_fd.ok()) return segment_fd.status();

@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -185,6 +187,52 @@ TEST(AttachTest, UnknownCodesBecomeUnknown) {
   EXPECT_EQ(CodeFromRpc(14), absl::StatusCode::kUnavailable);
   EXPECT_EQ(CodeFromRpc(99), absl::StatusCode::kUnknown);
   EXPECT_EQ(CodeFromRpc(-1), absl::StatusCode::kUnknown);
+}
+
+TEST(AttachTest, APeerPidfdIsSharedAndMayNotDoubleAsAnotherFd) {
+  LaneFds lane;
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0));
+  ASSERT_GE(pidfd, 0) << "pidfd_open: " << std::strerror(errno);
+  FakeDaemon daemon([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    v1::AttachReply* r = m.mutable_attach_reply();
+    r->set_doorbell_fd_index(1);
+    v1::LaneDescription* d = r->add_lanes();
+    d->set_lane_id(7);
+    d->set_direction(v1::LANE_DIRECTION_WRITE);
+    d->set_segment_fd_index(0);
+    d->set_peer_doorbell_fd_index(2);
+    d->set_has_peer_pidfd(true);
+    d->set_peer_pidfd_fd_index(3);
+    Send(fd, m, {lane.segment.fd(), lane.own_bell, lane.peer_bell, pidfd});
+  });
+  auto hs = Attach("chan", v1::ROLE_PRODUCER, OptionsFor(daemon));
+  ASSERT_TRUE(hs.ok()) << hs.status();
+  ASSERT_EQ(hs->lanes.size(), 1u);
+  const Peer& peer = hs->lanes[0].peer;
+  ASSERT_GE(peer.pidfd_fd(), 0);
+  EXPECT_NE(peer.pidfd_fd(), pidfd);  // the library's own copy
+  const Peer copy = peer;
+  EXPECT_EQ(copy.pidfd_fd(), peer.pidfd_fd());  // copies share one fd
+  EXPECT_EQ(Peer{}.pidfd_fd(), -1);
+
+  FakeDaemon bad([&](int fd, const v1::AttachRequest&) {
+    v1::AttachMessage m;
+    v1::AttachReply* r = m.mutable_attach_reply();
+    r->set_doorbell_fd_index(1);
+    v1::LaneDescription* d = r->add_lanes();
+    d->set_lane_id(7);
+    d->set_direction(v1::LANE_DIRECTION_WRITE);
+    d->set_segment_fd_index(0);
+    d->set_peer_doorbell_fd_index(2);
+    d->set_has_peer_pidfd(true);
+    d->set_peer_pidfd_fd_index(2);  // the doorbell
+    Send(fd, m, {lane.segment.fd(), lane.own_bell, lane.peer_bell});
+  });
+  auto refused = Attach("chan", v1::ROLE_PRODUCER, OptionsFor(bad));
+  EXPECT_TRUE(absl::IsDataLoss(refused.status())) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("two purposes"));
+  ::close(pidfd);
 }
 
 TEST(AttachTest, FdIndexOutOfRangeIsDataLoss) {

@@ -26,6 +26,15 @@ namespace {
 
 namespace v1 = ::shmlane::v1;
 using dataplane::ReadResult;
+
+// Pidfds in a packet: the lanes of one peer share one (SO_PEERPIDFD kernels).
+size_t DistinctPidfds(const google::protobuf::RepeatedPtrField<v1::LaneDescription>& lanes) {
+  std::set<uint32_t> indices;
+  for (const v1::LaneDescription& lane : lanes) {
+    if (lane.has_peer_pidfd()) indices.insert(lane.peer_pidfd_fd_index());
+  }
+  return indices.size();
+}
 using dataplane::WriteResult;
 
 std::shared_ptr<const dataplane::Doorbell> Bell(const Packet& p, uint32_t index) {
@@ -486,8 +495,9 @@ TEST_F(AttachTest, ConsumerWithManyProducersGetsLanesAcrossPackets) {
     auto more = consumer->conn.Receive();
     ASSERT_TRUE(more.ok()) << more.status();
     ASSERT_TRUE(more->message.has_lane_added());
-    EXPECT_EQ(more->fds.size(),
-              3u * more->message.lane_added().lanes_size());  // segment, peer bell, own bell
+    // Segment, peer bell, own bell per lane, and each peer's pidfd once.
+    EXPECT_EQ(more->fds.size(), 3u * more->message.lane_added().lanes_size() +
+                                    DistinctPidfds(more->message.lane_added().lanes()));
     lanes += more->message.lane_added().lanes_size();
   }
   EXPECT_EQ(lanes, 40u);
@@ -557,8 +567,9 @@ TEST_F(AttachTest, ConsumerThatDoesNotReadGetsEveryLaneChangeInOrderLater) {
                              << removed.size() << " removed";
     const v1::AttachMessage& m = packet->message;
     if (m.has_lane_added()) {
+      // Segment, peer bell, own bell per lane, and each peer's pidfd once.
       ASSERT_EQ(packet->fds.size(),
-                3u * m.lane_added().lanes_size());  // segment, peer bell, own bell
+                3u * m.lane_added().lanes_size() + DistinctPidfds(m.lane_added().lanes()));
       for (const v1::LaneDescription& lane : m.lane_added().lanes()) {
         EXPECT_EQ(lane.direction(), v1::LANE_DIRECTION_READ);
         auto segment = dataplane::Segment::Map(DupFd(*packet, lane.segment_fd_index()),
@@ -647,8 +658,9 @@ TEST(AttachShutdownTest, ConsumerThatDoesNotReadDoesNotDelayShutdown) {
 // A consumer that never reads while producers keep coming and going is
 // disconnected once its queue passes the bound, and that is counted.
 TEST(AttachOverflowTest, ConsumerWhoseQueueOverflowsIsDisconnectedAndCounted) {
-  // The daemon inherits this hard limit and holds 2 fds per queued LaneAdded
-  // (about 16400 before the bound is reached).
+  // The daemon inherits this hard limit and holds 4 fds per queued LaneAdded
+  // (segment, two doorbells, the producer's pidfd where the kernel has
+  // SO_PEERPIDFD).
   rlimit lim{};
   ::getrlimit(RLIMIT_NOFILE, &lim);
   if (lim.rlim_max < 20000) GTEST_SKIP() << "needs a hard RLIMIT_NOFILE of 20000";
@@ -657,9 +669,10 @@ TEST(AttachOverflowTest, ConsumerWhoseQueueOverflowsIsDisconnectedAndCounted) {
   // Whichever bound comes first: the per-connection message bound (2
   // packets per cycle), or the daemon-wide fd ceiling (at most half the
   // daemon's fd limit; 3 fds per queued LaneAdded since every lane has its
-  // own consumer-side doorbell).
+  // own consumer-side doorbell, and a 4th, the producer's pidfd, with
+  // SO_PEERPIDFD).
   const int bound =
-      std::min(8000, static_cast<int>(std::min<rlim_t>(lim.rlim_max, 1 << 20) / 2 / 3) - 200);
+      std::min(8000, static_cast<int>(std::min<rlim_t>(lim.rlim_max, 1 << 20) / 2 / 4) - 200);
   const std::string uid = absl::StrCat(::geteuid());
   ASSERT_EQ(daemon.Ctl({"quota", "set", "--uid", uid, "--max-attachments", "2000"}).exit_code, 0);
   ASSERT_EQ(daemon.Ctl({"channels", "create", "churn", "--ring-bytes", "4KiB"}).exit_code, 0);

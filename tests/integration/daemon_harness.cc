@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -164,8 +165,11 @@ absl::Status TestDaemon::Start(std::vector<std::string> extra, int max_fds) {
   ++starts_;
   const std::string out_path = absl::StrCat(base_, "/stdout.", starts_);
   const std::string err_path = absl::StrCat(base_, "/stderr.", starts_);
-  std::vector<std::string> args = {SHMLANED_PATH, "--runtime-dir", runtime_dir_, "--metrics-listen",
-                                   "127.0.0.1:0"};
+  std::vector<std::string> args = {SHMLANED_PATH, "--runtime-dir", runtime_dir_};
+  // A test that picks its own metrics listener (unix:PATH) says so in `extra`.
+  if (std::find(extra.begin(), extra.end(), "--metrics-listen") == extra.end()) {
+    args.insert(args.end(), {"--metrics-listen", "127.0.0.1:0"});
+  }
   args.insert(args.end(), extra.begin(), extra.end());
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -186,6 +190,11 @@ absl::Status TestDaemon::Start(std::vector<std::string> extra, int max_fds) {
   while (absl::Now() < deadline) {
     const std::string out = ReadAll(out_path);
     const size_t at = out.find("metrics:  http://127.0.0.1:");
+    if (out.find("ready") != std::string::npos && out.find("state:") != std::string::npos &&
+        at == std::string::npos && out.find("metrics:  unix:") != std::string::npos) {
+      metrics_port_ = 0;
+      return absl::OkStatus();
+    }
     if (out.find("ready") != std::string::npos && at != std::string::npos &&
         out.find("state:") != std::string::npos) {
       const size_t start = at + std::strlen("metrics:  http://127.0.0.1:");
