@@ -5,7 +5,8 @@
 // every payload byte goes into a checksum (the sum over frames of FNV-1a 64
 // of each frame) that the sender checks. Prints "ready" once it can
 // receive, then one JSON line: frames, bytes, checksum, seconds from the
-// first frame to the last, and its own CPU seconds.
+// first frame to the last, the monotonic time of the last, and its own CPU
+// seconds from the first frame to the last.
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -33,13 +34,24 @@ uint64_t Fnv1a(const std::byte* p, size_t n) {
   return h;
 }
 
+double CpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 struct Tally {
   uint64_t frames = 0;
   uint64_t bytes = 0;
   uint64_t checksum = 0;
   std::chrono::steady_clock::time_point first, last;
+  double first_cpu = 0;
   void Add(const std::byte* p, size_t n) {
-    if (frames == 0) first = std::chrono::steady_clock::now();
+    if (frames == 0) {
+      first = std::chrono::steady_clock::now();
+      first_cpu = CpuSeconds();
+    }
     ++frames;
     bytes += n;
     checksum += Fnv1a(p, n);
@@ -156,15 +168,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   t.last = std::chrono::steady_clock::now();
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  const double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                     static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  const double cpu = CpuSeconds() - t.first_cpu;
+  // last_monotonic: CLOCK_MONOTONIC seconds (Python's time.monotonic()) at
+  // the last frame, so the sender can time first send to last receipt.
   std::printf(
-      "{\"frames\": %lu, \"bytes\": %lu, \"checksum\": %lu, \"seconds\": %.6f, \"cpu_seconds\": "
-      "%.6f}\n",
+      "{\"frames\": %lu, \"bytes\": %lu, \"checksum\": %lu, \"seconds\": %.6f, "
+      "\"last_monotonic\": %.9f, \"cpu_seconds\": %.6f}\n",
       static_cast<unsigned long>(t.frames), static_cast<unsigned long>(t.bytes),
       static_cast<unsigned long>(t.checksum),
-      std::chrono::duration<double>(t.last - t.first).count(), cpu);
+      std::chrono::duration<double>(t.last - t.first).count(),
+      std::chrono::duration<double>(t.last.time_since_epoch()).count(), cpu);
   return t.frames == frames ? 0 : 1;
 }
