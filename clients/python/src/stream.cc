@@ -119,7 +119,8 @@ class PyProducer {
       done += k;
       published += k;
       if (done == spans_.size()) break;
-      if (r == WriteResult::kFull) r = Blocking(p, spans_[done], deadline);
+      if (r == WriteResult::kOk && k > 0) continue;  // stopped early with room: go on
+      if (r == WriteResult::kOk || r == WriteResult::kFull) r = Blocking(p, spans_[done], deadline);
       const bool ok =
           CheckWrite(r, true, spans_[done].size(), p.max_frame_bytes(), p.channel(), p.status());
       published += ok ? 1 : 0;

@@ -101,3 +101,19 @@ def test_python_to_python_all_calls(daemon, rt):
             raise AssertionError("expected TypeError")
         except TypeError:
             pass
+
+
+def test_write_many_blocks_for_room_on_a_small_ring(daemon, rt):
+    import threading
+    name = daemon.channel(ring_bytes=4096)
+    frames = [frame(seq, 100) for seq in range(3000)]    # ~300 KB through a 4 KiB ring
+    got = []
+    with shmlane.Consumer(name, runtime_dir=rt) as c, shmlane.Producer(name, runtime_dir=rt) as p:
+        def drain():                                     # needs the GIL the writer released
+            while len(got) < len(frames):
+                got.extend(c.drain(max=64, timeout=10))
+        t = threading.Thread(target=drain)
+        t.start()
+        assert p.write_many(frames, timeout=20) == len(frames)
+        t.join(20)
+    assert got == frames
