@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
   prometheus python3 python3-grpcio python3-protobuf
+  python3-dev pybind11-dev python3-pybind11 python3-pytest
   util-linux procps curl gnuplot-nox openssl tmux
   buildah lintian dpkg-dev systemd python3-yaml binutils file nodejs
   doxygen help2man

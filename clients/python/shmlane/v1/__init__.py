@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of protos/shmlane/v1/control.proto (built by CMake)."""

@@ -1,0 +1,492 @@
+// Producer and Consumer of a STREAM channel for Python (see
+// clients/python/shmlane/_shmlane.pyi for the API as Python sees it).
+//
+// Fast paths run under the GIL (a non-blocking write or a read of a frame
+// already copied ahead); anything that may block releases the GIL and waits
+// in the library in slices of kSignalCheckEvery, so other threads run and
+// Ctrl-C works.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "clients/consumer.h"
+#include "clients/producer.h"
+#include "clients/python/src/common.h"
+#include "clients/python/src/view.h"
+
+namespace shmlane::python {
+namespace {
+
+using client::WriteResult;
+
+// The bytes of a bytes-like object for one call: bytes directly, anything
+// else through the buffer protocol (held until destruction).
+class Bytes {
+ public:
+  explicit Bytes(PyObject* obj) {
+    if (PyBytes_Check(obj)) {
+      data_ = {reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(obj)),
+               static_cast<size_t>(PyBytes_GET_SIZE(obj))};
+      return;
+    }
+    if (PyObject_GetBuffer(obj, &buffer_, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+    held_ = true;
+    data_ = {static_cast<const std::byte*>(buffer_.buf), static_cast<size_t>(buffer_.len)};
+  }
+  Bytes(Bytes&& other) noexcept
+      : data_(other.data_), buffer_(other.buffer_), held_(std::exchange(other.held_, false)) {}
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+  Bytes& operator=(Bytes&&) = delete;
+  ~Bytes() {
+    if (held_) PyBuffer_Release(&buffer_);
+  }
+  std::span<const std::byte> span() const { return data_; }
+
+ private:
+  std::span<const std::byte> data_;
+  Py_buffer buffer_{};
+  bool held_ = false;
+};
+
+class PyProducer {
+ public:
+  PyProducer(const std::string& channel, const AttachKwargs& kw) {
+    client::Producer::Options options;
+    FillAttachOptions(kw, &options);
+    absl::StatusOr<client::Producer> p;
+    {
+      py::gil_scoped_release nogil;
+      p = client::Producer::Attach(channel, options);
+    }
+    if (!p.ok()) RaiseStatus(p.status());
+    producer_.emplace(*std::move(p));
+  }
+
+  client::Producer& get() {
+    if (!producer_) Raise("FailedPrecondition", "the producer is closed");
+    return *producer_;
+  }
+
+  bool Write(py::handle data, std::optional<double> timeout) {
+    BusyGuard busy(&busy_, "Producer");
+    client::Producer& p = get();
+    NoOpenReservation();
+    Bytes bytes(data.ptr());
+    WriteResult r = p.TryWrite(bytes.span());
+    if (r == WriteResult::kFull) r = Blocking(p, bytes.span(), DeadlineFrom(timeout));
+    return CheckWrite(r, true, bytes.span().size(), p.max_frame_bytes(), p.channel(), p.status());
+  }
+
+  bool TryWrite(py::handle data) {
+    BusyGuard busy(&busy_, "Producer");
+    client::Producer& p = get();
+    NoOpenReservation();
+    Bytes bytes(data.ptr());
+    const WriteResult r = p.TryWrite(bytes.span());
+    return CheckWrite(r, false, bytes.span().size(), p.max_frame_bytes(), p.channel(), p.status());
+  }
+
+  size_t WriteMany(py::handle frames, std::optional<double> timeout) {
+    BusyGuard busy(&busy_, "Producer");
+    client::Producer& p = get();
+    NoOpenReservation();
+    const absl::Time deadline = DeadlineFrom(timeout);
+    py::object seq = py::reinterpret_steal<py::object>(
+        PySequence_Fast(frames.ptr(), "write_many() takes a sequence of bytes-like frames"));
+    if (!seq) throw py::error_already_set();
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
+    PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
+    std::vector<Bytes> held;
+    held.reserve(n);
+    spans_.clear();
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      held.emplace_back(items[i]);
+      spans_.push_back(held.back().span());
+    }
+    size_t done = 0, published = 0;
+    while (done < spans_.size()) {
+      WriteResult r = WriteResult::kOk;
+      const size_t k = p.TryWriteBatch(std::span(spans_).subspan(done), &r);
+      done += k;
+      published += k;
+      if (done == spans_.size()) break;
+      if (r == WriteResult::kOk && k > 0) continue;  // stopped early with room: go on
+      if (r == WriteResult::kOk || r == WriteResult::kFull) r = Blocking(p, spans_[done], deadline);
+      const bool ok =
+          CheckWrite(r, true, spans_[done].size(), p.max_frame_bytes(), p.channel(), p.status());
+      published += ok ? 1 : 0;
+      ++done;
+    }
+    return published;
+  }
+
+  py::object Reserve(py::object self, size_t n) {
+    BusyGuard busy(&busy_, "Producer");
+    client::Producer& p = get();
+    NoOpenReservation();
+    client::Reservation r = p.Reserve(n);
+    if (r.result != WriteResult::kOk) {
+      if (r.result == WriteResult::kFull) {
+        Raise("Full", absl::StrCat("no room for ", n, " bytes in the ring of channel '",
+                                   p.channel(), "' now: write() blocks for room, reserve() not"));
+      }
+      CheckWrite(r.result, true, n, p.max_frame_bytes(), p.channel(), p.status());
+    }
+    FrameView* view = NewFrameView(reinterpret_cast<char*>(r.data.data()),
+                                   static_cast<Py_ssize_t>(r.data.size()), false, self.ptr());
+    if (view == nullptr) throw py::error_already_set();
+    // Borrowed: the memoryview owns the exporter, the exporter owns us (so
+    // no cycle), and the exporter clears reserved_ when it goes.
+    view->clear_on_free = &reserved_;
+    py::object exporter = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(view));
+    py::object memview = py::reinterpret_steal<py::object>(MemoryViewOf(view));
+    if (!memview) throw py::error_already_set();
+    reserved_ = view;
+    memview_ = py::weakref(memview);
+    reserved_bytes_ = n;
+    open_ = true;
+    return memview;
+  }
+
+  void Commit(std::optional<size_t> used, bool publish) {
+    BusyGuard busy(&busy_, "Producer");
+    client::Producer& p = get();
+    if (!open_) Raise("FailedPrecondition", "nothing is reserved: call reserve(n) first");
+    const size_t n = used.value_or(reserved_bytes_);
+    if (n > reserved_bytes_) {
+      Raise("InvalidArgument",
+            absl::StrCat("commit(", n, ") is more than the ", reserved_bytes_, " bytes reserved"));
+    }
+    RevokeReservation();
+    p.Commit(n, publish ? client::PublishMode::kNow : client::PublishMode::kDefer);
+    open_ = false;
+    CloseReservation();
+  }
+
+  void Publish() {
+    BusyGuard busy(&busy_, "Producer");
+    get().Publish();
+  }
+
+  void Close() {
+    BusyGuard busy(&busy_, "Producer");
+    if (!producer_) return;
+    if (open_) RevokeReservation();  // refuses while a slice of the view is alive
+    open_ = false;
+    CloseReservation();
+    producer_->Close();
+    producer_.reset();
+  }
+
+ private:
+  WriteResult Blocking(client::Producer& p, std::span<const std::byte> frame, absl::Time deadline) {
+    for (;;) {
+      WriteResult r;
+      {
+        py::gil_scoped_release nogil;
+        r = p.Write(frame, Slice(deadline));
+      }
+      if (r != WriteResult::kTimeout || absl::Now() >= deadline) return r;
+      CheckSignals();
+    }
+  }
+  void NoOpenReservation() {
+    if (open_) Raise("FailedPrecondition", "a reservation is open: commit() it first");
+  }
+  // Ends the memoryview handed out by reserve(); refuses (BufferError) while
+  // a buffer or slice taken from it could still write into the ring.
+  void RevokeReservation() {
+    if (reserved_ == nullptr) return;  // every view of it is gone
+    py::object memview = memview_ ? memview_() : py::object(py::none());
+    if (!Revoke(memview.is_none() ? nullptr : memview.ptr(), reserved_)) {
+      throw py::error_already_set();
+    }
+    if (reserved_ != nullptr && reserved_->exports > 0) {
+      reserved_->valid = 1;  // still open: the caller may drop the slice and retry
+      throw py::buffer_error(
+          "a slice or buffer of the reserved memoryview is still alive: delete it, then "
+          "commit()/close() (it would point into the ring)");
+    }
+  }
+  void CloseReservation() {
+    if (reserved_ != nullptr) {
+      reserved_->clear_on_free = nullptr;
+      reserved_->valid = 0;
+    }
+    reserved_ = nullptr;
+    memview_ = py::weakref();
+    reserved_ = nullptr;
+  }
+
+  std::optional<client::Producer> producer_;
+  bool busy_ = false;
+  bool open_ = false;
+  size_t reserved_bytes_ = 0;
+  FrameView* reserved_ = nullptr;  // the open reservation's exporter while it lives
+  py::weakref memview_;
+  std::vector<std::span<const std::byte>> spans_;
+};
+
+// A frame with where it came from (Consumer.read_frame()).
+struct PyFrame {
+  py::bytes data;
+  client::Peer peer;
+};
+
+class PyConsumer {
+ public:
+  PyConsumer(const std::string& channel, const AttachKwargs& kw, py::object on_peer_event) {
+    client::Consumer::Options options;
+    FillAttachOptions(kw, &options);
+    options.on_peer_event = PeerEventCallback(std::move(on_peer_event));
+    absl::StatusOr<client::Consumer> c;
+    {
+      py::gil_scoped_release nogil;
+      c = client::Consumer::Attach(channel, std::move(options));
+    }
+    if (!c.ok()) RaiseStatus(c.status());
+    consumer_.emplace(*std::move(c));
+  }
+
+  client::Consumer& get() {
+    if (!consumer_) Raise("FailedPrecondition", "the consumer is closed");
+    return *consumer_;
+  }
+
+  py::bytes Read(std::optional<double> timeout) {
+    BusyGuard busy(&busy_, "Consumer");
+    NoPeek();
+    ReadInto(&frame_, DeadlineFrom(timeout), /*raise_timeout=*/true);
+    return py::bytes(frame_.data);
+  }
+
+  PyFrame ReadFrame(std::optional<double> timeout) {
+    BusyGuard busy(&busy_, "Consumer");
+    NoPeek();
+    ReadInto(&frame_, DeadlineFrom(timeout), true);
+    return PyFrame{py::bytes(frame_.data), frame_.peer};
+  }
+
+  py::list Drain(size_t max_frames, std::optional<double> timeout) {
+    BusyGuard busy(&busy_, "Consumer");
+    NoPeek();
+    py::list out;
+    if (max_frames == 0) return out;
+    if (!ReadInto(&frame_, DeadlineFrom(timeout), /*raise_timeout=*/false)) return out;
+    out.append(py::bytes(frame_.data));
+    while (out.size() < max_frames && ReadInto(&frame_, absl::InfinitePast(), false)) {
+      out.append(py::bytes(frame_.data));
+    }
+    return out;
+  }
+
+  py::object Peek(std::optional<double> timeout) {
+    BusyGuard busy(&busy_, "Consumer");
+    if (peeked_) return memview_;
+    auto* view = reinterpret_cast<FrameView*>(peek_exporter_.ptr());
+    if (peek_exporter_.is_none() || Py_REFCNT(peek_exporter_.ptr()) > 1) {
+      // First peek, or a buffer of the last one is still held: a fresh copy.
+      view = NewOwningFrameView();
+      if (view == nullptr) throw py::error_already_set();
+      peek_exporter_ = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(view));
+    }
+    peek_frame_.data.swap(*view->storage);
+    const bool got = ReadInto(&peek_frame_, DeadlineFrom(timeout), true);
+    peek_frame_.data.swap(*view->storage);
+    if (!got) return py::none();
+    view->data = view->storage->data();
+    view->size = static_cast<Py_ssize_t>(view->storage->size());
+    view->valid = 1;
+    memview_ = py::reinterpret_steal<py::object>(MemoryViewOf(view));
+    if (!memview_) throw py::error_already_set();
+    peeked_ = true;
+    return memview_;
+  }
+
+  void Release() {
+    BusyGuard busy(&busy_, "Consumer");
+    if (!peeked_) Raise("FailedPrecondition", "nothing is peeked: call peek() first");
+    peeked_ = false;
+    py::object memview = std::move(memview_);
+    memview_ = py::none();
+    if (!Revoke(memview.ptr(), reinterpret_cast<FrameView*>(peek_exporter_.ptr()))) {
+      // A buffer taken from the view (e.g. numpy.frombuffer) is still held;
+      // it keeps its own copy alive. The frame is released all the same.
+      reinterpret_cast<FrameView*>(peek_exporter_.ptr())->valid = 0;
+      throw py::error_already_set();
+    }
+  }
+
+  const client::Peer& PeekedPeer() {
+    if (!peeked_) Raise("FailedPrecondition", "nothing is peeked: call peek() first");
+    return peek_frame_.peer;
+  }
+
+  void Close() {
+    BusyGuard busy(&busy_, "Consumer");
+    if (peeked_) {
+      peeked_ = false;
+      Revoke(memview_.ptr(), reinterpret_cast<FrameView*>(peek_exporter_.ptr()));
+      PyErr_Clear();
+      memview_ = py::none();
+    }
+    if (consumer_) consumer_->Close();
+    consumer_.reset();
+  }
+
+  void Interrupt() {
+    if (consumer_) consumer_->Interrupt();
+  }
+
+ private:
+  void NoPeek() {
+    if (peeked_) Raise("FailedPrecondition", "a peeked frame is held: release() it first");
+  }
+  // The next frame into *frame. False at the deadline unless raise_timeout.
+  bool ReadInto(client::Frame* frame, absl::Time deadline, bool raise_timeout) {
+    client::Consumer& c = get();
+    // Frames copied ahead by the last wait are there without blocking.
+    absl::Status s = c.Read(frame, absl::InfinitePast());
+    while (absl::IsDeadlineExceeded(s) && absl::Now() < deadline) {
+      {
+        py::gil_scoped_release nogil;
+        s = c.Read(frame, Slice(deadline));
+      }
+      if (absl::IsDeadlineExceeded(s)) CheckSignals();
+    }
+    if (s.ok()) return true;
+    if (absl::IsDeadlineExceeded(s) && !raise_timeout) return false;
+    RaiseStatus(s);
+  }
+
+  std::optional<client::Consumer> consumer_;
+  bool busy_ = false;
+  client::Frame frame_;       // read()/drain() buffer, capacity reused
+  client::Frame peek_frame_;  // peer of the peeked frame; data lives in the exporter
+  bool peeked_ = false;
+  py::object peek_exporter_ = py::none();  // FrameView owning the peeked bytes
+  py::object memview_ = py::none();        // the memoryview peek() returned
+};
+
+}  // namespace
+
+void BindStream(py::module_& m) {
+  py::class_<PyFrame>(m, "Frame", "A copied frame and the producer it came from.")
+      .def_readonly("data", &PyFrame::data, "The frame's bytes.")
+      .def_readonly("peer", &PyFrame::peer, "The producer that wrote it.");
+
+  py::class_<PyProducer>(m, "Producer", R"doc(
+The writing end of a STREAM channel.
+
+Attaching hands this process one lane into the channel's consumer; frames
+wait in the ring until the consumer reads them. The channel's backpressure
+policy (block, fail, drop) decides what write() does on a full ring.
+One thread at a time.)doc")
+      .def(py::init([](const std::string& channel, std::optional<std::string> runtime_dir,
+                       std::optional<std::string> client_name, double attach_timeout, double spin,
+                       std::optional<uint32_t> expected_daemon_uid) {
+             return new PyProducer(channel, AttachKwargs{runtime_dir, client_name, attach_timeout,
+                                                         spin, expected_daemon_uid});
+           }),
+           py::arg("channel"), py::kw_only(), py::arg("runtime_dir") = py::none(),
+           py::arg("client_name") = py::none(), py::arg("attach_timeout") = 5.0,
+           py::arg("spin") = 50e-6, py::arg("expected_daemon_uid") = py::none(),
+           "Attaches to `channel` as a producer (raises Unavailable, PermissionDenied, NotFound, "
+           "ResourceExhausted, ...).")
+      .def("write", &PyProducer::Write, py::arg("data"), py::arg("timeout") = py::none(),
+           "Copies and publishes one frame. True: published; False: dropped (drop policy). "
+           "Blocks for room up to `timeout` seconds (None: forever) with the GIL released.")
+      .def("try_write", &PyProducer::TryWrite, py::arg("data"),
+           "Copies and publishes one frame without blocking; False when the ring is full.")
+      .def("write_many", &PyProducer::WriteMany, py::arg("frames"), py::arg("timeout") = py::none(),
+           "Writes every frame of the sequence, as many per publication as fit; returns how "
+           "many were published (fewer only under the drop policy).")
+      .def(
+          "reserve",
+          [](py::object self, size_t n) { return self.cast<PyProducer&>().Reserve(self, n); },
+          py::arg("n"),
+          "Zero-copy: a writable memoryview of `n` bytes in the ring; fill it, then commit(). "
+          "Raises Full when there is no room now.")
+      .def("commit", &PyProducer::Commit, py::arg("used") = py::none(), py::arg("publish") = true,
+           "Publishes the reserved frame (its first `used` bytes); the view stops working. "
+           "publish=False defers visibility to the next publish() or commit().")
+      .def("publish", &PyProducer::Publish, "Makes every committed frame visible.")
+      .def("close", &PyProducer::Close,
+           "Closes the lane cleanly: the consumer reads what was committed. Idempotent.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](PyProducer& p, py::args) { p.Close(); })
+      .def_property_readonly("channel", [](PyProducer& p) { return p.get().channel(); })
+      .def_property_readonly("attachment_id", [](PyProducer& p) { return p.get().attachment_id(); })
+      .def_property_readonly("max_frame_bytes",
+                             [](PyProducer& p) { return p.get().max_frame_bytes(); })
+      .def_property_readonly(
+          "peer", [](PyProducer& p) { return p.get().peer(); }, "The consumer on the other end.")
+      .def_property_readonly(
+          "peer_closed", [](PyProducer& p) { return p.get().PeerClosed(); },
+          "True once the consumer or the daemon closed the lane.")
+      .def_property_readonly(
+          "status",
+          [](PyProducer& p) -> py::object {
+            const absl::Status s = p.get().status();
+            if (s.ok()) return py::none();
+            return py::str(s.ToString());
+          },
+          "None while writes can succeed; else why they fail.");
+
+  py::class_<PyConsumer>(m, "Consumer", R"doc(
+The reading end of a STREAM channel: reads every producer's lane (fan-in).
+
+Producers that attach later are picked up inside the reading calls.
+One thread at a time, except interrupt().)doc")
+      .def(py::init([](const std::string& channel, std::optional<std::string> runtime_dir,
+                       std::optional<std::string> client_name, double attach_timeout, double spin,
+                       std::optional<uint32_t> expected_daemon_uid, py::object on_peer_event) {
+             return new PyConsumer(
+                 channel,
+                 AttachKwargs{runtime_dir, client_name, attach_timeout, spin, expected_daemon_uid},
+                 std::move(on_peer_event));
+           }),
+           py::arg("channel"), py::kw_only(), py::arg("runtime_dir") = py::none(),
+           py::arg("client_name") = py::none(), py::arg("attach_timeout") = 5.0,
+           py::arg("spin") = 50e-6, py::arg("expected_daemon_uid") = py::none(),
+           py::arg("on_peer_event") = py::none(),
+           "Attaches to `channel` as its consumer. on_peer_event(PeerEvent) is called from inside "
+           "the reading calls when producers come and go.")
+      .def("read", &PyConsumer::Read, py::arg("timeout") = py::none(),
+           "The next frame from any producer, copied. Raises DeadlineExceeded after `timeout` "
+           "seconds (None: forever), Cancelled after interrupt(), Unavailable when no producer "
+           "is left and none can come.")
+      .def("read_frame", &PyConsumer::ReadFrame, py::arg("timeout") = py::none(),
+           "As read(), with the producer: a Frame(data, peer).")
+      .def("drain", &PyConsumer::Drain, py::arg("max") = 1024, py::arg("timeout") = 0.0,
+           "Up to `max` frames as a list of bytes: waits up to `timeout` seconds for the first, "
+           "then takes what is there without blocking. [] when nothing came.")
+      .def("peek", &PyConsumer::Peek, py::arg("timeout") = py::none(),
+           "The next frame as a read-only memoryview, valid until release(); using it after "
+           "release() raises ValueError. Raises DeadlineExceeded as read().")
+      .def("release", &PyConsumer::Release, "Consumes the peeked frame; its view stops working.")
+      .def_property_readonly("peeked_peer", &PyConsumer::PeekedPeer,
+                             "The producer of the peeked frame.")
+      .def("interrupt", &PyConsumer::Interrupt,
+           "Makes the blocked (or the next) read return Cancelled, once. Any thread.")
+      .def("close", &PyConsumer::Close,
+           "Detaches; producers blocked on this consumer see Closed. Idempotent.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](PyConsumer& c, py::args) { c.Close(); })
+      .def_property_readonly(
+          "peers", [](PyConsumer& c) { return c.get().peers(); }, "The producers attached now.")
+      .def_property_readonly("channel", [](PyConsumer& c) { return c.get().channel(); })
+      .def_property_readonly("attachment_id",
+                             [](PyConsumer& c) { return c.get().attachment_id(); });
+}
+
+}  // namespace shmlane::python

@@ -1,0 +1,52 @@
+// FrameView: the buffer exporter behind every memoryview the extension hands
+// out (Producer.reserve(), Consumer.peek()). A memoryview over it can be
+// revoked: the owner calls memoryview.release() on the view it returned and
+// then Invalidate(), after which the view raises ValueError on use and no new
+// buffer can be taken from the exporter. exports() counts the buffers still
+// taken from it (slices of the view keep one), so that the owner can refuse
+// to commit or close while a slice could still reach shared memory.
+//
+// An exporter over shared memory holds a reference to its owner (the Python
+// Producer), so the mapping outlives every buffer taken from it.
+//
+// Thread safety: the GIL guards everything.
+#pragma once
+
+#include <Python.h>
+
+#include <cstddef>
+#include <string>
+
+namespace shmlane::python {
+
+struct FrameView {
+  PyObject_HEAD char* data;  // the bytes the buffer shows (shm, or `storage`)
+  Py_ssize_t size;
+  int readonly;
+  int valid;             // 0: getbuffer refuses (released)
+  Py_ssize_t exports;    // buffers taken and not yet released
+  PyObject* owner;       // strong reference or nullptr
+  std::string* storage;  // owned copy (Consumer.peek), or nullptr
+  // Set to nullptr when this exporter is freed (the owner's borrowed
+  // pointer to it); lives in the owner, which outlives the exporter.
+  FrameView** clear_on_free;
+};
+
+// Registers the type (once, at module import). False with a Python error set.
+bool InitFrameViewType(PyObject* module);
+
+// A new exporter over [data, data+size) (new reference), or nullptr with an
+// error set. `owner` (may be null) is kept alive while the exporter lives.
+FrameView* NewFrameView(char* data, Py_ssize_t size, bool readonly, PyObject* owner);
+// A new exporter owning a std::string (new reference).
+FrameView* NewOwningFrameView();
+
+// memoryview(view): a new reference or nullptr with an error set.
+PyObject* MemoryViewOf(FrameView* view);
+
+// Calls `memoryview.release()` on `memview` (which may be null) and marks
+// `view` invalid. Returns false with BufferError set when a buffer taken
+// from the memoryview itself is still held (the view stays usable then).
+bool Revoke(PyObject* memview, FrameView* view);
+
+}  // namespace shmlane::python
