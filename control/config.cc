@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "control/runtime_dir.h"
+#include "control/text_format_errors.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
@@ -135,22 +136,6 @@ class Origins {
   std::map<std::string, std::string> origin_;
 };
 
-// Collects the text parser's errors as "FILE:LINE:COLUMN: message".
-class TextErrors final : public google::protobuf::io::ErrorCollector {
- public:
-  explicit TextErrors(std::string path) : path_(std::move(path)) {}
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    if (first_.empty()) first_ = absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message);
-  }
-  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
-  const std::string& first() const { return first_; }
-
- private:
-  std::string path_;
-  std::string first_;
-};
-
 bool IsTextFormat(const std::string& path) {
   return absl::EndsWith(path, ".textproto") || absl::EndsWith(path, ".txtpb") ||
          absl::EndsWith(path, ".pbtxt");
@@ -169,7 +154,7 @@ absl::StatusOr<v1::DaemonConfig> ParseConfigText(const std::string& path, const 
   const Descriptor* d = v1::DaemonConfig::descriptor();
   if (IsTextFormat(path)) {
     google::protobuf::TextFormat::Parser parser;
-    TextErrors errors(path);
+    TextFormatErrors errors(path);
     google::protobuf::TextFormat::ParseInfoTree tree;
     parser.RecordErrorsTo(&errors);
     parser.WriteLocationsTo(&tree);

@@ -20,7 +20,7 @@
 #include "control/access.h"
 #include "control/caller.h"
 #include "control/channel_catalog.h"
-#include "google/protobuf/io/tokenizer.h"
+#include "control/text_format_errors.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "shmlane/enum_names.h"
@@ -30,22 +30,6 @@ namespace {
 
 namespace v1 = shmlane::v1;
 using google::protobuf::util::MessageDifferencer;
-
-// Collects the text parser's first error as "FILE:LINE:COLUMN: message".
-class FirstError final : public google::protobuf::io::ErrorCollector {
- public:
-  explicit FirstError(absl::string_view path) : path_(path) {}
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    if (first_.empty()) first_ = absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message);
-  }
-  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
-  const std::string& first() const { return first_; }
-
- private:
-  std::string path_;
-  std::string first_;
-};
 
 std::string PrincipalText(const v1::Principal& p) {
   switch (p.kind_case()) {
@@ -130,7 +114,7 @@ absl::StatusOr<v1::Declarations> ParseDeclarations(absl::string_view path,
                                                    const std::string& text) {
   v1::Declarations out;
   google::protobuf::TextFormat::Parser parser;
-  FirstError errors(path);
+  TextFormatErrors errors(path);
   google::protobuf::TextFormat::ParseInfoTree tree;
   parser.RecordErrorsTo(&errors);
   parser.WriteLocationsTo(&tree);
