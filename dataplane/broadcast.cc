@@ -375,6 +375,7 @@ absl::StatusOr<BroadcastWriter> BroadcastWriter::Attach(Segment ring, BroadcastW
                                             ", publish ", publish, ")"));
   }
   w.tail_ = w.published_ = publish;
+  w.last_frame_ = Load(b.writer_index.last_frame, std::memory_order_relaxed);
   w.oldest_ = oldest;
   w.seq_ = w.frames_ = Load(b.writer_counters.frames, std::memory_order_relaxed);
   w.bytes_ = Load(b.writer_counters.bytes, std::memory_order_relaxed);
@@ -644,6 +645,7 @@ void BroadcastWriter::Commit(size_t used, PublishMode mode) {
     --until_sample_;
   }
   StoreFrameHeader(geo_.ring + offset, {static_cast<uint32_t>(used), flags, seq_});
+  last_frame_ = tail_;
   tail_ += Record(used, reservation_stamped_);
   ++seq_;
   ++frames_;
@@ -654,7 +656,8 @@ void BroadcastWriter::Commit(size_t used, PublishMode mode) {
 void BroadcastWriter::Publish() {
   if (broken_) return;
   if (tail_ != published_) {
-    // Release: the records below tail_ are visible before it.
+    Store(geo_.blocks->writer_index.last_frame, last_frame_, std::memory_order_relaxed);
+    // Release: the records below tail_ (and last_frame) are visible before it.
     Store(geo_.blocks->writer_index.publish, tail_, kIndexStore);
     published_ = tail_;
     WriterCounters& c = geo_.blocks->writer_counters;
@@ -954,6 +957,7 @@ absl::Status BroadcastReader::Join(ReaderStart start) {
       }
       if (torn) continue;
     }
+    if (!seq_known_ && !LearnSeqAt(publish)) continue;  // the writer moved on: look again
     pos_ = published_pos_ = cached_publish_ = start_pos;
     cached_oldest_ = oldest;
     Store(page_->index.cursor, pos_, kIndexStore);
@@ -977,9 +981,32 @@ absl::Status BroadcastReader::Join(ReaderStart start) {
   }
   pos_ = published_pos_ = cached_publish_ = publish;
   seq_known_ = false;
+  (void)LearnSeqAt(publish);  // else the first lap, if any, cannot be counted
   Store(page_->index.cursor, pos_, kIndexStore);
   Store(page_->index.joined_epoch, epoch_, kIndexStore);
   return absl::OkStatus();
+}
+
+bool BroadcastReader::LearnSeqAt(uint64_t publish) {
+  if (publish == 0) {
+    next_seq_ = 0;
+    seq_known_ = true;
+    return true;
+  }
+  // Acquire on publish (by the caller) covers last_frame, stored before it.
+  const uint64_t last = Load(geo_.blocks->writer_index.last_frame, std::memory_order_relaxed);
+  if (last >= publish || publish - last > geo_.ring_bytes / 2 || last % kAlign != 0) {
+    return false;  // a newer last_frame than this publish (or nonsense): retry
+  }
+  const BroadcastFrameHeader h = LoadFrameHeader(geo_.ring + (last & geo_.mask));
+  if (Overwritten(last)) return false;
+  if (h.flags & kFrameFlagPadding || h.length > geo_.max_frame_bytes ||
+      last + Record(h.length, (h.flags & kFrameFlagTimestamp) != 0) != publish) {
+    return false;
+  }
+  next_seq_ = h.seq + 1;
+  seq_known_ = true;
+  return true;
 }
 
 bool BroadcastReader::Overwritten(uint64_t pos) const {

@@ -215,7 +215,8 @@ class BroadcastWriter {
   uint64_t oldest_ = 0;
   uint64_t cached_min_ = UINT64_MAX;  // every counted reader is at or past this
   uint64_t seen_generation_ = 0;
-  uint64_t seq_ = 0;  // sequence number of the next frame
+  uint64_t seq_ = 0;         // sequence number of the next frame
+  uint64_t last_frame_ = 0;  // start of the last committed frame's record
   uint64_t reserved_bytes_ = 0;
   uint64_t reserved_pos_ = 0;
   bool reservation_open_ = false;
@@ -339,6 +340,9 @@ class BroadcastReader {
   BroadcastReader(Segment ring, Segment page, BroadcastWriter::Geometry geo, uint32_t slot,
                   uint64_t epoch, BroadcastReaderBells bells, WaitOptions wait);
   absl::Status Join(ReaderStart start);
+  // Live-tail start: the next frame's sequence number from the last
+  // published frame (WriterIndex::last_frame), checked against `publish`.
+  bool LearnSeqAt(uint64_t publish);
   BroadcastReadResult PeekAt(BroadcastPeek* out);
   // True if the writer may have started overwriting the record at `pos`.
   bool Overwritten(uint64_t pos) const;

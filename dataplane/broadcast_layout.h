@@ -11,7 +11,7 @@
 //   readers map a read-only reopened fd PROT_READ):
 //     offset  size  block              written by
 //     0       128   BroadcastHeader    creator (before the fd is shared)
-//     128     128   WriterIndex        writer: publish, oldest
+//     128     128   WriterIndex        writer: publish, oldest, last_frame
 //     256     128   WriterControl      writer: waiting, closed, need_floor
 //     384     128   WriterCounters     writer: counters
 //     512     128   BroadcastSupervisor supervisor: closed_by, slots_generation
@@ -122,15 +122,21 @@ static_assert(offsetof(BroadcastHeader, channel_id) == 64);
 //            below it, so a reader that finds `oldest` <= the position of a
 //            frame after reading it (acquire fence, then load) knows that
 //            no byte of it was overwritten while it read.
-// Both share a line on purpose: readers load both per batch.
+//   last_frame: start of the last published frame's record; stored
+//            (relaxed) before `publish`. A live-tail joiner checks that the
+//            record there ends exactly at `publish` and takes its sequence
+//            number + 1 as the next one, so even its first lap is counted.
+// They share a line on purpose: readers load them per batch.
 struct alignas(128) WriterIndex {
   uint64_t publish;
   uint64_t oldest;
-  uint8_t reserved[112];
+  uint64_t last_frame;
+  uint8_t reserved[104];
 };
 static_assert(sizeof(WriterIndex) == 128);
 static_assert(offsetof(WriterIndex, publish) == 0);
 static_assert(offsetof(WriterIndex, oldest) == 8);
+static_assert(offsetof(WriterIndex, last_frame) == 16);
 
 // Rarely written writer state.
 struct alignas(128) WriterControl {

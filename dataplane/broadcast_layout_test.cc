@@ -43,6 +43,7 @@ TEST(BroadcastLayoutTest, RingFieldsArePinned) {
   EXPECT_EQ(offsetof(BroadcastHeader, channel_id), 64u) << kBump;
   EXPECT_EQ(offsetof(WriterIndex, publish), 0u) << kBump;
   EXPECT_EQ(offsetof(WriterIndex, oldest), 8u) << kBump;
+  EXPECT_EQ(offsetof(WriterIndex, last_frame), 16u) << kBump;
   EXPECT_EQ(offsetof(WriterControl, waiting), 0u) << kBump;
   EXPECT_EQ(offsetof(WriterControl, closed), 8u) << kBump;
   EXPECT_EQ(offsetof(WriterControl, need_floor), 16u) << kBump;
