@@ -241,7 +241,7 @@ class BroadcastFanoutTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(BroadcastFanoutTest, BlockEveryReaderSeesEveryFrameInOrder) {
   const int n = GetParam();
-  const uint64_t frames = Frames(n == 1 ? 1'000'000 : n == 8 ? 300'000 : 100'000);
+  const uint64_t frames = Frames(n == 1 ? 500'000 : n == 8 ? 300'000 : 100'000);
   shmlane::testing::SetTestTimeLimit(absl::Seconds(300));
   auto f = BroadcastFixture::Make(Options(SlowReaderPolicy::kBlock, static_cast<uint32_t>(n)));
   for (int i = 0; i < n; ++i) f.Activate(static_cast<uint32_t>(i));
