@@ -221,8 +221,8 @@ bool BroadcastReader::LearnSeqAt(uint64_t publish) {
 bool BroadcastReader::Overwritten(uint64_t pos) const {
   // Pairs with the release fence in BroadcastWriter::AdvanceOldest: if what
   // we read was written after `oldest` moved past `pos`, we see that move.
-  std::atomic_thread_fence(std::memory_order_acquire);
-  return Load(geo_.blocks->writer_index.oldest, std::memory_order_relaxed) > pos;
+  internal::OverwriteAcquireFence();
+  return Load(geo_.blocks->writer_index.oldest, internal::kOldestOrder) > pos;
 }
 
 bool BroadcastReader::Detached() const {

@@ -273,10 +273,10 @@ void BroadcastWriter::AdvanceOldest(uint64_t floor) {
     o += rec;
   }
   oldest_ = o;
-  Store(geo_.blocks->writer_index.oldest, o, std::memory_order_relaxed);
+  Store(geo_.blocks->writer_index.oldest, o, internal::kOldestOrder);
   // Orders the store above before every store that overwrites the bytes
   // below it (readers: acquire fence, then load `oldest`).
-  std::atomic_thread_fence(std::memory_order_release);
+  internal::OverwriteReleaseFence();
 }
 
 uint64_t BroadcastWriter::NeededFor(uint64_t record_bytes) const {

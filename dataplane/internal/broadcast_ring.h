@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -22,6 +23,19 @@
 namespace shmlane::dataplane::internal {
 
 using BroadcastGeometry = BroadcastWriter::Geometry;
+
+// The fences of the overwrite check (broadcast_writer.cc, AdvanceOldest;
+// broadcast_reader.cc, Overwritten). ThreadSanitizer does not model fences
+// (and GCC refuses them under -fsanitize=thread): there the `oldest` store
+// and load are seq_cst instead, as the lane's Dekker pairs are.
+inline void OverwriteReleaseFence() {
+  if constexpr (!kTsan) std::atomic_thread_fence(std::memory_order_release);
+}
+inline void OverwriteAcquireFence() {
+  if constexpr (!kTsan) std::atomic_thread_fence(std::memory_order_acquire);
+}
+inline constexpr std::memory_order kOldestOrder =
+    kTsan ? std::memory_order_seq_cst : std::memory_order_relaxed;
 
 inline constexpr uint32_t kHeaderBytes = sizeof(BroadcastFrameHeader);
 
