@@ -74,7 +74,8 @@ BroadcastReader::BroadcastReader(Segment ring, Segment page, Geometry geo, uint3
       epoch_(epoch),
       bells_(std::move(bells)),
       wait_(wait) {
-  // Counters continue from the page (a reused page of the same slot).
+  // Park episodes continue from the page (a re-attached reader never
+  // repeats one the writer already rang for); counters start afresh.
   park_episode_ = Load(page_->control.waiting, std::memory_order_relaxed) >> 1;
   Store(page_->control.waiting, park_episode_ << 1, std::memory_order_relaxed);
 }
