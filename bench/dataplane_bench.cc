@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "dataplane/broadcast.h"
 #include "dataplane/lane.h"
 #include "dataplane/lane_set.h"
 
@@ -155,6 +156,62 @@ BENCHMARK(BM_ParkUnpark)
     ->ArgsProduct({{1, 32, 512}, {0, 1}})
     ->ArgNames({"lanes", "per_lane"})
     ->UseRealTime();
+
+// Broadcast fan-out: one writer, N readers of one ring in this thread. The
+// writer publishes 64 frames (Reserve/Commit, one publish), then every
+// reader drains them zero-copy. Items are deliveries (frames x readers):
+// the protocol's cost per delivery, with no copy per reader. The readers do
+// not read the payload, so bytes_per_second is a counting-only ceiling, not
+// a throughput figure (docs/BENCHMARKING rule 3); the writer's copy is in.
+void BM_BroadcastFanout(benchmark::State& state) {
+  const auto n = static_cast<uint32_t>(state.range(0));
+  const auto readers = static_cast<uint32_t>(state.range(1));
+  BroadcastOptions o;
+  o.ring_bytes = std::max<uint64_t>(uint64_t{1} << 16, std::bit_ceil(uint64_t{n + 32} * 256));
+  o.max_frame_bytes = std::max<uint32_t>(n, 64);
+  o.max_readers = readers;
+  Segment ring = *CreateBroadcastRing(o);
+  auto own = std::make_shared<const Doorbell>(*Doorbell::Create());
+  std::optional<BroadcastWriter> w;
+  w.emplace(*BroadcastWriter::Attach(*Segment::Map(*ring.DupFd(), Access::kReadWrite), {own}));
+  std::vector<BroadcastReader> rs;
+  for (uint32_t i = 0; i < readers; ++i) {
+    Segment page = *CreateReaderPage(ring, i);
+    (void)*ActivateReaderSlot(ring, i);
+    auto rb = std::make_shared<const Doorbell>(*Doorbell::Create());
+    auto wb = std::make_shared<const Doorbell>(*Doorbell::Create());
+    if (!w->AddReader(i, *Segment::Map(*page.DupFd(), Access::kReadOnly), rb, wb).ok()) {
+      state.SkipWithError("AddReader failed");
+      return;
+    }
+    rs.push_back(*BroadcastReader::Attach(*Segment::Map(*ReopenReadOnly(ring), Access::kReadOnly),
+                                          *Segment::Map(*page.DupFd(), Access::kReadWrite), i,
+                                          {rb, wb}));
+  }
+  std::vector<std::byte> in(n, std::byte{1});
+  uint64_t sum = 0;
+  for (auto _ : state) {
+    for (int k = 0; k < 64; ++k) {
+      Reservation r = w->Reserve(n);
+      if (r.result != WriteResult::kOk) {
+        state.SkipWithError("reserve failed");
+        return;
+      }
+      std::memcpy(r.data.data(), in.data(), n);
+      w->Commit(n, PublishMode::kDefer);
+    }
+    w->Publish();
+    for (BroadcastReader& r : rs) {
+      r.Drain([&](std::span<const std::byte> d) { sum += d.size(); }, 64);
+    }
+  }
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(state.iterations() * 64 * readers);
+  state.SetBytesProcessed(state.iterations() * 64 * readers * n);
+}
+BENCHMARK(BM_BroadcastFanout)
+    ->ArgsProduct({{64, 64 << 10}, {1, 8, 32}})
+    ->ArgNames({"bytes", "readers"});
 
 }  // namespace
 }  // namespace shmlane::dataplane
