@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "dataplane/internal/check.h"
 #include "dataplane/internal/shm_access.h"
-#include "dataplane/internal/spin.h"
+#include "dataplane/wait_strategy.h"
 
 namespace shmlane::dataplane {
 namespace {
@@ -26,8 +26,6 @@ using internal::StoreLoadFence;
 
 using internal::MonotonicNs;
 using internal::RecordBytes;
-
-using internal::SpinUntil;
 
 // Broken-lane reason codes stored in the counters block for observers.
 enum BrokenCode : uint32_t {
@@ -276,7 +274,7 @@ Producer::Producer(Segment segment, internal::LaneGeometry geo, LaneBells bells,
     : segment_(std::move(segment)),
       geo_(geo),
       bells_(std::move(bells)),
-      wait_(wait),
+      waiter_(wait),
       until_sample_(geo.sample_every) {}
 
 Producer::~Producer() {
@@ -450,12 +448,21 @@ WriteResult Producer::WaitForSpace(uint64_t record_bytes, Deadline deadline) {
   const LaneBlocks& b = *geo_.blocks;
   // The spin also watches the close words (lines almost never written, so
   // they stay cached): a consumer that closes ends the spin, not the budget.
-  if (SpinUntil(wait_.spin, deadline, [&] {
+  // The waiter decides whether to spin at all (wait_strategy.h): a producer
+  // blocked on a full ring follows the same strategy as a consumer.
+  const int64_t budget = waiter_.SpinBudgetNs(Deadline::NowNs());
+  const SpinOutcome spun = Spin(
+      budget, deadline,
+      [&] {
         space = CheckSpace(record_bytes);
         return space != WriteResult::kFull ||
                Load(b.consumer_control.closed, std::memory_order_relaxed) != 0 ||
                Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
-      })) {
+      },
+      /*probes_per_check=*/64, waiter_.stop_on_long_yield());
+  waiter_.Learn(budget, spun);
+  if (budget > 0) CountSpin(spun.spun_ns, spun.ready);
+  if (spun.ready) {
     if (space != WriteResult::kFull) return space;
     if (PeerClosed()) return WriteResult::kClosed;
   }
@@ -499,6 +506,14 @@ WriteResult Producer::WaitForSpace(uint64_t record_bytes, Deadline deadline) {
   }
 }
 
+void Producer::CountSpin(int64_t spun_ns, bool won) {
+  ProducerCounters& c = geo_.blocks->producer_counters;
+  spin_ns_ += static_cast<uint64_t>(std::max<int64_t>(spun_ns, 0));
+  Store(c.spin_ns, spin_ns_, std::memory_order_relaxed);
+  Store(c.spin_waits, ++spin_waits_, std::memory_order_relaxed);
+  if (won) Store(c.spin_wins, ++spin_wins_, std::memory_order_relaxed);
+}
+
 void Producer::Close() {
   if (closed_ || !segment_.valid()) return;
   if (reservation_open_) Commit(0, PublishMode::kDefer);  // an empty frame; never a torn one
@@ -539,7 +554,7 @@ Consumer::Consumer(Segment segment, internal::LaneGeometry geo, LaneBells bells,
     : segment_(std::move(segment)),
       geo_(geo),
       bells_(std::move(bells)),
-      wait_(wait),
+      waiter_(wait),
       debt_(std::make_shared<internal::WakeDebt>()) {
   debt_->bell = bells_.peer;
 }
@@ -747,6 +762,14 @@ void Consumer::CountPark() {
   Store(geo_.blocks->consumer_counters.empty_waits, ++empty_waits_, std::memory_order_relaxed);
 }
 
+void Consumer::CountSpin(int64_t spun_ns, bool episode, bool won) {
+  ConsumerCounters& c = geo_.blocks->consumer_counters;
+  spin_ns_ += static_cast<uint64_t>(std::max<int64_t>(spun_ns, 0));
+  Store(c.spin_ns, spin_ns_, std::memory_order_relaxed);
+  if (episode) Store(c.spin_waits, ++spin_waits_, std::memory_order_relaxed);
+  if (won) Store(c.spin_wins, ++spin_wins_, std::memory_order_relaxed);
+}
+
 ReadResult Consumer::WaitReadable(absl::Time deadline) {
   return WaitReadable(Deadline::FromTime(deadline));
 }
@@ -758,12 +781,18 @@ ReadResult Consumer::WaitReadable(Deadline deadline) {
   // The spin also watches the close words, so a producer that closes (or a
   // supervisor close) ends it at once rather than after the whole budget.
   const LaneBlocks& b = *geo_.blocks;
-  bool ready = SpinUntil(wait_.spin, deadline, [&] {
-    return Load(b.producer_index.tail, std::memory_order_relaxed) != head_ ||
-           Load(b.producer_control.closed, std::memory_order_relaxed) != 0 ||
-           Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
-  });
-  if (ready) {
+  const int64_t budget = waiter_.SpinBudgetNs(Deadline::NowNs());
+  const SpinOutcome spun = Spin(
+      budget, deadline,
+      [&] {
+        return Load(b.producer_index.tail, std::memory_order_relaxed) != head_ ||
+               Load(b.producer_control.closed, std::memory_order_relaxed) != 0 ||
+               Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
+      },
+      /*probes_per_check=*/64, waiter_.stop_on_long_yield());
+  waiter_.Learn(budget, spun);
+  if (budget > 0) CountSpin(spun.spun_ns, /*episode=*/true, spun.ready);
+  if (spun.ready) {
     PeekResult p{ReadResult::kEmpty, {}};
     const ReadResult r = PeekAt(&p);  // validates the tail it saw
     if (r != ReadResult::kEmpty) return r;

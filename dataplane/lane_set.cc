@@ -9,14 +9,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "dataplane/internal/spin.h"
+#include "dataplane/wait_strategy.h"
 
 namespace shmlane::dataplane {
 
 LaneSet::LaneSet(std::shared_ptr<const Doorbell> doorbell, size_t per_lane_batch, WaitOptions wait)
     : doorbell_(std::move(doorbell)),
       per_lane_batch_(std::max<size_t>(per_lane_batch, 1)),
-      wait_(wait) {}
+      waiter_(wait) {}
 
 LaneSet::LaneSet(size_t per_lane_batch, WaitOptions wait)
     : LaneSet(nullptr, per_lane_batch, wait) {}
@@ -210,16 +210,38 @@ size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int al
 size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, Deadline deadline, int also_fd) {
   size_t n = Poll(on_frame, on_end);
   if (n > 0 || lanes_.empty()) return n;
-  // Spin: a pass costs one tail load per lane.
-  if (internal::SpinUntil(
-          wait_.spin, deadline,
-          [&] {
-            n = Poll(on_frame, on_end);
-            return n > 0 || lanes_.empty();
-          },
-          /*probes_per_check=*/4)) {
-    return n;
+  // Spin (if the waiter says it pays, wait_strategy.h): a pass costs one
+  // tail load per lane.
+  const int64_t budget = waiter_.SpinBudgetNs(Deadline::NowNs());
+  bool won = false;
+  uint64_t won_lane = 0;
+  auto noting = [&](uint64_t id, std::span<const std::byte> frame) {
+    if (!won) {
+      won = true;
+      won_lane = id;
+    }
+    on_frame(id, frame);
+  };
+  const SpinOutcome spun = Spin(
+      budget, deadline,
+      [&] {
+        n = Poll(noting, on_end);
+        return n > 0 || lanes_.empty();
+      },
+      /*probes_per_check=*/4, waiter_.stop_on_long_yield());
+  waiter_.Learn(budget, spun);
+  if (budget > 0 && !lanes_.empty()) {
+    // One lane carries the whole spin: the one whose frame ended it, else
+    // the lanes in turn (touching every lane's counter line per spin would
+    // cost more than the spin on a large set).
+    Entry* carrier = nullptr;
+    for (Entry& e : lanes_) {
+      if (won && e.id == won_lane && !e.removed) carrier = &e;
+    }
+    if (carrier == nullptr) carrier = &lanes_[spin_turn_++ % lanes_.size()];
+    carrier->consumer.CountSpin(spun.spun_ns, /*episode=*/true, won);
   }
+  if (spun.ready) return n;
   for (;;) {
     FlushDeferredWakeups();  // about to sleep: pay what our consumers owe
     // Park: announce on every lane, re-check each (PrepareToPark does the

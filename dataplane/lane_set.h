@@ -47,6 +47,7 @@
 #include "dataplane/deadline.h"
 #include "dataplane/lane.h"
 #include "dataplane/unique_fd.h"
+#include "dataplane/wait_strategy.h"
 
 namespace shmlane::dataplane {
 
@@ -76,6 +77,8 @@ class LaneSet {
   size_t size() const { return live_; }
   bool empty() const { return live_ == 0; }
   const std::shared_ptr<const Doorbell>& doorbell() const { return doorbell_; }
+  // How the set waits (wait_strategy.h).
+  const WaitOptions& wait_options() const { return waiter_.options(); }
   // OK, or the first failure to register a doorbell or to park (the set then
   // returns at once instead of sleeping; its lanes still work).
   const absl::Status& wait_status() const { return wait_status_; }
@@ -113,11 +116,12 @@ class LaneSet {
 
   std::shared_ptr<const Doorbell> doorbell_;
   size_t per_lane_batch_;
-  WaitOptions wait_;
+  Waiter waiter_;
   std::vector<Entry> lanes_;
   std::vector<Entry> pending_;  // added during a pass
   size_t live_ = 0;             // lanes not removed, pending included
   size_t next_ = 0;             // round-robin start for the next pass
+  size_t spin_turn_ = 0;        // lane that carries the next unrewarded spin's counters
   bool in_pass_ = false;
   bool has_removed_ = false;
   UniqueFd epoll_fd_;                        // created at the first per-lane doorbell
