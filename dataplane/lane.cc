@@ -869,6 +869,9 @@ absl::StatusOr<LaneSnapshot> Observe(const Segment& segment) {
   s.producer.wakeups_received = r(pc.wakeups_received);
   s.producer.broken = r(pc.broken);
   s.producer.wakeup_errors = r(pc.wakeup_errors);
+  s.producer.spin_ns = r(pc.spin_ns);
+  s.producer.spin_waits = r(pc.spin_waits);
+  s.producer.spin_wins = r(pc.spin_wins);
   const ConsumerCounters& cc = b.consumer_counters;
   s.consumer.frames = r(cc.frames);
   s.consumer.bytes = r(cc.bytes);
@@ -879,6 +882,9 @@ absl::StatusOr<LaneSnapshot> Observe(const Segment& segment) {
   s.consumer.latency_sum_ns = r(cc.latency_sum_ns);
   s.consumer.broken = r(cc.broken);
   s.consumer.wakeup_errors = r(cc.wakeup_errors);
+  s.consumer.spin_ns = r(cc.spin_ns);
+  s.consumer.spin_waits = r(cc.spin_waits);
+  s.consumer.spin_wins = r(cc.spin_wins);
   for (uint32_t i = 0; i < kLatencyBuckets; ++i) {
     s.consumer.latency_buckets[i] = r(cc.latency_buckets[i]);
   }

@@ -109,6 +109,7 @@ CgroupCpu ReadCgroupCpu(absl::string_view proc_self_cgroup, const std::string& f
   cpu_set_t set;
   CPU_ZERO(&set);
   out.affinity_cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  out.online_cpus = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
   std::string v1_path, v2_path;
   bool have_v2 = false;
   for (absl::string_view line : absl::StrSplit(proc_self_cgroup, '\n')) {
@@ -195,9 +196,11 @@ void CpuPressure::NoteCpuGivenAway(int64_t now_ns) {
 void CpuPressure::Refresh(int64_t now_ns) {
   const CgroupCpu c = ReadOwnCgroupCpu();
   // A spinner and the peer it waits for need two CPUs at once; with less
-  // (one CPU in the mask, or a quota under two CPUs) the spin competes with
-  // the very peer it waits for, or spends quota the peer needs.
-  const bool starved = c.affinity_cpus < 2 || (c.quota_cpus > 0 && c.quota_cpus < 2.0);
+  // (one CPU online, or a quota under two CPUs) the spin competes with the
+  // very peer it waits for, or spends quota the peer needs. The affinity
+  // mask does not count: a waiter pinned to one CPU may wait for a peer
+  // pinned to another (a peer on our own CPU shows as a long sched_yield).
+  const bool starved = c.online_cpus < 2 || (c.quota_cpus > 0 && c.quota_cpus < 2.0);
   starved_.store(starved ? 1 : 0, std::memory_order_relaxed);
   const uint64_t last = last_throttled_.exchange(c.nr_throttled, std::memory_order_relaxed);
   if (last != UINT64_MAX && c.nr_throttled > last) {

@@ -23,9 +23,9 @@
 // ratio, like glibc's adaptive mutexes learning their spin count); while
 // they fail it parks at once and re-tests with one spin in kProbeEvery waits,
 // so a lane whose traffic speeds up is noticed. It never spins when spinning
-// cannot help or burns a quota (CpuPressure): fewer than two usable CPUs
-// (affinity, or a cgroup CPU quota below two CPUs, read from cpu.max or
-// cpu.cfs_quota_us up the hierarchy), the cgroup was throttled in the last
+// cannot help or burns a quota (CpuPressure): fewer than two CPUs online, or
+// a cgroup CPU quota below two CPUs (read from cpu.max or cpu.cfs_quota_us up
+// the hierarchy), the cgroup was throttled in the last
 // second (cpu.stat nr_throttled grew), or a sched_yield inside a spin gave the
 // CPU away for long (another runnable task shares our CPU). The Go runtime
 // has the same rules (no spinning with one P, only while others are idle).
@@ -79,7 +79,9 @@ inline constexpr uint32_t kProbeEvery = 8;
 // controller (v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us), the
 // smallest quota on the path from the process's cgroup to the root.
 struct CgroupCpu {
-  int affinity_cpus = 0;      // CPUs in the affinity mask
+  int online_cpus = 0;        // CPUs the kernel runs (sysconf)
+  int affinity_cpus = 0;      // CPUs in this thread's affinity mask (informational: a thread
+                              // pinned to one CPU may wait for a peer pinned to another)
   double quota_cpus = 0;      // quota / period of the tightest level; 0 = no quota
   uint64_t nr_throttled = 0;  // summed over the levels that have a quota
   uint64_t throttled_ns = 0;  // likewise (v2 throttled_usec, v1 throttled_time)
@@ -114,7 +116,7 @@ class CpuPressure {
   void Refresh(int64_t now_ns);
   std::atomic<int64_t> next_refresh_ns_{0};
   std::atomic<int64_t> hold_until_ns_{0};
-  std::atomic<uint32_t> starved_{0};  // < 2 usable CPUs
+  std::atomic<uint32_t> starved_{0};  // < 2 CPUs online, or a quota below two CPUs
   std::atomic<uint64_t> last_throttled_{UINT64_MAX};
 };
 

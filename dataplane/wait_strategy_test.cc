@@ -72,6 +72,7 @@ TEST(CgroupCpuTest, V1TakesTheTightestQuotaUpTheTree) {
   EXPECT_EQ(c.nr_throttled, 9u);  // both levels with a quota
   EXPECT_EQ(c.throttled_ns, 123466u);
   EXPECT_GE(c.affinity_cpus, 1);
+  EXPECT_GE(c.online_cpus, c.affinity_cpus);
 }
 
 TEST(CgroupCpuTest, V2ReadsCpuMaxAndThrottledUsec) {
@@ -113,16 +114,36 @@ void InChild(const std::function<std::string()>& body) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "see the child's message above";
 }
 
-TEST(CpuPressureTest, OneCpuMeansNoSpinning) {
+// A spin whose sched_yield hands the CPU to another runnable task (a busy
+// process pinned to our CPU) notes it, and balanced waiters stop spinning;
+// latency keeps its budget whatever happens.
+TEST(CpuPressureTest, ASpinThatGivesTheCpuAwayStopsBalancedSpinning) {
   InChild([]() -> std::string {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(sched_getcpu(), &one);
     if (sched_setaffinity(0, sizeof(one), &one) != 0) return "sched_setaffinity failed";
+    const pid_t hog = fork();  // inherits the one-CPU mask
+    if (hog == 0) {
+      alarm(20);
+      for (;;) {
+      }
+    }
     CpuPressure::Get().ResetForTest();
-    if (!CpuPressure::Get().High(Deadline::NowNs())) return "pinned to one CPU, yet no pressure";
+    const bool before = CpuPressure::Get().High(Deadline::NowNs());
+    SpinOutcome o;
+    for (int i = 0; i < 50 && !o.gave_cpu_away; ++i) {
+      o = Spin(
+          5'000'000, Deadline::Infinite(), [] { return false; }, 64, /*stop_on_long_yield=*/true);
+    }
+    kill(hog, SIGKILL);
+    waitpid(hog, nullptr, 0);
+    if (before) return "";  // pressure already (a quota on this machine): nothing to show
+    if (!o.gave_cpu_away) return "sched_yield never ran the hog";
     Waiter balanced({.spin = absl::Microseconds(50)});
-    if (balanced.SpinBudgetNs(Deadline::NowNs()) != 0) return "balanced spins on one CPU";
+    balanced.Learn(kBreakEvenNs, o);
+    if (!CpuPressure::Get().High(Deadline::NowNs())) return "a long yield did not count";
+    if (balanced.SpinBudgetNs(Deadline::NowNs()) != 0) return "balanced spins after a long yield";
     Waiter latency({.spin = absl::Microseconds(50), .preference = WaitPreference::kLatency});
     if (latency.SpinBudgetNs(Deadline::NowNs()) != 50'000) return "latency must spin as asked";
     return "";
@@ -274,9 +295,9 @@ TEST(WaitCountersTest, LaneSetChargesTheLaneThatEndedTheSpin) {
     const std::byte f[8] = {};
     EXPECT_EQ(pb.TryWrite(f), WriteResult::kOk);
   });
-  size_t got = set.Wait([](uint64_t, std::span<const std::byte>) {},
-                        [](uint64_t, ReadResult, const absl::Status&) {},
-                        absl::Now() + absl::Seconds(10));
+  size_t got =
+      set.Wait([](uint64_t, std::span<const std::byte>) {},
+               [](uint64_t, ReadResult, const absl::Status&) {}, absl::Now() + absl::Seconds(10));
   writer.join();
   EXPECT_EQ(got, 1u);
   EXPECT_EQ(b.blocks().consumer_counters.spin_waits, 1u);
