@@ -18,6 +18,13 @@ namespace {
 // cannot starve the data path.
 constexpr int kMaxControlMessagesPerCheck = 64;
 
+// The options with the endpoint's resolved wait (the channel's preference
+// unless the application overrides it).
+AttachOptions WithWait(AttachOptions options, dataplane::WaitOptions wait) {
+  options.wait = wait;
+  return options;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Inbox>> Inbox::Create(Handshake handshake, v1::Role role,
@@ -34,12 +41,12 @@ absl::StatusOr<std::unique_ptr<Inbox>> Inbox::Create(Handshake handshake, v1::Ro
 Inbox::Inbox(Handshake handshake, v1::Role role, const AttachOptions& options, PeerEventFn on_event,
              WriteLaneHooks hooks)
     : role_(role),
-      options_(options),
+      options_(WithWait(options, ResolveWait(options, handshake.wait_preference))),
       channel_(std::move(handshake.channel)),
       attachment_id_(handshake.attachment_id),
       socket_(std::move(handshake.socket)),
       own_bell_(handshake.own_bell),
-      set_(handshake.own_bell, /*per_lane_batch=*/64, options.wait),
+      set_(handshake.own_bell, /*per_lane_batch=*/64, options_.wait),
       on_event_(std::move(on_event)),
       hooks_(std::move(hooks)) {}
 
