@@ -6,7 +6,8 @@
 //  * Per-lane doorbells (recommended): each lane's consumer doorbell is held
 //    only by the consumer and that lane's producer. The set registers the
 //    lane's doorbell in one epoll set at Add() and removes it at Remove(), so
-//    a park is one ppoll() on {epoll fd, shared doorbell, also_fd} whatever
+//    a park is one ppoll() on {epoll fd (or, with one lane, its bell),
+//    shared doorbell, also fds} whatever
 //    the number of lanes. No producer can read, drain or flood a doorbell
 //    another producer rings: the worst one producer can do is wake the
 //    consumer for nothing (a wasted pass; deadlines still hold).
@@ -94,10 +95,14 @@ class LaneSet {
   // Polls; when nothing is ready, spins, then parks on every doorbell until a
   // frame arrives or `deadline` passes (re-checking all lanes after each
   // wake-up). Returns frames delivered: 0 on timeout, when the set is empty,
-  // or when `also_fd` (if >= 0) became readable (the caller checks it and
+  // or when `also_fd` or `also_fd2` (if >= 0) became readable (the caller checks it and
   // calls Wait again).
-  size_t Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int also_fd = -1);
-  size_t Wait(FrameFn on_frame, EndFn on_end, Deadline deadline, int also_fd = -1);
+  // Two extra fds rather than one epoll set of them: a park on plain fds
+  // costs less than one through a nested epoll fd.
+  size_t Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int also_fd = -1,
+              int also_fd2 = -1);
+  size_t Wait(FrameFn on_frame, EndFn on_end, Deadline deadline, int also_fd = -1,
+              int also_fd2 = -1);
 
  private:
   struct Entry {
@@ -112,7 +117,11 @@ class LaneSet {
   bool IsShared(const Consumer& c) const;
   void EraseRemoved();
   // One park on every doorbell; drains what rang. kRung/kOtherFd/kTimeout.
-  absl::StatusOr<WakeReason> Park(Deadline deadline, int also_fd);
+  absl::StatusOr<WakeReason> Park(Deadline deadline, int also_fd, int also_fd2);
+  // The epoll_pwait2 park (Park's fast path) and the caller's fds in the
+  // epoll set (registered once, replaced when they change).
+  absl::StatusOr<WakeReason> ParkEpoll(Deadline deadline);
+  void SyncExtraFds(int also_fd, int also_fd2);
 
   std::shared_ptr<const Doorbell> doorbell_;
   size_t per_lane_batch_;
@@ -127,6 +136,8 @@ class LaneSet {
   UniqueFd epoll_fd_;                        // created at the first per-lane doorbell
   std::unordered_map<int, int> registered_;  // doorbell fd -> lanes using it
   absl::Status wait_status_;
+  int extra_fds_[2] = {-1, -1};  // caller fds registered in epoll_fd_ (tagged, not bells)
+  bool no_pwait2_ = false;       // the kernel has no epoll_pwait2: ppoll instead
 };
 
 }  // namespace shmlane::dataplane

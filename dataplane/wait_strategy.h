@@ -101,9 +101,9 @@ CgroupCpu ReadOwnCgroupCpu();
 // the others use the cached answer), so asking costs two relaxed loads.
 class CpuPressure {
  public:
-  static constexpr int64_t kPressureRefreshNs = 50'000'000;  // 50 ms
-  static constexpr int64_t kThrottleHoldNs = 1'000'000'000;  // after a throttled period
-  static constexpr int64_t kYieldHoldNs = 100'000'000;       // after a long sched_yield
+  static constexpr int64_t kPressureRefreshNs = 100'000'000;  // 100 ms, one CFS period
+  static constexpr int64_t kThrottleHoldNs = 1'000'000'000;   // after a throttled period
+  static constexpr int64_t kYieldHoldNs = 100'000'000;        // after a long sched_yield
 
   static CpuPressure& Get();
   bool High(int64_t now_ns);

@@ -221,7 +221,8 @@ Lane MakeLane(uint64_t ring_bytes = 1 << 16) {
   return l;
 }
 
-// A consumer waits for a frame a thread writes 3 ms later: efficiency parks
+// A consumer waits for a frame a thread writes 50 ms later (far beyond the
+// 200 us spin even on a loaded machine): efficiency parks
 // without spinning, latency spins its whole budget first; both count a park
 // and a wake-up.
 TEST(WaitCountersTest, ConsumerCountsSpinsParksAndWakeups) {
@@ -232,7 +233,7 @@ TEST(WaitCountersTest, ConsumerCountsSpinsParksAndWakeups) {
     Consumer c = *Consumer::Attach(l.Map(), {l.cbell, l.pbell},
                                    {.spin = absl::Microseconds(200), .preference = pref});
     std::thread writer([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
       const std::byte b[8] = {};
       EXPECT_EQ(p.TryWrite(b), WriteResult::kOk);
     });
@@ -266,7 +267,7 @@ TEST(WaitCountersTest, ProducerOnAFullRingCountsItsSpin) {
     while (p.TryWrite(frame) == WriteResult::kOk) {
     }
     std::thread reader([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
       std::byte buf[1024];
       size_t n = 0;
       while (c.TryRead(buf, &n) == ReadResult::kOk) {

@@ -77,6 +77,10 @@ void ChildInit(int cpu, bool pin) {
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, nullptr);
   if (pin) (void)PinToCpu(cpu);
+  // A sleeping openloop client must wake at its send time, not up to the
+  // default 50 us timer slack later (which would add the same delay to
+  // every transport's latency from the intended send time).
+  prctl(PR_SET_TIMERSLACK, 1UL);
 }
 
 // Openloop: a client's send schedule. Client i sends at

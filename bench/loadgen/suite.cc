@@ -204,6 +204,7 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
 
 int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
   const MachineInfo machine = GetMachineInfo();
+  const Json load_at_start = LoadAverage();
   const std::string started = UtcStamp("%Y-%m-%dT%H:%M:%SZ");
   std::FILE* text = options.json ? stderr : stdout;
   std::vector<Json> runs;
@@ -278,7 +279,7 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
   method["started"] = started;
   method["wait"] = options.wait_given ? ToString(options.base.wait)
                                       : "default: park (blocking calls) for uds, pipe, tcp and "
-                                        "grpc; adaptive for shm";
+                                        "grpc; balanced for shm";
   method["touch"] = ToString(options.base.touch);
   method["batch_bytes"] = options.base.batch_bytes;
   method["spin_us"] = JsonNumber(absl::ToDoubleMicroseconds(options.base.spin));
@@ -286,7 +287,7 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
   method["repeat"] = repeat;
   method["client_timing"] =
       options.name == "waiting" ? "sleep" : ToString(options.base.client_timing);
-  method["load_average_start"] = LoadAverage();
+  method["load_average_start"] = load_at_start;
   method["notes"] =
       "each client is a process; one server process reads all connections; frames/s "
       "counts frames delivered to the server (stream, openloop) or round trips "
@@ -315,7 +316,7 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
     md << "Machine: " << machine.cpu_model << ", " << machine.cpus << " CPUs, " << machine.kernel
        << ". Wait mode "
        << (options.wait_given ? ToString(options.base.wait)
-                              : "park (blocking calls) for uds, pipe, tcp and grpc, adaptive "
+                              : "park (blocking calls) for uds, pipe, tcp and grpc, balanced "
                                 "for shm")
        << ", pin " << (options.base.pin ? "yes" : "no") << ", batches end at "
        << options.base.batch_bytes
@@ -324,9 +325,8 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
     if (options.name == "waiting") {
       md << "Open-loop clients sleep to each send time (clock_nanosleep, client timing `sleep`). "
             "Each cell is the median of "
-         << repeat << " interleaved runs. Load average at start / end: "
-         << DumpJson(doc["method"]["load_average_start"]) << " / "
-         << DumpJson(doc["method"]["load_average_end"]) << ".\n\n";
+         << repeat << " interleaved runs. Load average at start / end: " << DumpJson(load_at_start)
+         << " / " << DumpJson(doc["method"]["load_average_end"]) << ".\n\n";
       md << WaitingTables(MedianRuns(runs));
     } else {
       md << MarkdownTables(runs);

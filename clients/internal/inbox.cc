@@ -264,14 +264,20 @@ absl::StatusOr<size_t> Inbox::Wait(FrameFn fn, absl::Time deadline) {
     size_t n = Poll(fn);
     if (n > 0) return n;
     if (take_interrupt()) return absl::CancelledError("interrupted");
-    // Idle: the attach socket is worth a system call now.
-    CheckControl();
+    // Idle: the attach socket is worth a system call now, unless nothing
+    // can have come since the last look. The socket is in the park's wake
+    // fd, so a message that arrives (or waits) ends the park and marks it.
+    if (control_maybe_) {
+      control_maybe_ = false;
+      CheckControl();
+    }
     if (finished()) return FinishedStatus();
     if (absl::Now() >= deadline) return Pass(fn);
     if (set_.empty()) {
       // No lane, so no waiter flag to announce: sleep until the daemon says
       // something or we are interrupted (a stray ring is harmless).
       own_bell_->Wait(deadline, wake_fd_.get());
+      control_maybe_ = true;
       continue;
     }
     // Spins, announces itself on every lane, re-checks, then parks on the
@@ -281,8 +287,11 @@ absl::StatusOr<size_t> Inbox::Wait(FrameFn fn, absl::Time deadline) {
         [&](uint64_t lane_id, dataplane::ReadResult why, const absl::Status& status) {
           OnEnd(lane_id, why, status);
         },
-        deadline, wake_fd_.get());
+        // The socket and the interrupt fd themselves, not the epoll set of
+        // both (wake_fd_): a park through a nested epoll fd costs more.
+        deadline, socket_.is_open() ? socket_.fd() : -1, interrupt_fd_.get());
     if (n > 0) return n;
+    control_maybe_ = true;  // woken by the wake fd (or the deadline): look at the socket
   }
 }
 
