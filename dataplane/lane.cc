@@ -274,7 +274,9 @@ Producer::Producer(Segment segment, internal::LaneGeometry geo, LaneBells bells,
     : segment_(std::move(segment)),
       geo_(geo),
       bells_(std::move(bells)),
-      waiter_(wait),
+      // A full ring is being drained: balanced may learn to spin up to the
+      // whole budget here (wait_strategy.h, Waiter).
+      waiter_(wait, absl::ToInt64Nanoseconds(wait.spin)),
       until_sample_(geo.sample_every) {}
 
 Producer::~Producer() {
@@ -792,6 +794,10 @@ ReadResult Consumer::WaitReadable(Deadline deadline) {
       /*probes_per_check=*/64, waiter_.stop_on_long_yield());
   waiter_.Learn(budget, spun);
   if (budget > 0) CountSpin(spun.spun_ns, /*episode=*/true, spun.ready);
+  // A quarter of the ring or more already there: the producer is saturating
+  // (a hint for the next wait's budget, never used to index the ring).
+  waiter_.NoteBacklog(Load(b.producer_index.tail, std::memory_order_relaxed) - head_ >=
+                      geo_.ring_bytes / 4);
   if (spun.ready) {
     PeekResult p{ReadResult::kEmpty, {}};
     const ReadResult r = PeekAt(&p);  // validates the tail it saw
@@ -812,6 +818,8 @@ ReadResult Consumer::WaitReadable(Deadline deadline) {
     // A wake-up is a hint: look at the ring, then at the clock.
     PeekResult p{ReadResult::kEmpty, {}};
     const ReadResult last = PeekAt(&p);
+    // (A hint only, never used to index: a hostile tail just changes it.)
+    waiter_.NoteBacklog(cached_tail_ - head_ >= geo_.ring_bytes / 4);
     if (last != ReadResult::kEmpty) return last;
     if (!woke.ok() || deadline.Expired()) return ReadResult::kTimeout;
   }

@@ -314,6 +314,7 @@ size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, Deadline deadline, int also
       },
       /*probes_per_check=*/4, waiter_.stop_on_long_yield());
   waiter_.Learn(budget, spun);
+  waiter_.NoteBacklog(n >= 4);  // a pass that found a batch: the producers are busy
   if (budget > 0 && !lanes_.empty()) {
     // One lane carries the whole spin: the one whose frame ended it, else
     // the lanes in turn (touching every lane's counter line per spin would
@@ -349,6 +350,7 @@ size_t LaneSet::Wait(FrameFn on_frame, EndFn on_end, Deadline deadline, int also
     // Whatever woke us, look at every lane, then at the clock and also_fd:
     // a ring is a hint, and a flood cannot hold us past the deadline.
     n = Poll(on_frame, on_end);
+    waiter_.NoteBacklog(n >= 4);
     if (n > 0 || lanes_.empty()) return n;
     if (!woke.ok() || deadline.Expired()) return 0;
     // A lane that looked ready ended in that pass (closed, broken): go round.

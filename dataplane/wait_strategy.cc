@@ -231,7 +231,12 @@ int64_t Waiter::SpinBudgetNs(int64_t now_ns) {
       break;
   }
   if (CpuPressure::Get().High(now_ns)) return 0;
-  const int64_t budget = std::min(cap, kBreakEvenNs);
+  // The break-even time, or twice the recent winning spin when spins keep
+  // winning near their limit (glibc's adaptive mutex rule): a busy stream
+  // whose gaps are a little longer than a park's cost earns a longer spin,
+  // rare traffic never does (its spins miss, so nothing raises the mean).
+  const int64_t budget =
+      std::min({cap, backlog_ ? cap : max_grown_ns_, std::max(kBreakEvenNs, 2 * won_spin_ns_)});
   if (hit_ >= kOne / 2) return budget;
   // Parking regime: one probe spin in kProbeEvery waits notices traffic
   // that sped up; it costs at most kBreakEvenNs / kProbeEvery per wait.
@@ -248,6 +253,7 @@ void Waiter::Learn(int64_t budget_ns, const SpinOutcome& outcome) {
   // An exponentially weighted hit ratio (weight 1/4): three misses in a row
   // from a perfect record switch to parking, three probe hits switch back.
   if (outcome.ready) {
+    won_spin_ns_ += (outcome.spun_ns - won_spin_ns_) / 4;
     hit_ += (kOne - hit_) / 4;
     if (hit_ > kOne - 4) hit_ = kOne;
   } else {

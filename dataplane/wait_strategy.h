@@ -18,8 +18,11 @@
 // tens of microseconds on small VMs. Spinning for at most that cost
 // (kBreakEvenNs) is the classic 2-competitive rule of spin-then-block
 // (Karlin, Li, Manasse, Owicki 1991): whatever the peer does, the waiter
-// spends at most twice what an oracle would. Balanced spins at most that long,
-// and only while the recent spins of this endpoint mostly succeeded (a hit
+// spends at most twice what an oracle would. Balanced spins that long (or
+// twice its recent winning spins, up to kMaxGrownSpinNs, when they keep
+// winning near the limit: glibc's adaptive-mutex rule, which lets a busy
+// stream keep spinning), and only while the recent spins of this endpoint
+// mostly succeeded (a hit
 // ratio, like glibc's adaptive mutexes learning their spin count); while
 // they fail it parks at once and re-tests with one spin in kProbeEvery waits,
 // so a lane whose traffic speeds up is noticed. It never spins when spinning
@@ -70,8 +73,14 @@ struct WaitOptions {
 };
 
 // Roughly what one park costs (CPU of the park and of the peer's eventfd
-// write, on the 2-vCPU development VMs): the longest spin kBalanced allows.
+// write, on the 2-vCPU development VMs): the spin kBalanced starts from (it
+// grows only while longer spins keep winning, Waiter::SpinBudgetNs).
 inline constexpr int64_t kBreakEvenNs = 10'000;
+// The most kBalanced's budget grows to (twice the break-even): enough for a
+// busy 64 KiB stream's 10-20 us waits, short of an open loop's 45 us ones
+// at 20 k frames/s (a budget that covered those learned to spin every gap
+// and cost what kLatency costs).
+inline constexpr int64_t kMaxGrownSpinNs = 2 * kBreakEvenNs;
 // kBalanced re-tests spinning once in this many waits while it parks.
 inline constexpr uint32_t kProbeEvery = 8;
 
@@ -193,12 +202,24 @@ SpinOutcome Spin(int64_t budget_ns, Deadline deadline, F ready, int probes_per_c
 //   waiter.Learn(budget, outcome); ... park if !outcome.ready.
 class Waiter {
  public:
-  explicit Waiter(WaitOptions options = WaitOptions()) : options_(options) {}
+  // `max_grown_ns`: the most balanced's learned budget may grow to without
+  // a backlog. A producer on a full ring passes WaitOptions::spin: a full
+  // ring means the consumer is draining it (the wait is the drain of a
+  // ring, tens of microseconds), and a park there stalls the pipeline for a
+  // wake-up.
+  explicit Waiter(WaitOptions options = WaitOptions(), int64_t max_grown_ns = kMaxGrownSpinNs)
+      : options_(options), max_grown_ns_(max_grown_ns) {}
   const WaitOptions& options() const { return options_; }
   // How long to spin before parking in this wait (0: park at once).
   int64_t SpinBudgetNs(int64_t now_ns);
   // Feeds back the spin that ran with `budget_ns` (nothing for budget 0).
   void Learn(int64_t budget_ns, const SpinOutcome& outcome);
+  // After a wait: did it end with a backlog (several frames, a good part of
+  // the ring)? Then the peer is saturating the lane, the wait was the
+  // peer's batch, and balanced may learn a spin up to WaitOptions::spin for
+  // the next one; a single frame resets it. One frame per wait is what
+  // rare traffic looks like, and it keeps the kMaxGrownSpinNs ceiling.
+  void NoteBacklog(bool backlog) { backlog_ = backlog; }
   // Hit ratio of recent spins, 0..kOne (for tests and docs).
   static constexpr uint32_t kOne = 1024;
   uint32_t hit_ratio() const { return hit_; }
@@ -207,6 +228,9 @@ class Waiter {
  private:
   WaitOptions options_;
   uint32_t hit_ = kOne;  // optimistic start: a fresh lane spins first
+  int64_t max_grown_ns_;
+  bool backlog_ = false;
+  int64_t won_spin_ns_ = 0;  // mean length of recent winning spins (weight 1/4)
   uint32_t since_probe_ = 0;
 };
 

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -72,6 +73,12 @@ struct GateCheck {
 absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
                                                        const std::vector<Json>& runs,
                                                        std::string_view suite);
+// (A string literal must not pick the bool overload below.)
+inline absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
+                                                              const std::vector<Json>& runs,
+                                                              const char* suite) {
+  return EvaluateTargets(targets, runs, std::string_view(suite));
+}
 inline absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
                                                               const std::vector<Json>& runs,
                                                               bool smoke_only) {
