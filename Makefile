@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps build run test bench asan tsan fuzz thread-safety format format-check tidy sbom docs clean
+.PHONY: all deps build run test bench bench-waiting asan tsan fuzz thread-safety format format-check tidy sbom docs clean
 
 all: build
 
@@ -23,6 +23,11 @@ test: build
 
 bench: build
 	./build/release/bench/shmlane-bench --suite quick
+
+# Wait strategies with and without CPU limits (needs root for --cpu-limit;
+# ~20 min with 3 repeats). Not part of the CI gate.
+bench-waiting: build
+	./build/release/bench/shmlane-bench --suite waiting --repeat 3 --gate
 
 asan: deps
 	cmake --preset asan >/dev/null

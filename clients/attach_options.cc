@@ -17,6 +17,27 @@ std::string ResolveRuntimeDir(std::string_view explicit_dir) {
   return "/run/shmlane";
 }
 
+dataplane::WaitOptions ResolveWait(const AttachOptions& options, int channel_preference) {
+  dataplane::WaitOptions w = options.wait;
+  if (options.wait_preference.has_value()) {
+    w.preference = *options.wait_preference;
+    return w;
+  }
+  // shmlane.v1.WaitPreference numbers equal dataplane::WaitPreference's
+  // (wait_strategy.h); anything else, UNSPECIFIED included, is balanced.
+  switch (channel_preference) {
+    case static_cast<int>(dataplane::WaitPreference::kLatency):
+      w.preference = dataplane::WaitPreference::kLatency;
+      break;
+    case static_cast<int>(dataplane::WaitPreference::kEfficiency):
+      w.preference = dataplane::WaitPreference::kEfficiency;
+      break;
+    default:
+      w.preference = dataplane::WaitPreference::kBalanced;
+  }
+  return w;
+}
+
 std::string AttachSocketPath(std::string_view explicit_dir) {
   return absl::StrCat(ResolveRuntimeDir(explicit_dir), "/attach.sock");
 }

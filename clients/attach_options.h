@@ -30,8 +30,14 @@ struct AttachOptions {
   std::string client_name;
   // Bound on connecting and the attach handshake.
   absl::Duration attach_timeout = absl::Seconds(5);
-  // How blocking calls wait: spin this long, then park on the doorbell.
+  // How blocking calls wait (a consumer or server for frames, a producer on
+  // a full ring, a client for its reply; dataplane/wait_strategy.h).
+  // `wait.spin` is the spin budget of the latency preference and the bound
+  // of balanced's; `wait.preference` is not used: the preference is the
+  // channel's (delivered at attach, ChannelSpec.wait_preference) unless
+  // `wait_preference` overrides it for this endpoint.
   dataplane::WaitOptions wait;
+  std::optional<dataplane::WaitPreference> wait_preference;
   // Who the daemon must be. The client checks the attach socket's
   // SO_PEERCRED before it sends anything: by default the daemon must run as
   // root or as the owner of the runtime directory, so that another user who
@@ -39,6 +45,11 @@ struct AttachOptions {
   // frames. Set this to accept exactly one other uid.
   std::optional<uint32_t> expected_daemon_uid;
 };
+
+// The wait options of an endpoint: `options.wait.spin`, and the override
+// `options.wait_preference`, else the channel's preference as the daemon sent
+// it (a shmlane.v1.WaitPreference number; 0 or an unknown value: balanced).
+dataplane::WaitOptions ResolveWait(const AttachOptions& options, int channel_preference);
 
 // The runtime directory `explicit_dir` (when not empty) or the environment
 // names (see above).

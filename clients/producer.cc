@@ -44,8 +44,9 @@ absl::StatusOr<Producer> Producer::Attach(std::string_view channel, const Option
                                             internal::ChannelLabel(channel), "; expected one"));
   }
   internal::LaneEnd& end = handshake->lanes.front();
-  auto lane = dataplane::Producer::Attach(
-      std::move(end.segment), {.own = handshake->own_bell, .peer = end.peer_bell}, options.wait);
+  auto lane = dataplane::Producer::Attach(std::move(end.segment),
+                                          {.own = handshake->own_bell, .peer = end.peer_bell},
+                                          ResolveWait(options, handshake->wait_preference));
   if (!lane.ok()) return lane.status();
   Producer p;
   p.channel_ = handshake->channel;

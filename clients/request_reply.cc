@@ -51,15 +51,18 @@ absl::StatusOr<Client> Client::Attach(std::string_view channel, const Options& o
   auto handshake = internal::Attach(channel, v1::ROLE_CLIENT, options);
   if (!handshake.ok()) return handshake.status();
   Client c;
+  // The client's wait for a reply (its READ lane) and for room to send a
+  // request follow the channel's preference, as every endpoint does.
+  const dataplane::WaitOptions wait = ResolveWait(options, handshake->wait_preference);
   for (internal::LaneEnd& end : handshake->lanes) {
     const dataplane::LaneBells bells{.own = handshake->own_bell, .peer = end.peer_bell};
     if (end.direction == v1::LANE_DIRECTION_WRITE && !c.requests_.has_value()) {
-      auto lane = dataplane::Producer::Attach(std::move(end.segment), bells, options.wait);
+      auto lane = dataplane::Producer::Attach(std::move(end.segment), bells, wait);
       if (!lane.ok()) return lane.status();
       c.requests_.emplace(std::move(*lane));
       c.server_ = end.peer;
     } else if (end.direction == v1::LANE_DIRECTION_READ && !c.replies_.has_value()) {
-      auto lane = dataplane::Consumer::Attach(std::move(end.segment), bells, options.wait);
+      auto lane = dataplane::Consumer::Attach(std::move(end.segment), bells, wait);
       if (!lane.ok()) return lane.status();
       c.replies_.emplace(std::move(*lane));
     } else {
@@ -188,7 +191,7 @@ absl::StatusOr<Server> Server::Attach(std::string_view channel, Options options)
   s.reply_timeout_ = options.reply_timeout;
   s.replies_ = std::make_unique<internal::ServerReplies>();
   s.replies_->own_bell = handshake->own_bell;
-  s.replies_->wait = options.wait;
+  s.replies_->wait = ResolveWait(options, handshake->wait_preference);
   internal::ServerReplies* replies = s.replies_.get();
   internal::Inbox::WriteLaneHooks hooks{
       .add = [replies](internal::LaneEnd lane) { return replies->Add(std::move(lane)); },

@@ -258,6 +258,7 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   reply_fds.push_back(*std::move(own));
   reply->set_max_frame_bytes(spec.max_frame_bytes());
   reply->set_ring_bytes(spec.ring_bytes());
+  reply->set_wait_preference(spec.wait_preference());
   // Later packets for a consumer with many peers (each bounded to
   // kMaxFdsPerPacket fds, one client's lanes never split).
   struct Later {

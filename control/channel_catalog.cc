@@ -100,6 +100,14 @@ absl::StatusOr<v1::ChannelSpec> NormalizeSpec(const v1::ChannelSpec& in) {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown backpressure policy ", spec.backpressure(), "; use BLOCK, FAIL or DROP"));
   }
+  if (spec.wait_preference() == v1::WAIT_PREFERENCE_UNSPECIFIED) {
+    spec.set_wait_preference(v1::WAIT_PREFERENCE_BALANCED);
+  }
+  if (!v1::WaitPreference_IsValid(spec.wait_preference())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown wait preference ", spec.wait_preference(),
+                     "; use BALANCED (the default), LATENCY or EFFICIENCY"));
+  }
   if (spec.disable_latency_sampling()) {
     spec.set_latency_sample_every(0);
   } else if (spec.latency_sample_every() == 0) {

@@ -32,6 +32,13 @@ TEST(NormalizeSpecTest, FillsEveryDefault) {
   EXPECT_EQ(spec->max_producers(), kDefaultMaxProducers);
   EXPECT_EQ(spec->backpressure(), v1::BACKPRESSURE_POLICY_BLOCK);
   EXPECT_EQ(spec->latency_sample_every(), kDefaultSampleEvery);
+  EXPECT_EQ(spec->wait_preference(), v1::WAIT_PREFERENCE_BALANCED);
+}
+
+TEST(NormalizeSpecTest, KeepsAnExplicitWaitPreference) {
+  v1::ChannelSpec in = Spec("x");
+  in.set_wait_preference(v1::WAIT_PREFERENCE_EFFICIENCY);
+  EXPECT_EQ(NormalizeSpec(in)->wait_preference(), v1::WAIT_PREFERENCE_EFFICIENCY);
 }
 
 TEST(NormalizeSpecTest, SmallRingCapsTheDefaultFrameSize) {
@@ -60,6 +67,10 @@ TEST(NormalizeSpecTest, RejectsEachBadField) {
   s = Spec("x");
   s.set_backpressure(static_cast<v1::BackpressurePolicy>(7));
   EXPECT_EQ(code(s), absl::StatusCode::kInvalidArgument);
+  s = Spec("x");
+  s.set_wait_preference(static_cast<v1::WaitPreference>(42));
+  EXPECT_EQ(code(s), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(NormalizeSpec(s).status().message().find("LATENCY"), absl::string_view::npos);
   s = Spec("x");
   (*s.mutable_labels())["Bad Key"] = "v";
   EXPECT_EQ(code(s), absl::StatusCode::kInvalidArgument);

@@ -163,6 +163,18 @@ std::vector<MetricFamily> Exporter::Collect() const {
   MetricFamily wakeups =
       Family("shmlane_wakeups_total", "Doorbell (eventfd) writes by producers and consumers.",
              MetricType::Counter);
+  // What waiting costs, by side (producer: on a full ring; consumer: on an
+  // empty one). The channel's wait preference decides the mix.
+  MetricFamily spin_seconds = Family(
+      "shmlane_wait_spin_seconds_total",
+      "Time blocked calls spent spinning before parking (CPU burnt waiting).", MetricType::Counter);
+  MetricFamily spins =
+      Family("shmlane_wait_spins_total", "Waits that spun before parking.", MetricType::Counter);
+  MetricFamily parks = Family("shmlane_wait_parks_total",
+                              "Waits that parked on the eventfd doorbell.", MetricType::Counter);
+  MetricFamily wakeups_received =
+      Family("shmlane_wait_wakeups_total", "Returns from a park that found the doorbell rung.",
+             MetricType::Counter);
   MetricFamily latency =
       Family("shmlane_latency_seconds",
              "Sampled delay from a frame's send to its consumer seeing it.", MetricType::Histogram);
@@ -204,6 +216,16 @@ std::vector<MetricFamily> Exporter::Collect() const {
     dropped.metric.push_back(
         Metric(labels, MetricType::Counter, static_cast<double>(t.dropped_frames)));
     wakeups.metric.push_back(Metric(labels, MetricType::Counter, static_cast<double>(t.wakeups)));
+    for (int side = 0; side < 2; ++side) {
+      const auto l = with("side", side == 0 ? "producer" : "consumer");
+      spin_seconds.metric.push_back(
+          Metric(l, MetricType::Counter, static_cast<double>(t.spin_ns[side]) / 1e9));
+      spins.metric.push_back(
+          Metric(l, MetricType::Counter, static_cast<double>(t.spin_waits[side])));
+      parks.metric.push_back(Metric(l, MetricType::Counter, static_cast<double>(t.parks[side])));
+      wakeups_received.metric.push_back(
+          Metric(l, MetricType::Counter, static_cast<double>(t.wakeups_received[side])));
+    }
     broken.metric.push_back(
         Metric(labels, MetricType::Counter, static_cast<double>(t.broken_lanes)));
     latency.metric.push_back(Histogram(labels, t));
@@ -306,10 +328,31 @@ std::vector<MetricFamily> Exporter::Collect() const {
               ps.max_fds);
 
   std::vector<MetricFamily> out;
-  for (MetricFamily* f :
-       {&build,      &channels, &frames,    &bytes,    &occupancy, &capacity,  &backpressure,
-        &dropped,    &wakeups,  &latency,   &attached, &lanes,     &broken,    &attach_total,
-        &handshakes, &requests, &durations, &deaths,   &quota,     &overflows, &control_refused}) {
+  for (MetricFamily* f : {&build,
+                          &channels,
+                          &frames,
+                          &bytes,
+                          &occupancy,
+                          &capacity,
+                          &backpressure,
+                          &dropped,
+                          &wakeups,
+                          &spin_seconds,
+                          &spins,
+                          &parks,
+                          &wakeups_received,
+                          &latency,
+                          &attached,
+                          &lanes,
+                          &broken,
+                          &attach_total,
+                          &handshakes,
+                          &requests,
+                          &durations,
+                          &deaths,
+                          &quota,
+                          &overflows,
+                          &control_refused}) {
     out.push_back(std::move(*f));
   }
   for (MetricFamily& f : process) out.push_back(std::move(f));

@@ -14,6 +14,14 @@ void LaneTotals::Add(const dataplane::LaneSnapshot& s) {
   backpressure_events += s.producer.backpressure_events;
   dropped_frames += s.producer.dropped_frames;
   wakeups += s.producer.wakeups_sent + s.consumer.wakeups_sent;
+  spin_ns[0] += s.producer.spin_ns;
+  spin_ns[1] += s.consumer.spin_ns;
+  spin_waits[0] += s.producer.spin_waits;
+  spin_waits[1] += s.consumer.spin_waits;
+  parks[0] += s.producer.full_waits;
+  parks[1] += s.consumer.empty_waits;
+  wakeups_received[0] += s.producer.wakeups_received;
+  wakeups_received[1] += s.consumer.wakeups_received;
   latency_count += s.consumer.latency_count;
   latency_sum_ns += s.consumer.latency_sum_ns;
   for (uint32_t i = 0; i < dataplane::kLatencyBuckets; ++i) {
@@ -30,6 +38,12 @@ void LaneTotals::Add(const LaneTotals& o) {
   backpressure_events += o.backpressure_events;
   dropped_frames += o.dropped_frames;
   wakeups += o.wakeups;
+  for (int i = 0; i < 2; ++i) {
+    spin_ns[i] += o.spin_ns[i];
+    spin_waits[i] += o.spin_waits[i];
+    parks[i] += o.parks[i];
+    wakeups_received[i] += o.wakeups_received[i];
+  }
   latency_count += o.latency_count;
   latency_sum_ns += o.latency_sum_ns;
   for (uint32_t i = 0; i < dataplane::kLatencyBuckets; ++i) {
@@ -64,6 +78,11 @@ void FillLaneStats(const LaneTotals& t, shmlane::v1::LaneStats* out) {
   out->set_backpressure_events(t.backpressure_events);
   out->set_dropped_frames(t.dropped_frames);
   out->set_wakeups(t.wakeups);
+  *out->mutable_spin_time() =
+      TimeUtil::NanosecondsToDuration(static_cast<int64_t>(t.spin_ns[0] + t.spin_ns[1]));
+  out->set_spin_waits(t.spin_waits[0] + t.spin_waits[1]);
+  out->set_parks(t.parks[0] + t.parks[1]);
+  out->set_wakeups_received(t.wakeups_received[0] + t.wakeups_received[1]);
   out->set_latency_samples(t.latency_count);
   *out->mutable_latency_p50() = TimeUtil::NanosecondsToDuration(
       static_cast<int64_t>(LatencyQuantileNs(t.latency_buckets, 0.5)));

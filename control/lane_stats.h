@@ -26,6 +26,12 @@ struct LaneTotals {
   uint64_t backpressure_events = 0;
   uint64_t dropped_frames = 0;
   uint64_t wakeups = 0;
+  // Waiting, per side ([0] producer, [1] consumer): spin time, spins, parks,
+  // wake-ups received (dataplane/wait_strategy.h).
+  uint64_t spin_ns[2] = {};
+  uint64_t spin_waits[2] = {};
+  uint64_t parks[2] = {};
+  uint64_t wakeups_received[2] = {};
   uint64_t latency_count = 0;
   uint64_t latency_sum_ns = 0;
   uint64_t latency_buckets[dataplane::kLatencyBuckets] = {};

@@ -15,7 +15,6 @@
 #include "dataplane/internal/broadcast_ring.h"
 #include "dataplane/internal/check.h"
 #include "dataplane/internal/shm_access.h"
-#include "dataplane/internal/spin.h"
 
 namespace shmlane::dataplane {
 namespace {

@@ -208,6 +208,7 @@ class BroadcastWriter {
   Geometry geo_;
   BroadcastWriterBells bells_;
   WaitOptions wait_;
+  Waiter waiter_;   // what this writer's spins on a full ring have learned
   UniqueFd epoll_;  // every linked reader's writer bell
   std::vector<std::unique_ptr<Link>> links_;
   uint64_t tail_ = 0;
@@ -371,6 +372,7 @@ class BroadcastReader {
   uint64_t epoch_ = 0;
   BroadcastReaderBells bells_;
   WaitOptions wait_;
+  Waiter waiter_;                // what this reader's spins have learned (wait_strategy.h)
   uint64_t pos_ = 0;             // local read position
   uint64_t published_pos_ = 0;   // last cursor stored to the page
   uint64_t cached_publish_ = 0;  // last validated publish position

@@ -8,7 +8,7 @@
 #include "dataplane/internal/broadcast_ring.h"
 #include "dataplane/internal/check.h"
 #include "dataplane/internal/shm_access.h"
-#include "dataplane/internal/spin.h"
+#include "dataplane/wait_strategy.h"
 
 namespace shmlane::dataplane {
 namespace {
@@ -73,7 +73,8 @@ BroadcastReader::BroadcastReader(Segment ring, Segment page, Geometry geo, uint3
       slot_(slot),
       epoch_(epoch),
       bells_(std::move(bells)),
-      wait_(wait) {
+      wait_(wait),
+      waiter_(wait) {
   // Park episodes continue from the page (a re-attached reader never
   // repeats one the writer already rang for); counters start afresh.
   park_episode_ = Load(page_->control.waiting, std::memory_order_relaxed) >> 1;
@@ -504,13 +505,21 @@ BroadcastReadResult BroadcastReader::WaitReadable(Deadline deadline) {
   PublishCursor();
   const BroadcastBlocks& b = *geo_.blocks;
   const uint64_t my_state = (epoch_ << 1) | 1;
-  if (internal::SpinUntil(wait_.spin, deadline, [&] {
+  // Spin only as long as the wait strategy says it pays (balanced: never
+  // under CPU pressure), as lanes do.
+  const int64_t budget = waiter_.SpinBudgetNs(Deadline::NowNs());
+  const SpinOutcome spun = Spin(
+      budget, deadline,
+      [&] {
         return Load(b.writer_index.publish, std::memory_order_relaxed) != pos_ ||
                Load(b.writer_control.closed, std::memory_order_relaxed) != 0 ||
                Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0 ||
                Load(slot_ctl_->state, std::memory_order_relaxed) != my_state ||
                Load(slot_ctl_->detached_epoch, std::memory_order_relaxed) == epoch_;
-      })) {
+      },
+      64, waiter_.stop_on_long_yield());
+  waiter_.Learn(budget, spun);
+  if (spun.ready) {
     r = Probe();
     if (r != BroadcastReadResult::kEmpty) return r;
   }

@@ -12,7 +12,7 @@
 #include "dataplane/internal/broadcast_ring.h"
 #include "dataplane/internal/check.h"
 #include "dataplane/internal/shm_access.h"
-#include "dataplane/internal/spin.h"
+#include "dataplane/wait_strategy.h"
 
 namespace shmlane::dataplane {
 namespace {
@@ -112,6 +112,7 @@ BroadcastWriter::BroadcastWriter(Segment ring, Geometry geo, BroadcastWriterBell
       geo_(geo),
       bells_(std::move(bells)),
       wait_(wait),
+      waiter_(wait, absl::ToInt64Nanoseconds(wait.spin)),
       until_sample_(geo.sample_every) {}
 
 BroadcastWriter::BroadcastWriter(BroadcastWriter&&) noexcept = default;
@@ -478,11 +479,19 @@ WriteResult BroadcastWriter::WaitForSpace(uint64_t record_bytes, Deadline deadli
   Publish();
   const BroadcastBlocks& b = *geo_.blocks;
   WriteResult space = WriteResult::kFull;
-  if (internal::SpinUntil(wait_.spin, deadline, [&] {
+  // A full ring: the readers are draining it, so the strategy may spin up
+  // to WaitOptions::spin (as a lane producer does), never under CPU pressure.
+  const int64_t budget = waiter_.SpinBudgetNs(Deadline::NowNs());
+  const SpinOutcome spun = Spin(
+      budget, deadline,
+      [&] {
         space = CheckSpace(record_bytes);
         return space != WriteResult::kFull ||
                Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
-      })) {
+      },
+      64, waiter_.stop_on_long_yield());
+  waiter_.Learn(budget, spun);
+  if (spun.ready) {
     if (space != WriteResult::kFull) return space;
     if (PeerClosed()) return WriteResult::kClosed;
   }

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "dataplane/internal/check.h"
 #include "dataplane/internal/shm_access.h"
-#include "dataplane/internal/spin.h"
+#include "dataplane/wait_strategy.h"
 
 namespace shmlane::dataplane {
 namespace {
@@ -26,8 +26,6 @@ using internal::StoreLoadFence;
 
 using internal::MonotonicNs;
 using internal::RecordBytes;
-
-using internal::SpinUntil;
 
 // Broken-lane reason codes stored in the counters block for observers.
 enum BrokenCode : uint32_t {
@@ -276,7 +274,9 @@ Producer::Producer(Segment segment, internal::LaneGeometry geo, LaneBells bells,
     : segment_(std::move(segment)),
       geo_(geo),
       bells_(std::move(bells)),
-      wait_(wait),
+      // A full ring is being drained: balanced may learn to spin up to the
+      // whole budget here (wait_strategy.h, Waiter).
+      waiter_(wait, absl::ToInt64Nanoseconds(wait.spin)),
       until_sample_(geo.sample_every) {}
 
 Producer::~Producer() {
@@ -450,12 +450,21 @@ WriteResult Producer::WaitForSpace(uint64_t record_bytes, Deadline deadline) {
   const LaneBlocks& b = *geo_.blocks;
   // The spin also watches the close words (lines almost never written, so
   // they stay cached): a consumer that closes ends the spin, not the budget.
-  if (SpinUntil(wait_.spin, deadline, [&] {
+  // The waiter decides whether to spin at all (wait_strategy.h): a producer
+  // blocked on a full ring follows the same strategy as a consumer.
+  const int64_t budget = waiter_.SpinBudgetNs(Deadline::NowNs());
+  const SpinOutcome spun = Spin(
+      budget, deadline,
+      [&] {
         space = CheckSpace(record_bytes);
         return space != WriteResult::kFull ||
                Load(b.consumer_control.closed, std::memory_order_relaxed) != 0 ||
                Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
-      })) {
+      },
+      /*probes_per_check=*/64, waiter_.stop_on_long_yield());
+  waiter_.Learn(budget, spun);
+  if (budget > 0) CountSpin(spun.spun_ns, spun.ready);
+  if (spun.ready) {
     if (space != WriteResult::kFull) return space;
     if (PeerClosed()) return WriteResult::kClosed;
   }
@@ -499,6 +508,14 @@ WriteResult Producer::WaitForSpace(uint64_t record_bytes, Deadline deadline) {
   }
 }
 
+void Producer::CountSpin(int64_t spun_ns, bool won) {
+  ProducerCounters& c = geo_.blocks->producer_counters;
+  spin_ns_ += static_cast<uint64_t>(std::max<int64_t>(spun_ns, 0));
+  Store(c.spin_ns, spin_ns_, std::memory_order_relaxed);
+  Store(c.spin_waits, ++spin_waits_, std::memory_order_relaxed);
+  if (won) Store(c.spin_wins, ++spin_wins_, std::memory_order_relaxed);
+}
+
 void Producer::Close() {
   if (closed_ || !segment_.valid()) return;
   if (reservation_open_) Commit(0, PublishMode::kDefer);  // an empty frame; never a torn one
@@ -539,7 +556,7 @@ Consumer::Consumer(Segment segment, internal::LaneGeometry geo, LaneBells bells,
     : segment_(std::move(segment)),
       geo_(geo),
       bells_(std::move(bells)),
-      wait_(wait),
+      waiter_(wait),
       debt_(std::make_shared<internal::WakeDebt>()) {
   debt_->bell = bells_.peer;
 }
@@ -747,6 +764,14 @@ void Consumer::CountPark() {
   Store(geo_.blocks->consumer_counters.empty_waits, ++empty_waits_, std::memory_order_relaxed);
 }
 
+void Consumer::CountSpin(int64_t spun_ns, bool episode, bool won) {
+  ConsumerCounters& c = geo_.blocks->consumer_counters;
+  spin_ns_ += static_cast<uint64_t>(std::max<int64_t>(spun_ns, 0));
+  Store(c.spin_ns, spin_ns_, std::memory_order_relaxed);
+  if (episode) Store(c.spin_waits, ++spin_waits_, std::memory_order_relaxed);
+  if (won) Store(c.spin_wins, ++spin_wins_, std::memory_order_relaxed);
+}
+
 ReadResult Consumer::WaitReadable(absl::Time deadline) {
   return WaitReadable(Deadline::FromTime(deadline));
 }
@@ -758,12 +783,22 @@ ReadResult Consumer::WaitReadable(Deadline deadline) {
   // The spin also watches the close words, so a producer that closes (or a
   // supervisor close) ends it at once rather than after the whole budget.
   const LaneBlocks& b = *geo_.blocks;
-  bool ready = SpinUntil(wait_.spin, deadline, [&] {
-    return Load(b.producer_index.tail, std::memory_order_relaxed) != head_ ||
-           Load(b.producer_control.closed, std::memory_order_relaxed) != 0 ||
-           Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
-  });
-  if (ready) {
+  const int64_t budget = waiter_.SpinBudgetNs(Deadline::NowNs());
+  const SpinOutcome spun = Spin(
+      budget, deadline,
+      [&] {
+        return Load(b.producer_index.tail, std::memory_order_relaxed) != head_ ||
+               Load(b.producer_control.closed, std::memory_order_relaxed) != 0 ||
+               Load(b.supervisor.closed_by, std::memory_order_relaxed) != 0;
+      },
+      /*probes_per_check=*/64, waiter_.stop_on_long_yield());
+  waiter_.Learn(budget, spun);
+  if (budget > 0) CountSpin(spun.spun_ns, /*episode=*/true, spun.ready);
+  // A quarter of the ring or more already there: the producer is saturating
+  // (a hint for the next wait's budget, never used to index the ring).
+  waiter_.NoteBacklog(Load(b.producer_index.tail, std::memory_order_relaxed) - head_ >=
+                      geo_.ring_bytes / 4);
+  if (spun.ready) {
     PeekResult p{ReadResult::kEmpty, {}};
     const ReadResult r = PeekAt(&p);  // validates the tail it saw
     if (r != ReadResult::kEmpty) return r;
@@ -783,6 +818,8 @@ ReadResult Consumer::WaitReadable(Deadline deadline) {
     // A wake-up is a hint: look at the ring, then at the clock.
     PeekResult p{ReadResult::kEmpty, {}};
     const ReadResult last = PeekAt(&p);
+    // (A hint only, never used to index: a hostile tail just changes it.)
+    waiter_.NoteBacklog(cached_tail_ - head_ >= geo_.ring_bytes / 4);
     if (last != ReadResult::kEmpty) return last;
     if (!woke.ok() || deadline.Expired()) return ReadResult::kTimeout;
   }
@@ -840,6 +877,9 @@ absl::StatusOr<LaneSnapshot> Observe(const Segment& segment) {
   s.producer.wakeups_received = r(pc.wakeups_received);
   s.producer.broken = r(pc.broken);
   s.producer.wakeup_errors = r(pc.wakeup_errors);
+  s.producer.spin_ns = r(pc.spin_ns);
+  s.producer.spin_waits = r(pc.spin_waits);
+  s.producer.spin_wins = r(pc.spin_wins);
   const ConsumerCounters& cc = b.consumer_counters;
   s.consumer.frames = r(cc.frames);
   s.consumer.bytes = r(cc.bytes);
@@ -850,6 +890,9 @@ absl::StatusOr<LaneSnapshot> Observe(const Segment& segment) {
   s.consumer.latency_sum_ns = r(cc.latency_sum_ns);
   s.consumer.broken = r(cc.broken);
   s.consumer.wakeup_errors = r(cc.wakeup_errors);
+  s.consumer.spin_ns = r(cc.spin_ns);
+  s.consumer.spin_waits = r(cc.spin_waits);
+  s.consumer.spin_wins = r(cc.spin_wins);
   for (uint32_t i = 0; i < kLatencyBuckets; ++i) {
     s.consumer.latency_buckets[i] = r(cc.latency_buckets[i]);
   }

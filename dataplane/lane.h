@@ -43,6 +43,7 @@
 #include "dataplane/internal/shm_access.h"
 #include "dataplane/lane_layout.h"
 #include "dataplane/segment.h"
+#include "dataplane/wait_strategy.h"
 
 namespace shmlane::dataplane {
 
@@ -68,16 +69,10 @@ absl::Status ValidateLaneOptions(const LaneOptions& options);
 // Creates, initializes and seals a lane segment (header page + ring).
 absl::StatusOr<Segment> CreateLaneSegment(const LaneOptions& options);
 
-// How a blocking call waits: spin (checking the ring) for up to `spin`, then
-// announce itself in the waiter flag and park on its eventfd. The first 2 us
-// of the spin busy-wait; the rest yields the CPU between probes, so a peer
-// sharing the core can run (internal/spin.h). The default comes from
-// measurements on 2-vCPU machines (docs/architecture.md): a cross-core
-// eventfd wake-up costs ~90 us, so spinning up to 50 us wins whenever the
-// peer is about to act. Zero parks at once.
-struct WaitOptions {
-  absl::Duration spin = absl::Microseconds(50);
-};
+// How a blocking call waits (WaitOptions, WaitPreference) is in
+// dataplane/wait_strategy.h: by default (kBalanced) a call spins only when
+// spinning is likely to pay and no CPU quota is under pressure, then
+// announces itself in the waiter flag and parks on its eventfd.
 
 enum class [[nodiscard]] WriteResult{
     kOk,        // published (or reserved, for Reserve)
@@ -227,6 +222,8 @@ class Producer {
   const Segment& segment() const { return segment_; }
   uint32_t max_frame_bytes() const { return geo_.max_frame_bytes; }
   BackpressurePolicy policy() const { return geo_.policy; }
+  // How this producer waits on a full ring.
+  const WaitOptions& wait_options() const { return waiter_.options(); }
 
  private:
   Producer(Segment segment, internal::LaneGeometry geo, LaneBells bells, WaitOptions wait);
@@ -244,13 +241,14 @@ class Producer {
   void StampAndCount(uint64_t offset);
   WriteResult WaitForSpace(uint64_t record_bytes, Deadline deadline);
   void RingConsumer(uint64_t waiting);
+  void CountSpin(int64_t spun_ns, bool won);
   void DoorbellError(absl::Status s);
   bool Fail(uint32_t code, std::string message);
 
   Segment segment_;
   internal::LaneGeometry geo_;
   LaneBells bells_;
-  WaitOptions wait_;
+  Waiter waiter_;
   uint64_t tail_ = 0;            // local write position (ahead of the published one)
   uint64_t published_tail_ = 0;  // last value stored to shm
   uint64_t cached_head_ = 0;     // last validated head read from shm
@@ -272,6 +270,9 @@ class Producer {
   uint64_t dropped_frames_ = 0;
   uint64_t wakeups_sent_ = 0;
   uint64_t wakeups_received_ = 0;
+  uint64_t spin_ns_ = 0;
+  uint64_t spin_waits_ = 0;
+  uint64_t spin_wins_ = 0;
   uint32_t wakeup_errors_ = 0;
   std::string broken_message_;
   absl::Status doorbell_status_;
@@ -329,6 +330,8 @@ class Consumer {
   const absl::Status& doorbell_status() const { return doorbell_status_; }
   const Segment& segment() const { return segment_; }
   uint32_t max_frame_bytes() const { return geo_.max_frame_bytes; }
+  // How this consumer waits for frames.
+  const WaitOptions& wait_options() const { return waiter_.options(); }
   // The doorbell this consumer parks on (LaneBells::own).
   const std::shared_ptr<const Doorbell>& own_bell() const { return bells_.own; }
 
@@ -346,6 +349,9 @@ class Consumer {
   void PayDebt();
   void RecordLatency(const std::byte* stamp);
   void CountPark();
+  // Counts spin time, a spin episode and a won spin (LaneSet attributes each
+  // of its spins to one lane, lane_layout.h).
+  void CountSpin(int64_t spun_ns, bool episode, bool won);
   bool ProducerClosed() const;
   // Waiter protocol for parking (used by Read and LaneSet): announce, then
   // re-check. Returns kOk/kClosed/kBroken if there is no need to sleep.
@@ -357,7 +363,7 @@ class Consumer {
   Segment segment_;
   internal::LaneGeometry geo_;
   LaneBells bells_;
-  WaitOptions wait_;
+  Waiter waiter_;
   uint64_t head_ = 0;            // local read position
   uint64_t published_head_ = 0;  // last value stored to shm
   uint64_t cached_tail_ = 0;     // last validated tail read from shm
@@ -379,6 +385,9 @@ class Consumer {
   uint64_t latency_count_ = 0;
   uint64_t latency_sum_ns_ = 0;
   uint64_t latency_buckets_[kLatencyBuckets] = {};
+  uint64_t spin_ns_ = 0;
+  uint64_t spin_waits_ = 0;
+  uint64_t spin_wins_ = 0;
   uint32_t wakeup_errors_ = 0;
   std::string broken_message_;
   absl::Status doorbell_status_;

@@ -36,8 +36,10 @@ inline constexpr uint64_t kLaneMagic = 0x314e414c4d485300ULL;  // "\0SHMLAN1", l
 // append fields in reserved space.
 // 2: 64-bit waiter words that carry the park episode (1.x had 32-bit flags),
 // need_bytes, wakeup_errors.
+// 2.1: spin_ns, spin_waits, spin_wins in both counter blocks (what waiting
+// costs: dataplane/wait_strategy.h); zero from 2.0 writers.
 inline constexpr uint16_t kLayoutMajor = 2;
-inline constexpr uint16_t kLayoutMinor = 0;
+inline constexpr uint16_t kLayoutMinor = 1;
 inline constexpr uint32_t kLaneHeaderBytes = 4096;  // data area starts here
 inline constexpr uint32_t kRecordAlign = 8;
 inline constexpr uint32_t kLatencyBuckets = 32;
@@ -134,7 +136,12 @@ struct alignas(128) ProducerCounters {
   uint64_t wakeups_received;     // returns from parking that found a ring
   uint32_t broken;               // non-zero: reason the producer found the lane corrupt
   uint32_t wakeup_errors;        // doorbell writes or waits that failed (not EAGAIN)
-  uint8_t reserved[128 - 64];
+  // Waiting on a full ring (2.1): time spent spinning, spins, and spins that
+  // found room before parking. Parks are full_waits.
+  uint64_t spin_ns;
+  uint64_t spin_waits;
+  uint64_t spin_wins;
+  uint8_t reserved[128 - 88];
 };
 static_assert(sizeof(ProducerCounters) == 128);
 static_assert(offsetof(ProducerCounters, frames) == 0);
@@ -146,6 +153,9 @@ static_assert(offsetof(ProducerCounters, wakeups_sent) == 40);
 static_assert(offsetof(ProducerCounters, wakeups_received) == 48);
 static_assert(offsetof(ProducerCounters, broken) == 56);
 static_assert(offsetof(ProducerCounters, wakeup_errors) == 60);
+static_assert(offsetof(ProducerCounters, spin_ns) == 64);
+static_assert(offsetof(ProducerCounters, spin_waits) == 72);
+static_assert(offsetof(ProducerCounters, spin_wins) == 80);
 
 // The consumer's published position: bytes ever consumed, release-stored
 // after the consumer is done with the records below it.
@@ -182,7 +192,15 @@ struct alignas(128) ConsumerCounters {
   uint32_t broken;            // non-zero: reason the consumer found the lane corrupt
   uint32_t wakeup_errors;     // doorbell writes or waits that failed (not EAGAIN)
   uint64_t latency_buckets[kLatencyBuckets];
-  uint8_t reserved[384 - 64 - 8 * kLatencyBuckets];
+  // Waiting on an empty ring (2.1): time spent spinning, spins, and spins
+  // that found a frame before parking. Parks are empty_waits. A LaneSet
+  // counts each of its spins once, on the lane whose frame ended it (a spin
+  // that found nothing goes to its lanes in turn), so sums over a channel's
+  // lanes are right.
+  uint64_t spin_ns;
+  uint64_t spin_waits;
+  uint64_t spin_wins;
+  uint8_t reserved[384 - 64 - 8 * kLatencyBuckets - 24];
 };
 static_assert(sizeof(ConsumerCounters) == 384);
 static_assert(offsetof(ConsumerCounters, frames) == 0);
@@ -195,6 +213,9 @@ static_assert(offsetof(ConsumerCounters, latency_sum_ns) == 48);
 static_assert(offsetof(ConsumerCounters, broken) == 56);
 static_assert(offsetof(ConsumerCounters, wakeup_errors) == 60);
 static_assert(offsetof(ConsumerCounters, latency_buckets) == 64);
+static_assert(offsetof(ConsumerCounters, spin_ns) == 320);
+static_assert(offsetof(ConsumerCounters, spin_waits) == 328);
+static_assert(offsetof(ConsumerCounters, spin_wins) == 336);
 
 // Written only by the supervisor (the daemon, or a test playing it) when a
 // side dies or the lane is deleted; release-stored, then both doorbells rung.

@@ -49,6 +49,9 @@ TEST(LaneLayoutTest, FieldOffsetsArePinned) {
   EXPECT_EQ(offsetof(ProducerCounters, wakeups_received), 48u) << kBump;
   EXPECT_EQ(offsetof(ProducerCounters, broken), 56u) << kBump;
   EXPECT_EQ(offsetof(ProducerCounters, wakeup_errors), 60u) << kBump;
+  EXPECT_EQ(offsetof(ProducerCounters, spin_ns), 64u) << kBump;
+  EXPECT_EQ(offsetof(ProducerCounters, spin_waits), 72u) << kBump;
+  EXPECT_EQ(offsetof(ProducerCounters, spin_wins), 80u) << kBump;
   EXPECT_EQ(offsetof(ConsumerControl, waiting), 0u) << kBump;
   EXPECT_EQ(offsetof(ConsumerControl, closed), 8u) << kBump;
   EXPECT_EQ(sizeof(ConsumerControl::waiting), 8u) << kBump;
@@ -62,10 +65,14 @@ TEST(LaneLayoutTest, FieldOffsetsArePinned) {
   EXPECT_EQ(offsetof(ConsumerCounters, broken), 56u) << kBump;
   EXPECT_EQ(offsetof(ConsumerCounters, wakeup_errors), 60u) << kBump;
   EXPECT_EQ(offsetof(ConsumerCounters, latency_buckets), 64u) << kBump;
+  EXPECT_EQ(offsetof(ConsumerCounters, spin_ns), 320u) << kBump;
+  EXPECT_EQ(offsetof(ConsumerCounters, spin_waits), 328u) << kBump;
+  EXPECT_EQ(offsetof(ConsumerCounters, spin_wins), 336u) << kBump;
   EXPECT_EQ(offsetof(SupervisorControl, closed_by), 0u) << kBump;
   EXPECT_EQ(sizeof(FrameHeader), 8u) << kBump;
   EXPECT_EQ(kLaneMagic, 0x314e414c4d485300ULL) << kBump;
   EXPECT_EQ(kLayoutMajor, 2u) << kBump;
+  EXPECT_EQ(kLayoutMinor, 1u) << kBump;
 }
 
 TEST(LaneLayoutTest, LatencyBucketsAreLog2) {

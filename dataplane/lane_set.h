@@ -6,7 +6,8 @@
 //  * Per-lane doorbells (recommended): each lane's consumer doorbell is held
 //    only by the consumer and that lane's producer. The set registers the
 //    lane's doorbell in one epoll set at Add() and removes it at Remove(), so
-//    a park is one ppoll() on {epoll fd, shared doorbell, also_fd} whatever
+//    a park is one ppoll() on {epoll fd (or, with one lane, its bell),
+//    shared doorbell, also fds} whatever
 //    the number of lanes. No producer can read, drain or flood a doorbell
 //    another producer rings: the worst one producer can do is wake the
 //    consumer for nothing (a wasted pass; deadlines still hold).
@@ -47,6 +48,7 @@
 #include "dataplane/deadline.h"
 #include "dataplane/lane.h"
 #include "dataplane/unique_fd.h"
+#include "dataplane/wait_strategy.h"
 
 namespace shmlane::dataplane {
 
@@ -76,6 +78,8 @@ class LaneSet {
   size_t size() const { return live_; }
   bool empty() const { return live_ == 0; }
   const std::shared_ptr<const Doorbell>& doorbell() const { return doorbell_; }
+  // How the set waits (wait_strategy.h).
+  const WaitOptions& wait_options() const { return waiter_.options(); }
   // OK, or the first failure to register a doorbell or to park (the set then
   // returns at once instead of sleeping; its lanes still work).
   const absl::Status& wait_status() const { return wait_status_; }
@@ -91,10 +95,14 @@ class LaneSet {
   // Polls; when nothing is ready, spins, then parks on every doorbell until a
   // frame arrives or `deadline` passes (re-checking all lanes after each
   // wake-up). Returns frames delivered: 0 on timeout, when the set is empty,
-  // or when `also_fd` (if >= 0) became readable (the caller checks it and
+  // or when `also_fd` or `also_fd2` (if >= 0) became readable (the caller checks it and
   // calls Wait again).
-  size_t Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int also_fd = -1);
-  size_t Wait(FrameFn on_frame, EndFn on_end, Deadline deadline, int also_fd = -1);
+  // Two extra fds rather than one epoll set of them: a park on plain fds
+  // costs less than one through a nested epoll fd.
+  size_t Wait(FrameFn on_frame, EndFn on_end, absl::Time deadline, int also_fd = -1,
+              int also_fd2 = -1);
+  size_t Wait(FrameFn on_frame, EndFn on_end, Deadline deadline, int also_fd = -1,
+              int also_fd2 = -1);
 
  private:
   struct Entry {
@@ -109,20 +117,27 @@ class LaneSet {
   bool IsShared(const Consumer& c) const;
   void EraseRemoved();
   // One park on every doorbell; drains what rang. kRung/kOtherFd/kTimeout.
-  absl::StatusOr<WakeReason> Park(Deadline deadline, int also_fd);
+  absl::StatusOr<WakeReason> Park(Deadline deadline, int also_fd, int also_fd2);
+  // The epoll_pwait2 park (Park's fast path) and the caller's fds in the
+  // epoll set (registered once, replaced when they change).
+  absl::StatusOr<WakeReason> ParkEpoll(Deadline deadline);
+  void SyncExtraFds(int also_fd, int also_fd2);
 
   std::shared_ptr<const Doorbell> doorbell_;
   size_t per_lane_batch_;
-  WaitOptions wait_;
+  Waiter waiter_;
   std::vector<Entry> lanes_;
   std::vector<Entry> pending_;  // added during a pass
   size_t live_ = 0;             // lanes not removed, pending included
   size_t next_ = 0;             // round-robin start for the next pass
+  size_t spin_turn_ = 0;        // lane that carries the next unrewarded spin's counters
   bool in_pass_ = false;
   bool has_removed_ = false;
   UniqueFd epoll_fd_;                        // created at the first per-lane doorbell
   std::unordered_map<int, int> registered_;  // doorbell fd -> lanes using it
   absl::Status wait_status_;
+  int extra_fds_[2] = {-1, -1};  // caller fds registered in epoll_fd_ (tagged, not bells)
+  bool no_pwait2_ = false;       // the kernel has no epoll_pwait2: ppoll instead
 };
 
 }  // namespace shmlane::dataplane

@@ -50,6 +50,8 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
   std::string pattern = ToString(defaults.pattern);
   std::string wait = ToString(defaults.wait);
   std::string touch = ToString(defaults.touch);
+  std::string client_timing = ToString(defaults.client_timing);
+  double cpu_limit = 0;
   std::vector<int> batches;
   uint64_t batch_bytes = defaults.batch_bytes;
   int clients = defaults.clients;
@@ -106,7 +108,9 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
   CLI::Option* wait_opt =
       app.add_option("--wait", wait,
                      "what an idle side does (default: park, i.e. blocking calls, for the kernel "
-                     "transports and gRPC; adaptive for shm)")
+                     "transports and gRPC; balanced for shm). For shm these are the channel's "
+                     "wait preferences: adaptive = latency (spin up to --spin, then park), park = "
+                     "efficiency, balanced = spin only when it pays (shm only)")
           ->check(CLI::IsMember(Names(kAllWaitModes)))
           ->default_str("")
           ->type_name("W")
@@ -137,6 +141,20 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
       ->default_str(absl::FormatDuration(defaults.spin))
       ->type_name("D")
       ->group(run);
+  app.add_option("--client-timing", client_timing,
+                 "openloop: how clients wait for each send time; sleep: clock_nanosleep to it "
+                 "(the same client cost for every transport); wait: as --wait says (adaptive: "
+                 "sleep, then spin --spin before it, as runs before this option did)")
+      ->check(CLI::IsMember(Names(kAllClientTimings)))
+      ->type_name("T")
+      ->group(run);
+  app.add_option("--cpu-limit", cpu_limit,
+                 "run the server, the clients and the daemon in a fresh cgroup with a CFS quota "
+                 "of this many CPUs (v1 cpu.cfs_quota_us or v2 cpu.max; needs root or a "
+                 "delegated cgroup); reports throttled periods and time")
+      ->check(CLI::Range(0.01, 4096.0))
+      ->type_name("CPUS")
+      ->group(run);
   app.add_flag("--pin", pin, "pin the server to CPU 0 and client i to CPU i+1 (mod CPUs)")
       ->group(run);
   app.add_option("--ring-bytes", ring_bytes,
@@ -154,8 +172,10 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
 
   const std::string suites = "Suites and result files";
   app.add_option("--suite", suite.name,
-                 "quick (~2.5 min) | full (~30 min) | smoke (the bench-smoke gate, ~30 s)")
-      ->check(CLI::IsMember({"quick", "full", "smoke"}))
+                 "quick (~2.5 min) | full (~30 min) | smoke (the bench-smoke gate, ~30 s) | "
+                 "waiting (wait strategies at open-loop rates and ping-pong, each with no CPU "
+                 "limit, --cpu-limit 1 and 0.5; ~7 min)")
+      ->check(CLI::IsMember({"quick", "full", "smoke", "waiting"}))
       ->type_name("S")
       ->group(suites);
   CLI::Option* out_opt =
@@ -166,6 +186,12 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
           ->group(suites);
   app.add_option("--targets", suite.targets, "ratio targets for the gate")
       ->type_name("FILE")
+      ->group(suites);
+  app.add_option("--repeat", suite.repeat,
+                 "run the suite's runs this many times in interleaved passes (the waiting "
+                 "suite's tables and gate take the median of each cell)")
+      ->check(CLI::Range(1, 100))
+      ->type_name("N")
       ->group(suites);
   app.add_flag("--gate", suite.gate, "exit 1 when a target fails or its runs are missing")
       ->group(suites);
@@ -186,6 +212,8 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
   suite.base.wait = *ParseWaitMode(wait);
   suite.wait_given = wait_opt->count() > 0;
   suite.base.touch = *ParseTouch(touch);
+  suite.base.client_timing = *ParseClientTiming(client_timing);
+  suite.base.cpu_limit = cpu_limit;
   suite.base.batch_bytes = batch_bytes;
   suite.batches = batches;
   suite.base.clients = clients;

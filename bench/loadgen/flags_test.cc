@@ -3,6 +3,7 @@
 #include "bench/loadgen/flags.h"
 
 #include <initializer_list>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,10 +63,52 @@ TEST(FlagsTest, DefaultsAreOneUdsStreamRun) {
 TEST(FlagsTest, WaitDefaultsPerTransportUnlessGiven) {
   Parsed p = ParseArgs({"--transport", "shm"});
   ASSERT_TRUE(p.outcome.invocation) << p.err;
-  EXPECT_EQ(p.outcome.invocation->specs[0].wait, WaitMode::kAdaptive);
+  EXPECT_EQ(p.outcome.invocation->specs[0].wait, WaitMode::kBalanced);  // the library's default
   p = ParseArgs({"--transport", "tcp", "--wait", "spin"});
   ASSERT_TRUE(p.outcome.invocation) << p.err;
   EXPECT_EQ(p.outcome.invocation->specs[0].wait, WaitMode::kSpin);
+}
+
+TEST(FlagsTest, CpuLimitClientTimingAndBalanced) {
+  Parsed p = ParseArgs({"--transport", "shm", "--pattern", "openloop", "--cpu-limit", "0.5",
+                        "--client-timing", "wait", "--wait", "balanced"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  const RunSpec& s = p.outcome.invocation->specs[0];
+  EXPECT_EQ(s.cpu_limit, 0.5);
+  EXPECT_EQ(s.client_timing, ClientTiming::kWait);
+  EXPECT_EQ(s.wait, WaitMode::kBalanced);
+  EXPECT_EQ(Label(s), "shm/openloop/c1/f64/b1/r100000/cpu0.5");
+  // The default client timing sleeps; balanced is for shm only.
+  p = ParseArgs({"--pattern", "openloop"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  EXPECT_EQ(p.outcome.invocation->specs[0].client_timing, ClientTiming::kSleep);
+  p = ParseArgs({"--transport", "uds", "--wait", "balanced"});
+  EXPECT_FALSE(p.outcome.invocation.has_value());
+  EXPECT_NE(p.err.find("balanced"), std::string::npos) << p.err;
+  p = ParseArgs({"--cpu-limit", "0"});
+  EXPECT_FALSE(p.outcome.invocation.has_value());
+}
+
+TEST(FlagsTest, WaitingSuiteCoversEveryStrategyRateAndLimit) {
+  Parsed p = ParseArgs({"--suite", "waiting"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  std::set<std::string> cells;
+  for (const RunSpec& s : p.outcome.invocation->specs) {
+    EXPECT_EQ(s.client_timing, ClientTiming::kSleep);
+    if (s.transport == TransportKind::kUds) {
+      EXPECT_TRUE(s.wait == WaitMode::kPark || s.wait == WaitMode::kAdaptive);
+    }
+    cells.insert(Label(s));
+  }
+  EXPECT_EQ(cells.size(), p.outcome.invocation->specs.size()) << "every run is its own cell";
+  for (const char* want :
+       {"shm/openloop/c1/f64/b1/r1000", "shm/openloop/c8/f64/b1/r200000/cpu0.5/adaptive",
+        "shm/openloop/c1/f64/b1/r20000/cpu1/park", "uds/openloop/c8/f64/b1/r20000/cpu1",
+        "uds/pingpong/c1/f64/b1/cpu0.5/adaptive", "shm/pingpong/c1/f64/b1",
+        "shm/stream/c32/f64/b1/adaptive"}) {
+    EXPECT_TRUE(cells.count(want)) << want;
+  }
+  EXPECT_EQ(p.outcome.invocation->specs.size(), 3u * (3 * 2 * 5 + 5) + 4);
 }
 
 TEST(FlagsTest, TakesBatchingAndTouch) {
@@ -150,7 +193,9 @@ TEST(FlagsTest, HelpListsGroupsAndDefaultsAndExitsZero) {
                              "=read",
                              "--ring-bytes",
                              "--suite",
-                             "{quick,full,smoke}",
+                             "{quick,full,smoke,waiting}",
+                             "--cpu-limit",
+                             "--client-timing",
                              "=bench/results",
                              "--gate",
                              "--no-plots",
@@ -224,7 +269,7 @@ TEST(FlagsTest, SuitesTakeOverridesAndATransportList) {
     EXPECT_EQ(s.pin, s.pattern == Pattern::kPingPong);  // streaming runs unpinned
     EXPECT_EQ(s.batch, s.pattern == Pattern::kPingPong ? 1 : 64);
     EXPECT_EQ(s.touch, Touch::kRead);
-    EXPECT_EQ(s.wait, s.transport == TransportKind::kShm ? WaitMode::kAdaptive : WaitMode::kPark);
+    EXPECT_EQ(s.wait, s.transport == TransportKind::kShm ? WaitMode::kBalanced : WaitMode::kPark);
   }
   p = ParseArgs({"--suite", "quick", "--transport", "uds", "--transport", "pipe"});
   ASSERT_TRUE(p.outcome.invocation) << p.err;

@@ -77,6 +77,10 @@ void ChildInit(int cpu, bool pin) {
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, nullptr);
   if (pin) (void)PinToCpu(cpu);
+  // A sleeping openloop client must wake at its send time, not up to the
+  // default 50 us timer slack later (which would add the same delay to
+  // every transport's latency from the intended send time).
+  prctl(PR_SET_TIMERSLACK, 1UL);
 }
 
 // Openloop: a client's send schedule. Client i sends at
@@ -234,7 +238,11 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
         }
         int64_t now = NowNs();
         if (now < intended) {
-          WaitUntil(intended, spec.wait, spin_ns);
+          // kSleep: clock_nanosleep to the send time, whatever the transport
+          // (equal client cost); kWait: as the run's wait mode says.
+          WaitUntil(intended,
+                    spec.client_timing == ClientTiming::kSleep ? WaitMode::kPark : spec.wait,
+                    spin_ns);
           now = NowNs();
         }
         if (now >= clock.end_ns) {
@@ -391,6 +399,14 @@ absl::Status ValidateSpec(const RunSpec& spec) {
   if (spec.duration <= absl::ZeroDuration() || spec.warmup < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--duration must be > 0 and --warmup >= 0");
   }
+  if (spec.wait == WaitMode::kBalanced && spec.transport != TransportKind::kShm) {
+    return absl::InvalidArgumentError(
+        "--wait balanced is the shm library's default strategy; the other transports have spin, "
+        "park and adaptive");
+  }
+  if (spec.cpu_limit < 0 || spec.cpu_limit > 4096) {
+    return absl::InvalidArgumentError("--cpu-limit must be a number of CPUs in (0, 4096]");
+  }
   return absl::OkStatus();
 }
 
@@ -401,6 +417,14 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
   RaiseFdLimit();
   signal(SIGPIPE, SIG_IGN);
 
+  // Before anything is forked (the daemon included), so that every process
+  // of the run shares the quota; destroyed after the guard has stopped them.
+  std::unique_ptr<CpuLimit> cpu_limit;
+  if (spec.cpu_limit > 0) {
+    absl::StatusOr<std::unique_ptr<CpuLimit>> made = CpuLimit::Create(spec.cpu_limit);
+    if (!made.ok()) return made.status();
+    cpu_limit = std::move(*made);
+  }
   char dir_template[] = "/tmp/shmlane-bench-XXXXXX";
   if (mkdtemp(dir_template) == nullptr) {
     return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
@@ -497,6 +521,8 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
   const pid_t daemon = (*transport)->daemon_pid();
   WaitUntil(clock.measure_ns, WaitMode::kPark, 0);
   const CpuUsage daemon_open = daemon > 0 ? ProcessUsage(daemon) : CpuUsage{};
+  absl::StatusOr<ThrottleStats> throttle_open =
+      cpu_limit ? cpu_limit->Stats() : absl::StatusOr<ThrottleStats>(ThrottleStats{});
   // Sample memory a little before the end, while every process still runs.
   WaitUntil(
       clock.end_ns - std::min<int64_t>(absl::ToInt64Nanoseconds(spec.duration) / 10, 100'000'000),
@@ -511,6 +537,15 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
   }
   WaitUntil(clock.end_ns, WaitMode::kPark, 0);
   if (daemon > 0) res.daemon = Diff(ProcessUsage(daemon), daemon_open);
+  if (cpu_limit) {
+    absl::StatusOr<ThrottleStats> throttle_close = cpu_limit->Stats();
+    if (!throttle_open.ok() || !throttle_close.ok()) {
+      return abort_run(!throttle_open.ok() ? throttle_open.status() : throttle_close.status());
+    }
+    res.cpu_limited = true;
+    res.cgroup_version = cpu_limit->version();
+    res.throttle = *throttle_close - *throttle_open;
+  }
 
   const int64_t reap_deadline = clock.end_ns + 40'000'000'000 + int64_t{spec.clients} * 50'000'000;
   const int failed_children = ReapAll(&children, reap_deadline, server_pid);

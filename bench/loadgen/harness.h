@@ -19,6 +19,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "bench/loadgen/cgroup.h"
 #include "bench/loadgen/histogram.h"
 #include "bench/loadgen/spec.h"
 #include "bench/loadgen/sys.h"
@@ -35,6 +36,10 @@ struct Resources {
   int64_t client_rss_kb = 0;       // client 0
   int64_t daemon_memfd_bytes = 0;  // memfds the daemon holds (lane segments)
   int64_t shmem_delta_kb = 0;      // system Shmem growth since before setup
+  // --cpu-limit: the run's cgroup throttling in the window.
+  bool cpu_limited = false;
+  std::string cgroup_version;  // "v1" or "v2"
+  ThrottleStats throttle;
 };
 
 struct RunResult {

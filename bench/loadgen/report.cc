@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "bench/loadgen/plots_gp.h"
 
 namespace shmlane::bench {
@@ -74,7 +75,24 @@ std::string TouchOf(const Json& run) {
 bool IsKernel(const std::string& transport) {
   return transport == "uds" || transport == "pipe" || transport == "tcp";
 }
-bool LowerIsBetter(std::string_view metric) { return metric.rfind("latency", 0) == 0; }
+bool LowerIsBetter(std::string_view metric) {
+  return metric.rfind("latency", 0) == 0 || metric.find("cpu") != std::string_view::npos;
+}
+
+// The channel wait preference the shm transport uses for a wait mode.
+const char* ShmPreference(WaitMode w) {
+  switch (w) {
+    case WaitMode::kSpin:
+      return "latency, bench polls";
+    case WaitMode::kAdaptive:
+      return "latency";
+    case WaitMode::kPark:
+      return "efficiency";
+    case WaitMode::kBalanced:
+      return "balanced";
+  }
+  return "?";
+}
 
 // CPU seconds per million frames (round trips for pingpong) in the window.
 double CpuPerMillion(const Json& run, std::string_view field) {
@@ -179,7 +197,12 @@ Json RunJson(const RunResult& run) {
   v["batch"] = s.pattern == Pattern::kPingPong ? 1 : s.batch;
   v["batch_bytes"] = s.batch_bytes;
   v["touch"] = ToString(s.touch);
-  if (s.pattern == Pattern::kOpenLoop) v["rate"] = JsonNumber(s.rate);
+  if (s.transport == TransportKind::kShm) v["wait_preference"] = ShmPreference(s.wait);
+  v["cpu_limit"] = JsonNumber(s.cpu_limit);
+  if (s.pattern == Pattern::kOpenLoop) {
+    v["rate"] = JsonNumber(s.rate);
+    v["client_timing"] = ToString(s.client_timing);
+  }
   v["window_s"] = JsonNumber(std::round(run.window_s * 1e6) / 1e6);
   v["frames"] = run.frames;
   v["frames_per_s"] = JsonNumber(std::round(run.frames_per_s));
@@ -223,6 +246,21 @@ Json RunJson(const RunResult& run) {
   per["server"] = per_million(r.server);
   per["daemon"] = per_million(r.daemon);
   v["cpu_s_per_mframe"] = std::move(per);
+  // The figure the waiting suite compares: what the receiving side pays.
+  v["server_cpu_s_per_mframe"] = per_million(r.server);
+  if (r.cpu_limited) {
+    Json th = Json::object();
+    th["cgroup"] = r.cgroup_version;
+    th["periods"] = r.throttle.periods;
+    th["throttled_periods"] = r.throttle.throttled;
+    th["throttled_s"] = JsonNumber(Seconds(static_cast<int64_t>(r.throttle.throttled_ns)));
+    th["share"] = r.throttle.periods > 0
+                      ? JsonNumber(std::round(1000.0 * static_cast<double>(r.throttle.throttled) /
+                                              static_cast<double>(r.throttle.periods)) /
+                                   1000.0)
+                      : JsonNumber(0);
+    v["throttle"] = std::move(th);
+  }
   if (run.spec.pattern != Pattern::kPingPong) {
     v["frames_sent_total"] = run.total_sent;
     v["frames_received_total"] = run.total_received;
@@ -243,6 +281,9 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
     absl::StrAppend(&wait, " (spin ", absl::FormatDuration(s.spin), ")");
   }
   if (s.transport == TransportKind::kGrpc) wait = "n/a (gRPC polls itself)";
+  if (s.transport == TransportKind::kShm) {
+    absl::StrAppend(&wait, " (wait preference ", ShmPreference(s.wait), ")");
+  }
   absl::FPrintF(out, "== %s ==\n", Label(s));
   std::string batch = "1 frame per call (pingpong never batches)";
   if (s.pattern != Pattern::kPingPong) {
@@ -261,7 +302,13 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
                 m.host, m.cpu_model, m.cpus, m.kernel, ToString(s.transport), ToString(s.pattern),
                 s.clients, s.frame_bytes, absl::FormatDuration(s.warmup),
                 absl::FormatDuration(s.duration), wait, s.pin ? "yes" : "no", batch, touch);
-  if (s.pattern == Pattern::kOpenLoop) absl::FPrintF(out, ", rate %s frames/s", Si(s.rate));
+  if (s.pattern == Pattern::kOpenLoop) {
+    absl::FPrintF(out, ", rate %s frames/s, client timing %s", Si(s.rate),
+                  s.client_timing == ClientTiming::kSleep
+                      ? "sleep (clock_nanosleep to each send time)"
+                      : "wait (as --wait)");
+  }
+  if (s.cpu_limit > 0) absl::FPrintF(out, ", cpu limit %g CPUs (CFS quota)", s.cpu_limit);
   absl::FPrintF(out, "\n");
   absl::FPrintF(out, "result:    %s frames/s, %.1f MB/s (%d frames in %.3f s%s)\n",
                 Si(run.frames_per_s), run.mb_per_s, run.frames, run.window_s,
@@ -311,6 +358,16 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
                 "system Shmem %+d KiB\n",
                 r.daemon_rss_kb > 0 ? Kb(r.daemon_rss_kb) : "-", Kb(r.server_rss_kb),
                 Kb(r.client_rss_kb), Kb(r.daemon_memfd_bytes / 1024), r.shmem_delta_kb);
+  if (r.cpu_limited) {
+    absl::FPrintF(out,
+                  "cpu limit: %g CPUs (cgroup %s): throttled %d of %d periods (%.0f%%), "
+                  "throttled time %.3f s in the window\n",
+                  s.cpu_limit, r.cgroup_version, r.throttle.throttled, r.throttle.periods,
+                  r.throttle.periods > 0 ? 100.0 * static_cast<double>(r.throttle.throttled) /
+                                               static_cast<double>(r.throttle.periods)
+                                         : 0.0,
+                  Seconds(static_cast<int64_t>(r.throttle.throttled_ns)));
+  }
 }
 
 std::string MarkdownTables(const std::vector<Json>& runs) {
@@ -576,7 +633,8 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs
 
 absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
                                                        const std::vector<Json>& runs,
-                                                       bool smoke_only) {
+                                                       std::string_view suite) {
+  const bool smoke_only = suite == "smoke";
   const Json* list = FindPath(targets, "targets");
   if (list == nullptr || !list->is_array()) {
     return absl::InvalidArgumentError("targets file: expected {\"targets\": [...]}");
@@ -585,6 +643,10 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
   for (const auto& t : *list) {
     const Json* smoke = FindPath(t, "smoke");
     if (smoke_only && (smoke == nullptr || !smoke->is_boolean() || !smoke->get<bool>())) continue;
+    const std::string target_suite = Str(t, "suite");
+    if (!smoke_only && target_suite != (suite == "waiting" ? "waiting" : "")) continue;
+    const double rate = Num(t, "rate");
+    const double cpu_limit = Num(t, "cpu_limit");
     GateCheck check;
     check.name = Str(t, "name");
     check.description = Str(t, "description");
@@ -610,8 +672,10 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
     }
     // A side is a transport, or best-kernel (uds, pipe, tcp); among its runs
     // the best over the batch settings wins, unless SIDE_batch names one.
-    auto pick = [&](const std::string& side, const char* batch_key) -> const Json* {
+    auto pick = [&](const std::string& side, const char* batch_key,
+                    const char* wait_key) -> const Json* {
       const double batch = Num(t, batch_key);
+      const std::string wait = Str(t, wait_key);
       std::vector<const Json*> candidates;
       for (const auto& run : runs) {
         const std::string transport = Str(run, "transport");
@@ -620,18 +684,24 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
             Num(run, "frame_bytes") != frame || TouchOf(run) != touch)
           continue;
         if (!std::isnan(batch) && BatchOf(run) != batch) continue;
+        if (!wait.empty() && Str(run, "wait") != wait) continue;
+        if (!std::isnan(rate) && Num(run, "rate") != rate) continue;
+        if (!std::isnan(cpu_limit)) {
+          const double limit = Num(run, "cpu_limit");
+          if ((std::isnan(limit) ? 0.0 : limit) != cpu_limit) continue;
+        }
         candidates.push_back(&run);
       }
       if (candidates.empty()) return nullptr;
       const Json* best = Best(candidates, metric);
       return best != nullptr ? best : candidates.front();
     };
-    const Json* num = pick(numerator, "numerator_batch");
-    const Json* den = pick(denominator, "denominator_batch");
+    const Json* num = pick(numerator, "numerator_batch", "numerator_wait");
+    const Json* den = pick(denominator, "denominator_batch", "denominator_wait");
     if (num != nullptr && den != nullptr) {
       check.found = true;
-      check.numerator_run = RunName(*num);
-      check.denominator_run = RunName(*den);
+      check.numerator_run = suite == "waiting" ? VariantOf(*num) : RunName(*num);
+      check.denominator_run = suite == "waiting" ? VariantOf(*den) : RunName(*den);
       const double a = Num(*num, metric);
       const double b = Num(*den, metric);
       check.ratio = b > 0 ? a / b : 0;
@@ -669,6 +739,246 @@ void PrintGate(std::FILE* out, const std::vector<GateCheck>& checks) {
                     c.denominator_run, c.description);
     }
   }
+}
+
+Json LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  double a = 0, b = 0, c = 0;
+  in >> a >> b >> c;
+  return Json::array({JsonNumber(a), JsonNumber(b), JsonNumber(c)});
+}
+
+std::string VariantOf(const Json& run) {
+  const std::string t = Str(run, "transport");
+  const std::string pref = Str(run, "wait_preference");
+  return absl::StrCat(t, " ", t == "shm" && !pref.empty() ? pref : Str(run, "wait"));
+}
+
+namespace {
+
+double CpuLimitOf(const Json& run) {
+  const double l = Num(run, "cpu_limit");
+  return std::isnan(l) ? 0.0 : l;
+}
+
+// A cell of the waiting suite: variant, pattern, clients, rate, limit, batch.
+using WaitKey = std::tuple<double, std::string, double, int, std::string, int>;
+WaitKey WaitKeyOf(const Json& run) {
+  const double rate = Num(run, "rate");
+  return {CpuLimitOf(run),
+          Str(run, "pattern"),
+          std::isnan(rate) ? 0.0 : rate,
+          static_cast<int>(Num(run, "clients")),
+          VariantOf(run),
+          BatchOf(run)};
+}
+
+void SetPath(Json* v, std::string_view dotted, double value) {
+  Json* at = v;
+  for (absl::string_view part :
+       absl::StrSplit(absl::string_view(dotted.data(), dotted.size()), '.')) {
+    at = &(*at)[std::string(part)];
+  }
+  *at = JsonNumber(value);
+}
+
+}  // namespace
+
+std::vector<Json> MedianRuns(const std::vector<Json>& runs) {
+  std::map<WaitKey, std::vector<const Json*>> cells;
+  std::vector<WaitKey> order;
+  for (const Json& run : runs) {
+    auto& cell = cells[WaitKeyOf(run)];
+    if (cell.empty()) order.push_back(WaitKeyOf(run));
+    cell.push_back(&run);
+  }
+  std::vector<Json> out;
+  for (const WaitKey& key : order) {
+    const std::vector<const Json*>& cell = cells[key];
+    Json m = *cell.front();
+    m["repeats"] = cell.size();
+    for (const char* path : {"frames_per_s", "latency_ns.p50", "latency_ns.p99",
+                             "server_cpu_s_per_mframe", "throttle.share"}) {
+      std::vector<double> v;
+      for (const Json* r : cell) {
+        const double x = Num(*r, path);
+        if (!std::isnan(x)) v.push_back(x);
+      }
+      if (v.empty()) continue;
+      std::sort(v.begin(), v.end());
+      const double median =
+          v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+      SetPath(&m, path, median);
+      m[absl::StrReplaceAll(path, {{".", "_"}}) + std::string("_range")] =
+          Json::array({JsonNumber(v.front()), JsonNumber(v.back())});
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::string WaitingTables(const std::vector<Json>& runs) {
+  // Variants in a fixed order; columns only for those present.
+  const std::vector<std::string> order = {"shm balanced", "shm latency", "shm efficiency",
+                                          "uds park", "uds adaptive"};
+  std::set<std::string> present;
+  for (const Json& r : runs) present.insert(VariantOf(r));
+  std::vector<std::string> variants;
+  for (const auto& v : order) {
+    if (present.count(v)) variants.push_back(v);
+  }
+  std::map<WaitKey, const Json*> by_key;
+  std::set<std::tuple<double, std::string>> sections;
+  std::map<std::tuple<double, std::string>, std::set<std::pair<double, int>>> rows;
+  for (const Json& r : runs) {
+    const WaitKey k = WaitKeyOf(r);
+    by_key[k] = &r;
+    sections.insert({std::get<0>(k), std::get<1>(k)});
+    rows[{std::get<0>(k), std::get<1>(k)}].insert({std::get<2>(k), std::get<3>(k)});
+  }
+  auto find = [&](double limit, const std::string& pattern, double rate, int clients,
+                  const std::string& variant) -> const Json* {
+    for (int batch : {1, 64}) {
+      auto it = by_key.find({limit, pattern, rate, clients, variant, batch});
+      if (it != by_key.end()) return it->second;
+    }
+    return nullptr;
+  };
+  std::string md;
+  // Sections: no limit first, then tighter limits.
+  std::vector<std::tuple<double, std::string>> ordered(sections.begin(), sections.end());
+  std::sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) {
+    const double la = std::get<0>(a) == 0 ? 1e9 : std::get<0>(a);
+    const double lb = std::get<0>(b) == 0 ? 1e9 : std::get<0>(b);
+    if (la != lb) return la > lb;
+    return std::get<1>(a) < std::get<1>(b);
+  });
+  for (const auto& [limit, pattern] : ordered) {
+    const bool stream = pattern == "stream";
+    absl::StrAppend(&md, "### ", pattern,
+                    limit == 0 ? ", no CPU limit" : absl::StrFormat(", --cpu-limit %g", limit),
+                    stream ? " (frames/s; server CPU-s per million frames)"
+                    : pattern == "pingpong"
+                        ? " (round trip p50 / p99; server CPU-s per million round trips)"
+                        : " (latency from the intended send time p50 / p99; server "
+                          "CPU-s per million frames)",
+                    "\n\n| rate | clients |");
+    for (const auto& v : variants) absl::StrAppend(&md, " ", v, " |");
+    absl::StrAppend(
+        &md,
+        " balanced vs uds park (p99, CPU) | throttled (balanced / uds park) |\n| ---: | ---: |");
+    for (size_t i = 0; i < variants.size(); ++i) md += " ---: |";
+    md += " ---: | ---: |\n";
+    for (const auto& [rate, clients] : rows[{limit, pattern}]) {
+      absl::StrAppend(&md, "| ", rate > 0 ? Si(rate) : "-", " | ", clients, " |");
+      for (const auto& v : variants) {
+        const Json* r = find(limit, pattern, rate, clients, v);
+        if (r == nullptr) {
+          md += " - |";
+          continue;
+        }
+        const std::string cpu = Cpu(Num(*r, "server_cpu_s_per_mframe"));
+        if (stream) {
+          absl::StrAppend(&md, " ", Si(Num(*r, "frames_per_s")), "; ", cpu, " |");
+        } else {
+          absl::StrAppend(&md, " ", Ns(Num(*r, "latency_ns.p50")), " / ",
+                          Ns(Num(*r, "latency_ns.p99")), "; ", cpu, " |");
+        }
+      }
+      const Json* bal = find(limit, pattern, rate, clients, "shm balanced");
+      const Json* park = find(limit, pattern, rate, clients, "uds park");
+      if (bal != nullptr && park != nullptr && !stream) {
+        absl::StrAppend(
+            &md, " ", Ratio(Num(*bal, "latency_ns.p99"), Num(*park, "latency_ns.p99")), ", ",
+            Ratio(Num(*bal, "server_cpu_s_per_mframe"), Num(*park, "server_cpu_s_per_mframe")),
+            " |");
+      } else {
+        md += " - |";
+      }
+      auto share = [](const Json* r) {
+        const double s = r == nullptr ? std::nan("") : Num(*r, "throttle.share");
+        return std::isnan(s) ? std::string("-") : absl::StrFormat("%.0f%%", 100 * s);
+      };
+      absl::StrAppend(&md, " ", share(bal), " / ", share(park), " |\n");
+    }
+    md += "\n";
+  }
+  md +=
+      "Ratios are balanced / uds park (lower is better for shm: below 1.00x shm is faster or "
+      "cheaper). Throttled: the share of CFS periods in the window in which the run's cgroup ran "
+      "out of quota.\n\n";
+  return md;
+}
+
+absl::Status WriteWaitingPlots(const std::string& prefix, const std::vector<Json>& runs) {
+  const std::vector<std::string> variants = {"shm balanced", "shm latency", "shm efficiency",
+                                             "uds park", "uds adaptive"};
+  const double limits[] = {0, 1, 0.5};
+  std::ofstream dat(prefix + "-waiting.dat");
+  // One block per (limit, variant): rate, p99 (us), server CPU us per frame.
+  for (double limit : limits) {
+    for (const std::string& v : variants) {
+      dat << "\"" << v << "\"\n";
+      std::vector<const Json*> points;
+      for (const Json& r : runs) {
+        if (Str(r, "pattern") == "openloop" && Num(r, "clients") == 1 && CpuLimitOf(r) == limit &&
+            VariantOf(r) == v) {
+          points.push_back(&r);
+        }
+      }
+      std::sort(points.begin(), points.end(),
+                [](const Json* a, const Json* b) { return Num(*a, "rate") < Num(*b, "rate"); });
+      if (points.empty()) dat << "? ? ?\n";
+      for (const Json* r : points) {
+        // CPU-s per million frames is also microseconds per frame.
+        dat << Num(*r, "rate") << " " << Num(*r, "latency_ns.p99") / 1e3 << " "
+            << Num(*r, "server_cpu_s_per_mframe") << "\n";
+      }
+      dat << "\n\n";
+    }
+  }
+  dat.close();
+  const std::string gp_path = prefix + "-waiting.gp";
+  {
+    std::ofstream gp(gp_path);
+    gp << "prefix = \"" << prefix << "\"\n"
+       << "set terminal pngcairo size 1500,800 noenhanced font \"sans,9\"\n"
+          "set output prefix.\"-waiting.png\"\n"
+          "set datafile missing \"?\"\n"
+          "set grid\n"
+          "set logscale xy\n"
+          "set multiplot layout 2,3 title \"openloop, 1 client, 64 B: p99 latency from the "
+          "intended send time (top) and server CPU per frame (bottom) against the rate, per "
+          "wait strategy\"\n"
+          "titles = \"no_limit cpu-limit_1 cpu-limit_0.5\"\n"
+          "do for [l=0:2] {\n"
+          "  set title word(titles, l+1)\n"
+          "  set xlabel \"frames/s\"\n"
+          "  set ylabel \"p99 (us)\"\n"
+          "  if (l == 0) { set key top left font \",8\" } else { unset key }\n"
+          "  plot for [i=0:4] prefix.\"-waiting.dat\" index (l*5+i) using 1:2 with linespoints "
+          "pt 7 title columnheader(1)\n"
+          "}\n"
+          "do for [l=0:2] {\n"
+          "  set title word(titles, l+1)\n"
+          "  set ylabel \"server CPU us per frame\"\n"
+          "  unset key\n"
+          "  plot for [i=0:4] prefix.\"-waiting.dat\" index (l*5+i) using 1:3 with linespoints "
+          "pt 7 title columnheader(1)\n"
+          "}\n"
+          "unset multiplot\n";
+  }
+  const std::string command = absl::StrCat("gnuplot '", gp_path, "' 2>&1");
+  std::FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return absl::FailedPreconditionError("cannot run gnuplot");
+  std::string output;
+  char buf[512];
+  while (size_t n = std::fread(buf, 1, sizeof(buf), pipe)) output.append(buf, n);
+  if (pclose(pipe) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("gnuplot failed (install gnuplot-nox, or pass --no-plots): ", output));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace shmlane::bench

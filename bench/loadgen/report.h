@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -63,9 +64,49 @@ struct GateCheck {
 // Checks every target (or only those with "smoke": true) against run
 // objects (from RunJson, or the "runs" of a result file). InvalidArgument
 // when the targets file is malformed.
+//
+// `suite` selects: "smoke" checks only smoke targets; a target with a
+// "suite" key is checked only in that suite, and the "waiting" suite checks
+// only those. Optional selectors: "rate", "cpu_limit" (0: none) and
+// "numerator_wait" / "denominator_wait". Metrics whose name starts with
+// latency or contains cpu are lower-is-better (pick the lowest).
 absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
                                                        const std::vector<Json>& runs,
-                                                       bool smoke_only);
+                                                       std::string_view suite);
+// (A string literal must not pick the bool overload below.)
+inline absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
+                                                              const std::vector<Json>& runs,
+                                                              const char* suite) {
+  return EvaluateTargets(targets, runs, std::string_view(suite));
+}
+inline absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
+                                                              const std::vector<Json>& runs,
+                                                              bool smoke_only) {
+  return EvaluateTargets(targets, runs, std::string_view(smoke_only ? "smoke" : ""));
+}
+
+// [1, 5, 15] minute load averages from /proc/loadavg.
+Json LoadAverage();
+
+// "shm balanced", "shm latency", "shm efficiency", "uds park", ...: the
+// transport and its wait (for shm, the channel's wait preference).
+std::string VariantOf(const Json& run);
+
+// One run object per cell (transport, wait, pattern, clients, rate,
+// cpu_limit, batch) of repeated runs: the first run's fields, with the
+// medians of frames_per_s, latency_ns.{p50,p99}, server_cpu_s_per_mframe and
+// throttle.share over the repeats, "repeats": n and "*_range": [min, max].
+std::vector<Json> MedianRuns(const std::vector<Json>& runs);
+
+// The waiting suite's tables (from MedianRuns): per CPU limit and pattern,
+// one row per rate and client count, per variant p50 / p99 latency and
+// server CPU seconds per million frames, and the throttled share of periods.
+std::string WaitingTables(const std::vector<Json>& runs);
+
+// PREFIX-waiting.dat, PREFIX-waiting.gp and PREFIX-waiting.png: p99 latency
+// and server CPU per frame against the open-loop rate, one line per
+// variant, one column per CPU limit (1 client).
+absl::Status WriteWaitingPlots(const std::string& prefix, const std::vector<Json>& runs);
 Json GateJson(const std::vector<GateCheck>& checks);
 void PrintGate(std::FILE* out, const std::vector<GateCheck>& checks);
 

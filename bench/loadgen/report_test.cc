@@ -277,3 +277,78 @@ TEST(ReportTest, ReadsTheCommittedResultFile) {
 
 }  // namespace
 }  // namespace shmlane::bench
+
+namespace shmlane::bench {
+namespace {
+
+// The waiting suite's gate: targets marked "suite": "waiting" are checked
+// only there (and only they are), runs are selected by wait, rate and CPU
+// limit, CPU and latency metrics are lower-is-better, and MedianRuns folds
+// repeats into their medians.
+TEST(WaitingGateTest, SelectsByWaitRateAndLimitOnMedians) {
+  auto run = [](const char* transport, const char* wait, const char* pref, double rate,
+                double limit, double p99, double cpu) {
+    Json v = Json::object();
+    v["transport"] = transport;
+    v["pattern"] = "openloop";
+    v["clients"] = 1;
+    v["frame_bytes"] = 64;
+    v["batch"] = 1;
+    v["touch"] = "read";
+    v["wait"] = wait;
+    if (pref[0] != '\0') v["wait_preference"] = pref;
+    v["rate"] = rate;
+    v["cpu_limit"] = limit;
+    v["latency_ns"] = Json::object();
+    v["latency_ns"]["p99"] = p99;
+    v["latency_ns"]["p50"] = p99 / 2;
+    v["server_cpu_s_per_mframe"] = cpu;
+    v["frames_per_s"] = rate;
+    return v;
+  };
+  std::vector<Json> runs;
+  for (double p99 : {100.0, 300.0, 200.0}) {  // median 200
+    runs.push_back(run("shm", "balanced", "balanced", 20000, 1, p99, 3));
+  }
+  runs.push_back(run("shm", "adaptive", "latency", 20000, 1, 50, 30));  // other wait: ignored
+  runs.push_back(run("shm", "balanced", "balanced", 20000, 0, 10, 1));  // other limit: ignored
+  runs.push_back(run("uds", "park", "", 20000, 1, 400, 2));
+  runs.push_back(run("uds", "park", "", 1000, 1, 1, 2));  // other rate: ignored
+  const std::vector<Json> medians = MedianRuns(runs);
+  ASSERT_EQ(medians.size(), 5u);
+  EXPECT_EQ(NumberAt(medians[0], "latency_ns.p99"), 200);
+  EXPECT_EQ(NumberAt(medians[0], "repeats"), 3);
+  EXPECT_EQ(VariantOf(medians[0]), "shm balanced");
+  EXPECT_EQ(VariantOf(medians[3]), "uds park");
+
+  absl::StatusOr<Json> targets = ParseJson(R"({"targets": [
+      {"name": "p99", "suite": "waiting", "metric": "latency_ns.p99", "pattern": "openloop",
+       "clients": 1, "frame_bytes": 64, "rate": 20000, "cpu_limit": 1,
+       "numerator": "uds", "numerator_wait": "park",
+       "denominator": "shm", "denominator_wait": "balanced", "min_ratio": 1.5},
+      {"name": "cpu", "suite": "waiting", "metric": "server_cpu_s_per_mframe",
+       "pattern": "openloop", "clients": 1, "frame_bytes": 64, "rate": 20000, "cpu_limit": 1,
+       "numerator": "uds", "numerator_wait": "park",
+       "denominator": "shm", "denominator_wait": "balanced", "min_ratio": 0.5},
+      {"name": "quick-only", "metric": "frames_per_s", "pattern": "stream", "clients": 1,
+       "frame_bytes": 64, "numerator": "shm", "denominator": "uds", "min_ratio": 1}]})");
+  ASSERT_TRUE(targets.ok()) << targets.status();
+  absl::StatusOr<std::vector<GateCheck>> checks = EvaluateTargets(*targets, medians, "waiting");
+  ASSERT_TRUE(checks.ok()) << checks.status();
+  ASSERT_EQ(checks->size(), 2u) << "only the waiting targets";
+  EXPECT_TRUE((*checks)[0].found);
+  EXPECT_DOUBLE_EQ((*checks)[0].ratio, 2.0);  // 400 / median 200
+  EXPECT_TRUE((*checks)[0].passed);
+  EXPECT_EQ((*checks)[0].numerator_run, "uds park");
+  EXPECT_EQ((*checks)[0].denominator_run, "shm balanced");
+  EXPECT_NEAR((*checks)[1].ratio, 2.0 / 3.0, 1e-9);
+  EXPECT_TRUE((*checks)[1].passed);
+  // The quick gate never sees the waiting targets.
+  absl::StatusOr<std::vector<GateCheck>> quick = EvaluateTargets(*targets, medians, "quick");
+  ASSERT_TRUE(quick.ok());
+  ASSERT_EQ(quick->size(), 1u);
+  EXPECT_EQ((*quick)[0].name, "quick-only");
+}
+
+}  // namespace
+}  // namespace shmlane::bench

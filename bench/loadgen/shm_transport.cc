@@ -32,20 +32,29 @@ namespace {
 using ::shmlane::dataplane::UniqueFd;
 constexpr char kChannel[] = "bench";
 
-dataplane::WaitOptions WaitFor(const RunSpec& spec) {
-  dataplane::WaitOptions w;
-  switch (spec.wait) {
+// The channel's wait preference for a wait mode (spec.h): the clients take
+// it from the daemon at attach, as applications do.
+v1::WaitPreference PreferenceFor(WaitMode mode) {
+  switch (mode) {
     case WaitMode::kSpin:
-      w.spin = absl::InfiniteDuration();
-      break;
-    case WaitMode::kPark:
-      w.spin = absl::ZeroDuration();
-      break;
     case WaitMode::kAdaptive:
-      w.spin = spec.spin;
-      break;
+      return v1::WAIT_PREFERENCE_LATENCY;
+    case WaitMode::kPark:
+      return v1::WAIT_PREFERENCE_EFFICIENCY;
+    case WaitMode::kBalanced:
+      return v1::WAIT_PREFERENCE_BALANCED;
   }
-  return w;
+  return v1::WAIT_PREFERENCE_BALANCED;
+}
+
+// The endpoints' spin budget; kSpin (the bench polls the endpoint itself)
+// also overrides the channel's preference, as an application may.
+void FillWait(const RunSpec& spec, client::AttachOptions* options) {
+  options->wait.spin = spec.spin;
+  if (spec.wait == WaitMode::kSpin) {
+    options->wait.spin = absl::InfiniteDuration();
+    options->wait_preference = dataplane::WaitPreference::kLatency;
+  }
 }
 
 uint64_t RingBytesFor(const RunSpec& spec, uint32_t max_frame) {
@@ -121,6 +130,7 @@ std::string Tail(const std::string& path) {
     cs->set_ring_bytes(RingBytesFor(spec, max_frame));
     cs->set_max_producers(static_cast<uint32_t>(spec.clients));
     cs->set_backpressure(v1::BACKPRESSURE_POLICY_BLOCK);
+    cs->set_wait_preference(PreferenceFor(spec.wait));
     v1::Channel created;
     const grpc::Status s = channels->CreateChannel(&ctx, req, &created);
     if (!s.ok()) fail(absl::StrCat("CreateChannel: ", s.error_message()));
@@ -429,7 +439,7 @@ class ShmTransport final : public Transport {
     options->runtime_dir = runtime_dir_;
     options->client_name = std::move(name);
     options->attach_timeout = absl::Seconds(30);
-    options->wait = WaitFor(spec_);
+    FillWait(spec_, options);
   }
 
   absl::Status StartDaemon() {

@@ -42,8 +42,27 @@ const char* ToString(WaitMode w) {
       return "park";
     case WaitMode::kAdaptive:
       return "adaptive";
+    case WaitMode::kBalanced:
+      return "balanced";
   }
   return "?";
+}
+
+const char* ToString(ClientTiming t) {
+  switch (t) {
+    case ClientTiming::kSleep:
+      return "sleep";
+    case ClientTiming::kWait:
+      return "wait";
+  }
+  return "?";
+}
+
+std::optional<ClientTiming> ParseClientTiming(std::string_view s) {
+  for (ClientTiming t : kAllClientTimings) {
+    if (s == ToString(t)) return t;
+  }
+  return std::nullopt;
 }
 
 const char* ToString(Touch t) {
@@ -85,13 +104,18 @@ std::optional<Touch> ParseTouch(std::string_view s) {
 }
 
 WaitMode DefaultWait(TransportKind t) {
-  return t == TransportKind::kShm ? WaitMode::kAdaptive : WaitMode::kPark;
+  return t == TransportKind::kShm ? WaitMode::kBalanced : WaitMode::kPark;
 }
 
 std::string Label(const RunSpec& spec) {
-  return absl::StrCat(ToString(spec.transport), "/", ToString(spec.pattern), "/c", spec.clients,
-                      "/f", spec.frame_bytes, "/b", spec.batch,
-                      spec.touch == Touch::kNone ? "/touch-none" : "");
+  return absl::StrCat(
+      ToString(spec.transport), "/", ToString(spec.pattern), "/c", spec.clients, "/f",
+      spec.frame_bytes, "/b", spec.batch, spec.touch == Touch::kNone ? "/touch-none" : "",
+      spec.pattern == Pattern::kOpenLoop ? absl::StrCat("/r", static_cast<int64_t>(spec.rate))
+                                         : std::string(),
+      spec.cpu_limit > 0 ? absl::StrCat("/cpu", spec.cpu_limit) : std::string(),
+      spec.wait != DefaultWait(spec.transport) ? absl::StrCat("/", ToString(spec.wait))
+                                               : std::string());
 }
 
 int64_t NowNs() {

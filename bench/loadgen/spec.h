@@ -17,8 +17,17 @@ enum class TransportKind { kShm, kUds, kPipe, kTcp, kGrpc };
 enum class Pattern { kStream, kPingPong, kOpenLoop };
 // How a side that has nothing to do waits: spin on the transport, park in
 // the kernel (blocking call, epoll_wait, eventfd), or spin for
-// RunSpec::spin and then park.
-enum class WaitMode { kSpin, kPark, kAdaptive };
+// RunSpec::spin and then park. For shm these are the channel's wait
+// preferences (dataplane/wait_strategy.h): adaptive = latency (spin up to
+// --spin, then park), park = efficiency, balanced = balanced (the library's
+// default: spin only when it pays, never under CPU pressure; shm only); spin
+// = the bench busy-polls the endpoint itself.
+enum class WaitMode { kSpin, kPark, kAdaptive, kBalanced };
+// How an openloop client waits for each frame's send time: kSleep sleeps
+// (clock_nanosleep to the send time, no spin), so that every transport's
+// clients cost the same; kWait waits as RunSpec::wait says (adaptive: sleep
+// until `spin` before, then spin), as runs before this mode existed did.
+enum class ClientTiming { kSleep, kWait };
 // What the server does with each delivered frame: kRead reads every payload
 // byte once (a checksum over 8-byte words, compared with the one the sender
 // put in the frame: equal work at every receiver, and a transport that
@@ -32,7 +41,9 @@ inline constexpr TransportKind kAllTransports[] = {TransportKind::kShm, Transpor
                                                    TransportKind::kGrpc};
 inline constexpr Pattern kAllPatterns[] = {Pattern::kStream, Pattern::kPingPong,
                                            Pattern::kOpenLoop};
-inline constexpr WaitMode kAllWaitModes[] = {WaitMode::kSpin, WaitMode::kPark, WaitMode::kAdaptive};
+inline constexpr WaitMode kAllWaitModes[] = {WaitMode::kSpin, WaitMode::kPark, WaitMode::kAdaptive,
+                                             WaitMode::kBalanced};
+inline constexpr ClientTiming kAllClientTimings[] = {ClientTiming::kSleep, ClientTiming::kWait};
 inline constexpr Touch kAllTouches[] = {Touch::kRead, Touch::kNone};
 
 inline constexpr int kMaxClients = 512;
@@ -72,24 +83,31 @@ struct RunSpec {
   int batch = 1;
   uint64_t batch_bytes = kDefaultBatchBytes;
   Touch touch = Touch::kRead;
+  ClientTiming client_timing = ClientTiming::kSleep;  // openloop clients
+  // > 0: server, clients and daemon run in a fresh cgroup with a CFS quota
+  // of this many CPUs (bench/loadgen/cgroup.h).
+  double cpu_limit = 0;
 };
 
 const char* ToString(TransportKind t);
 const char* ToString(Pattern p);
 const char* ToString(WaitMode w);
 const char* ToString(Touch t);
+const char* ToString(ClientTiming t);
 std::optional<TransportKind> ParseTransport(std::string_view s);
 std::optional<Pattern> ParsePattern(std::string_view s);
 std::optional<WaitMode> ParseWaitMode(std::string_view s);
 std::optional<Touch> ParseTouch(std::string_view s);
+std::optional<ClientTiming> ParseClientTiming(std::string_view s);
 
 // The wait mode a comparison uses when --wait is not given: blocking calls
 // for the kernel transports and gRPC (what socket programs do), the
-// library's adaptive spin-then-park for shm.
+// library's default (balanced) for shm.
 WaitMode DefaultWait(TransportKind t);
 
 // A short label such as "uds/stream/c8/f64/b64" ("/touch-none" appended
-// for a counting-only receiver).
+// for a counting-only receiver; "/r20000" for openloop, "/cpu0.5" under a
+// CPU limit, "/adaptive" for a wait mode other than the transport's default).
 std::string Label(const RunSpec& spec);
 
 // CLOCK_MONOTONIC in nanoseconds: comparable across the bench's processes.

@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +27,66 @@ std::string UtcStamp(const char* format) {
   char buf[64];
   strftime(buf, sizeof(buf), format, &utc);
   return buf;
+}
+
+// The waiting suite: how each wait strategy pays at open-loop rates from
+// rare (1k frames/s: 1 ms apart) to busy (200k/s: 5 us apart), with 1 and 8
+// clients, and in ping-pong, each with no CPU limit and with a 1- and a
+// half-CPU CFS quota; shm in each preference against uds with blocking
+// calls (what socket programs do) and adaptive. Openloop clients sleep to
+// their send times (equal client cost). Plus 64-byte streaming at 1 and 32
+// producers, balanced against latency (the saturation target). Cells are
+// adjacent so every comparison is between runs minutes apart at most.
+absl::StatusOr<std::vector<RunSpec>> WaitingSpecs(const SuiteOptions& options) {
+  struct Variant {
+    TransportKind transport;
+    WaitMode wait;
+  };
+  const Variant variants[] = {{TransportKind::kShm, WaitMode::kBalanced},
+                              {TransportKind::kShm, WaitMode::kAdaptive},
+                              {TransportKind::kShm, WaitMode::kPark},
+                              {TransportKind::kUds, WaitMode::kPark},
+                              {TransportKind::kUds, WaitMode::kAdaptive}};
+  const absl::Duration duration = options.duration.value_or(absl::Seconds(2));
+  const absl::Duration warmup = options.warmup.value_or(absl::Milliseconds(500));
+  std::vector<RunSpec> specs;
+  auto add = [&](const Variant& v, Pattern p, int clients, double rate, double limit, int batch) {
+    if (!options.transports.empty() &&
+        std::find(options.transports.begin(), options.transports.end(), v.transport) ==
+            options.transports.end()) {
+      return;
+    }
+    RunSpec s = options.base;
+    s.transport = v.transport;
+    s.wait = v.wait;
+    s.pattern = p;
+    s.clients = clients;
+    s.frame_bytes = 64;
+    s.batch = batch;
+    s.duration = duration;
+    s.warmup = warmup;
+    s.rate = rate;
+    s.cpu_limit = limit;
+    s.client_timing = ClientTiming::kSleep;
+    // Ping-pong pinned (as the smoke suite): two spinning peers sharing a
+    // CPU measure the scheduler, not the transport.
+    s.pin = p == Pattern::kPingPong;
+    specs.push_back(s);
+  };
+  for (double limit : {0.0, 1.0, 0.5}) {
+    for (double rate : {1000.0, 20000.0, 200000.0}) {
+      for (int clients : {1, 8}) {
+        for (const Variant& v : variants) add(v, Pattern::kOpenLoop, clients, rate, limit, 1);
+      }
+    }
+    for (const Variant& v : variants) add(v, Pattern::kPingPong, 1, 0, limit, 1);
+  }
+  for (int clients : {1, 32}) {
+    for (const Variant& v : {variants[0], variants[1]}) {
+      add(v, Pattern::kStream, clients, 0, 0, 1);
+    }
+  }
+  return specs;
 }
 
 }  // namespace
@@ -67,6 +128,8 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
     axes = {{{Pattern::kStream}, clients, frames, all, {1, 8, 64, 256}, {}},
             {{Pattern::kPingPong}, clients, frames, all, {1}, {}},
             {{Pattern::kOpenLoop}, clients, frames, all, {1, 64}, {}}};
+  } else if (options.name == "waiting") {
+    return WaitingSpecs(options);
   } else if (options.name == "smoke") {
     // The bench-smoke ctest (~20 s): only what the smoke targets compare.
     // Ping-pong is pinned so that the server and its client never share a
@@ -82,7 +145,7 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
             {{Pattern::kPingPong}, {1}, {64}, shm_uds, {1}, true}};
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown suite '", options.name, "' (quick, full, smoke)"));
+        absl::StrCat("unknown suite '", options.name, "' (quick, full, smoke, waiting)"));
   }
   if (options.duration) duration = *options.duration;
   if (options.warmup) warmup = *options.warmup;
@@ -141,14 +204,17 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
 
 int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
   const MachineInfo machine = GetMachineInfo();
+  const Json load_at_start = LoadAverage();
   const std::string started = UtcStamp("%Y-%m-%dT%H:%M:%SZ");
   std::FILE* text = options.json ? stderr : stdout;
   std::vector<Json> runs;
   Json failures = Json::array();
   int exit_code = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (specs.size() > 1)
-      absl::FPrintF(stderr, "[%d/%d] %s\n", i + 1, specs.size(), Label(specs[i]));
+  const int repeat = std::max(1, options.repeat);
+  const size_t total = specs.size() * static_cast<size_t>(repeat);
+  for (size_t k = 0; k < total; ++k) {
+    const size_t i = k % specs.size();
+    if (total > 1) absl::FPrintF(stderr, "[%d/%d] %s\n", k + 1, total, Label(specs[i]));
     absl::StatusOr<RunResult> result = RunOne(specs[i]);
     if (!result.ok()) {
       absl::FPrintF(stderr, "FAILED %s: %s\n", Label(specs[i]), result.status().ToString());
@@ -182,8 +248,10 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
       std::stringstream ss;
       ss << in.rdbuf();
       absl::StatusOr<Json> targets = ParseJson(ss.str());
+      // The waiting suite gates on the median of each cell's repeats.
+      const std::vector<Json> gated = options.name == "waiting" ? MedianRuns(runs) : runs;
       absl::StatusOr<std::vector<GateCheck>> evaluated =
-          targets.ok() ? EvaluateTargets(*targets, runs, options.name == "smoke")
+          targets.ok() ? EvaluateTargets(*targets, gated, options.name)
                        : absl::StatusOr<std::vector<GateCheck>>(targets.status());
       if (!evaluated.ok()) {
         absl::FPrintF(stderr, "%s: %s\n", options.targets, evaluated.status().ToString());
@@ -211,11 +279,15 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
   method["started"] = started;
   method["wait"] = options.wait_given ? ToString(options.base.wait)
                                       : "default: park (blocking calls) for uds, pipe, tcp and "
-                                        "grpc; adaptive for shm";
+                                        "grpc; balanced for shm";
   method["touch"] = ToString(options.base.touch);
   method["batch_bytes"] = options.base.batch_bytes;
   method["spin_us"] = JsonNumber(absl::ToDoubleMicroseconds(options.base.spin));
   method["pin"] = options.base.pin;
+  method["repeat"] = repeat;
+  method["client_timing"] =
+      options.name == "waiting" ? "sleep" : ToString(options.base.client_timing);
+  method["load_average_start"] = load_at_start;
   method["notes"] =
       "each client is a process; one server process reads all connections; frames/s "
       "counts frames delivered to the server (stream, openloop) or round trips "
@@ -228,6 +300,7 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
   doc["runs"] = runs;
   doc["failures"] = std::move(failures);
   doc["gate"] = GateJson(checks);
+  doc["method"]["load_average_end"] = LoadAverage();
   {
     std::ofstream out(prefix + ".json");
     out << DumpJson(doc, /*pretty=*/true) << "\n";
@@ -243,13 +316,21 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
     md << "Machine: " << machine.cpu_model << ", " << machine.cpus << " CPUs, " << machine.kernel
        << ". Wait mode "
        << (options.wait_given ? ToString(options.base.wait)
-                              : "park (blocking calls) for uds, pipe, tcp and grpc, adaptive "
+                              : "park (blocking calls) for uds, pipe, tcp and grpc, balanced "
                                 "for shm")
        << ", pin " << (options.base.pin ? "yes" : "no") << ", batches end at "
        << options.base.batch_bytes
        << " bytes. Ratios compare runs of this set only; every ratio names the batching of "
           "both sides.\n\n";
-    md << MarkdownTables(runs);
+    if (options.name == "waiting") {
+      md << "Open-loop clients sleep to each send time (clock_nanosleep, client timing `sleep`). "
+            "Each cell is the median of "
+         << repeat << " interleaved runs. Load average at start / end: " << DumpJson(load_at_start)
+         << " / " << DumpJson(doc["method"]["load_average_end"]) << ".\n\n";
+      md << WaitingTables(MedianRuns(runs));
+    } else {
+      md << MarkdownTables(runs);
+    }
     if (!checks.empty()) {
       md << "### gate (bench/targets.json)\n\n| target | runs | ratio | min | result |\n| --- | "
             "--- | ---: | ---: | --- |\n";
@@ -265,14 +346,19 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
       }
       md << "\n";
     }
-    if (options.plots) {
+    if (options.plots && options.name == "waiting") {
+      const std::string base = std::filesystem::path(prefix).filename().string();
+      md << "![waiting](" << base << "-waiting.png)\n";
+    } else if (options.plots) {
       const std::string base = std::filesystem::path(prefix).filename().string();
       md << "![throughput](" << base << "-throughput.png)\n![batch](" << base
          << "-batch.png)\n![latency](" << base << "-latency.png)\n![cdf](" << base << "-cdf.png)\n";
     }
   }
   if (options.plots && !runs.empty()) {
-    if (absl::Status s = WritePlots(prefix, runs); !s.ok()) {
+    if (absl::Status s = options.name == "waiting" ? WriteWaitingPlots(prefix, MedianRuns(runs))
+                                                   : WritePlots(prefix, runs);
+        !s.ok()) {
       absl::FPrintF(stderr, "plots: %s\n", s.ToString());
     }
   }

@@ -16,7 +16,7 @@
 namespace shmlane::bench {
 
 struct SuiteOptions {
-  std::string name;                        // quick, full, smoke, or "" for a single run
+  std::string name;                        // quick, full, smoke, waiting, or "" for a single run
   RunSpec base;                            // wait, pin, rate, shmlaned, ... for every run
   std::optional<absl::Duration> duration;  // overrides the suite's
   std::optional<absl::Duration> warmup;
@@ -30,6 +30,9 @@ struct SuiteOptions {
   bool gate = false;  // exit status reflects the targets
   bool plots = true;
   bool write_files = true;  // false for a single run without --out
+  // Every spec this many times, in interleaved passes (all specs, then all
+  // again); the waiting suite's tables and gate use the median per cell.
+  int repeat = 1;
 };
 
 // The runs of a named suite; InvalidArgument for an unknown name.

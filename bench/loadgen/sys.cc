@@ -185,6 +185,7 @@ MachineInfo GetMachineInfo() {
 }
 
 void WaitUntil(int64_t t_ns, WaitMode mode, int64_t spin_ns) {
+  if (mode == WaitMode::kBalanced) mode = WaitMode::kPark;  // a sleep has nothing to learn
   if (mode != WaitMode::kSpin) {
     const int64_t sleep_until = mode == WaitMode::kPark ? t_ns : t_ns - spin_ns;
     if (NowNs() < sleep_until) {

@@ -151,6 +151,7 @@ struct Flags {
   uint32_t max_frame_bytes = 0;
   uint32_t max_producers = 0;
   std::string backpressure = "block";
+  std::string wait_preference = "balanced";
   uint32_t latency_sample_every = 0;
   bool no_latency_sampling = false;
   std::vector<std::string> labels;
@@ -259,6 +260,14 @@ void WireChannels(CLI::App& app, Flags& f) {
   create->add_option("--backpressure", f.backpressure, "What a write does on a full ring")
       ->type_name(ShortNames<v1::BackpressurePolicy>())
       ->check(EnumCheck<v1::BackpressurePolicy>())
+      ->capture_default_str();
+  create
+      ->add_option("--wait-preference", f.wait_preference,
+                   "How endpoints wait when idle: balanced spins only when it pays and never "
+                   "under a CPU quota; latency spins up to 50us; efficiency parks at once "
+                   "(clients may override it)")
+      ->type_name(ShortNames<v1::WaitPreference>())
+      ->check(EnumCheck<v1::WaitPreference>())
       ->capture_default_str();
   create
       ->add_option("--latency-sample-every", f.latency_sample_every,
@@ -448,6 +457,7 @@ void BuildRequest(Flags& f, Command command, Invocation* inv) {
       spec->set_max_frame_bytes(f.max_frame_bytes);
       spec->set_max_producers(f.max_producers);
       spec->set_backpressure(*ParseShortName<v1::BackpressurePolicy>(f.backpressure));
+      spec->set_wait_preference(*ParseShortName<v1::WaitPreference>(f.wait_preference));
       spec->set_latency_sample_every(f.latency_sample_every);
       spec->set_disable_latency_sampling(f.no_latency_sampling);
       for (const std::string& label : f.labels) {

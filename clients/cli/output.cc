@@ -85,13 +85,14 @@ void PrintTable(const std::vector<std::vector<std::string>>& raw) {
 void PrintChannels(const std::vector<v1::Channel>& channels) {
   std::vector<std::vector<std::string>> rows = {{"NAME", "PATTERN", "RING", "MAX_FRAME",
                                                  "PRODUCERS", "CONSUMER", "LANES", "OWNER",
-                                                 "BACKPRESSURE"}};
+                                                 "BACKPRESSURE", "WAIT"}};
   for (const v1::Channel& c : channels) {
     rows.push_back({c.spec().name(), ShortName(c.spec().pattern()),
                     absl::StrCat(c.spec().ring_bytes()), absl::StrCat(c.spec().max_frame_bytes()),
                     absl::StrCat(c.attached_producers(), "/", c.spec().max_producers()),
                     c.consumer_attached() ? "yes" : "no", absl::StrCat(c.lanes()),
-                    absl::StrCat(c.owner_uid()), ShortName(c.spec().backpressure())});
+                    absl::StrCat(c.owner_uid()), ShortName(c.spec().backpressure()),
+                    ShortName(c.spec().wait_preference())});
   }
   PrintTable(rows);
 }
@@ -118,16 +119,17 @@ void PrintQuota(const v1::Quota& quota) {
 }
 
 void PrintStats(const v1::ChannelStats& stats) {
-  std::vector<std::vector<std::string>> rows = {{"LANE", "SENT", "RECEIVED", "BYTES_SENT",
-                                                 "OCCUPANCY", "CAPACITY", "BACKPRESSURE", "DROPPED",
-                                                 "WAKEUPS", "P50", "P90", "P99"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"LANE", "SENT", "RECEIVED", "BYTES_SENT", "OCCUPANCY", "CAPACITY", "BACKPRESSURE", "DROPPED",
+       "WAKEUPS", "SPIN", "SPINS", "PARKS", "P50", "P90", "P99"}};
   auto row = [&](const std::string& id, const v1::LaneStats& l) {
     rows.push_back({id, absl::StrCat(l.frames_sent()), absl::StrCat(l.frames_received()),
                     absl::StrCat(l.bytes_sent()), absl::StrCat(l.occupancy_bytes()),
                     absl::StrCat(l.capacity_bytes()), absl::StrCat(l.backpressure_events()),
                     absl::StrCat(l.dropped_frames()), absl::StrCat(l.wakeups()),
-                    DurationText(l.latency_p50()), DurationText(l.latency_p90()),
-                    DurationText(l.latency_p99())});
+                    DurationText(l.spin_time()), absl::StrCat(l.spin_waits()),
+                    absl::StrCat(l.parks()), DurationText(l.latency_p50()),
+                    DurationText(l.latency_p90()), DurationText(l.latency_p99())});
   };
   for (const auto& l : stats.lanes()) row(absl::StrCat(l.lane_id()), l);
   row("total", stats.total());

@@ -233,6 +233,7 @@ absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
   out.attachment_id = reply.attachment_id();
   out.max_frame_bytes = reply.max_frame_bytes();
   out.ring_bytes = reply.ring_bytes();
+  out.wait_preference = reply.wait_preference();
   auto bell_fd = DupAt(received->fds, reply.doorbell_fd_index(), "own doorbell");
   if (!bell_fd.ok()) return bell_fd.status();
   auto bell = dataplane::Doorbell::Adopt(std::move(*bell_fd));

@@ -48,6 +48,7 @@ struct Handshake {
   std::vector<LaneEnd> lanes;
   uint32_t max_frame_bytes = 0;
   uint64_t ring_bytes = 0;
+  int wait_preference = 0;  // AttachReply.wait_preference (see ResolveWait)
 };
 
 // Connects, sends the AttachRequest and waits for the AttachReply, then for

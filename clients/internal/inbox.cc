@@ -18,6 +18,13 @@ namespace {
 // cannot starve the data path.
 constexpr int kMaxControlMessagesPerCheck = 64;
 
+// The options with the endpoint's resolved wait (the channel's preference
+// unless the application overrides it).
+AttachOptions WithWait(AttachOptions options, dataplane::WaitOptions wait) {
+  options.wait = wait;
+  return options;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Inbox>> Inbox::Create(Handshake handshake, v1::Role role,
@@ -34,12 +41,12 @@ absl::StatusOr<std::unique_ptr<Inbox>> Inbox::Create(Handshake handshake, v1::Ro
 Inbox::Inbox(Handshake handshake, v1::Role role, const AttachOptions& options, PeerEventFn on_event,
              WriteLaneHooks hooks)
     : role_(role),
-      options_(options),
+      options_(WithWait(options, ResolveWait(options, handshake.wait_preference))),
       channel_(std::move(handshake.channel)),
       attachment_id_(handshake.attachment_id),
       socket_(std::move(handshake.socket)),
       own_bell_(handshake.own_bell),
-      set_(handshake.own_bell, /*per_lane_batch=*/64, options.wait),
+      set_(handshake.own_bell, /*per_lane_batch=*/64, options_.wait),
       on_event_(std::move(on_event)),
       hooks_(std::move(hooks)) {}
 
@@ -257,14 +264,20 @@ absl::StatusOr<size_t> Inbox::Wait(FrameFn fn, absl::Time deadline) {
     size_t n = Poll(fn);
     if (n > 0) return n;
     if (take_interrupt()) return absl::CancelledError("interrupted");
-    // Idle: the attach socket is worth a system call now.
-    CheckControl();
+    // Idle: the attach socket is worth a system call now, unless nothing
+    // can have come since the last look. The socket is in the park's wake
+    // fd, so a message that arrives (or waits) ends the park and marks it.
+    if (control_maybe_) {
+      control_maybe_ = false;
+      CheckControl();
+    }
     if (finished()) return FinishedStatus();
     if (absl::Now() >= deadline) return Pass(fn);
     if (set_.empty()) {
       // No lane, so no waiter flag to announce: sleep until the daemon says
       // something or we are interrupted (a stray ring is harmless).
       own_bell_->Wait(deadline, wake_fd_.get());
+      control_maybe_ = true;
       continue;
     }
     // Spins, announces itself on every lane, re-checks, then parks on the
@@ -274,8 +287,11 @@ absl::StatusOr<size_t> Inbox::Wait(FrameFn fn, absl::Time deadline) {
         [&](uint64_t lane_id, dataplane::ReadResult why, const absl::Status& status) {
           OnEnd(lane_id, why, status);
         },
-        deadline, wake_fd_.get());
+        // The socket and the interrupt fd themselves, not the epoll set of
+        // both (wake_fd_): a park through a nested epoll fd costs more.
+        deadline, socket_.is_open() ? socket_.fd() : -1, interrupt_fd_.get());
     if (n > 0) return n;
+    control_maybe_ = true;  // woken by the wake fd (or the deadline): look at the socket
   }
 }
 

@@ -103,6 +103,11 @@ class Inbox {
   std::atomic<bool> interrupted_{false};
 
   v1::Role role_;
+  // Wait looks at the attach socket only when it may hold news: at first,
+  // and after a park that the wake fd (socket, interrupt) or the deadline
+  // ended. Saves a recvmsg per idle period; Poll still looks every
+  // kControlCheckEvery passes.
+  bool control_maybe_ = true;
   AttachOptions options_;
   std::string channel_;
   uint64_t attachment_id_;

@@ -243,7 +243,7 @@ void Daemon::Kill() {
 
 absl::Status Daemon::CreateChannel(const std::string& name, v1::ChannelPattern pattern,
                                    uint64_t ring_bytes, uint32_t max_frame_bytes,
-                                   v1::BackpressurePolicy policy) {
+                                   v1::BackpressurePolicy policy, v1::WaitPreference wait) {
   auto channel =
       grpc::CreateChannel("unix:" + dir() + "/control.sock", grpc::InsecureChannelCredentials());
   auto stub = v1::ChannelService::NewStub(channel);
@@ -253,6 +253,7 @@ absl::Status Daemon::CreateChannel(const std::string& name, v1::ChannelPattern p
   req.mutable_spec()->set_ring_bytes(ring_bytes);
   req.mutable_spec()->set_max_frame_bytes(max_frame_bytes);
   req.mutable_spec()->set_backpressure(policy);
+  req.mutable_spec()->set_wait_preference(wait);
   req.mutable_spec()->set_max_producers(64);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));

@@ -85,7 +85,8 @@ class Daemon {
   absl::Status CreateChannel(
       const std::string& name, shmlane::v1::ChannelPattern pattern, uint64_t ring_bytes = 0,
       uint32_t max_frame_bytes = 0,
-      shmlane::v1::BackpressurePolicy policy = shmlane::v1::BACKPRESSURE_POLICY_BLOCK);
+      shmlane::v1::BackpressurePolicy policy = shmlane::v1::BACKPRESSURE_POLICY_BLOCK,
+      shmlane::v1::WaitPreference wait = shmlane::v1::WAIT_PREFERENCE_UNSPECIFIED);
   absl::Status DeleteChannel(const std::string& name, bool force);
   absl::Status GrantUid(const std::string& channel, uint32_t uid, shmlane::v1::GrantRole role);
   absl::StatusOr<shmlane::v1::ChannelStats> Stats(const std::string& channel);
