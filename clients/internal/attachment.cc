@@ -248,6 +248,8 @@ absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
     return s;
   }
   out.socket = std::move(*socket);
+  out.reply = reply;
+  out.reply_fds = std::move(received->fds);
   return out;
 }
 

@@ -48,6 +48,10 @@ struct Handshake {
   std::vector<LaneEnd> lanes;
   uint32_t max_frame_bytes = 0;
   uint64_t ring_bytes = 0;
+  // The AttachReply and its packet's fds, for roles whose reply carries
+  // more than lanes (BROADCAST: clients/internal/broadcast_end.h).
+  v1::AttachReply reply;
+  std::vector<dataplane::UniqueFd> reply_fds;
 };
 
 // Connects, sends the AttachRequest and waits for the AttachReply, then for
