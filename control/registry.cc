@@ -428,7 +428,7 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
                         : pattern == v1::CHANNEL_PATTERN_REQUEST_REPLY ? "client or server"
                                                                        : "publisher or subscriber";
     return absl::InvalidArgumentError(absl::StrCat(
-        "channel \"", request.channel(), "\" is a ", absl::AsciiStrToUpper(ShortName(pattern)),
+        "channel \"", request.channel(), "\" is a ", v1::ChannelPattern_Name(pattern).substr(16),
         " channel; attach as ", roles, ", not ", ShortName(role)));
   }
   const v1::GrantRole needed = writes_role ? v1::GRANT_ROLE_PRODUCE : v1::GRANT_ROLE_CONSUME;

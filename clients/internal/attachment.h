@@ -48,8 +48,9 @@ struct Handshake {
   std::vector<LaneEnd> lanes;
   uint32_t max_frame_bytes = 0;
   uint64_t ring_bytes = 0;
-  // The AttachReply and its packet's fds, for roles whose reply carries
-  // more than lanes (BROADCAST: clients/internal/broadcast_end.h).
+  // BROADCAST roles only: the AttachReply and its packet's fds, which
+  // clients/broadcast.cc maps (clients/internal/broadcast_end.h); what it
+  // does not take closes with the Handshake. Empty for the other roles.
   v1::AttachReply reply;
   std::vector<dataplane::UniqueFd> reply_fds;
 };
