@@ -30,6 +30,9 @@ absl::StatusOr<Publisher> Publisher::Attach(std::string_view channel, const Opti
   p.attachment_id_ = hs->attachment_id;
   p.socket_ = std::make_unique<internal::AttachSocket>(std::move(hs->socket));
   p.writer_.emplace(*std::move(writer));
+  p.slots_generation_ =
+      &reinterpret_cast<const dataplane::BroadcastBlocks*>(p.writer_->segment().data())
+           ->supervisor.slots_generation;
   for (const v1::BroadcastDescription& d : reply.subscribers()) {
     auto slot = internal::TakeSlot(d, hs->reply_fds, dataplane::Access::kReadOnly);
     if (!slot.ok()) return slot.status();
@@ -58,6 +61,10 @@ Publisher& Publisher::operator=(Publisher&& other) noexcept {
     slots_ = std::move(other.slots_);
     daemon_status_ = std::move(other.daemon_status_);
     writes_since_check_ = other.writes_since_check_;
+    slots_generation_ = other.slots_generation_;
+    seen_generation_ = other.seen_generation_;
+    subscriber_messages_ = other.subscriber_messages_;
+    generation_tries_ = other.generation_tries_;
     closed_here_ = other.closed_here_;
   }
   return *this;
@@ -66,6 +73,7 @@ Publisher::~Publisher() { Close(); }
 
 void Publisher::Handle(internal::ReceivedMessage& received) {
   const v1::AttachMessage& m = received.message;
+  if (m.has_subscriber_added() || m.has_subscriber_removed()) ++subscriber_messages_;
   if (m.has_subscriber_added()) {
     for (const v1::BroadcastDescription& d : m.subscriber_added().subscribers()) {
       auto slot = internal::TakeSlot(d, received.fds, dataplane::Access::kReadOnly);

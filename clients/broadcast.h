@@ -18,9 +18,10 @@
 // under drop-oldest it is lapped and told how many frames it missed.
 //
 // The daemon tells the publisher of subscribers that come and go on its
-// attach socket; the publisher reads it without blocking every
-// kSocketCheckEvery writes and whenever a write could not complete, so a
-// new subscriber is linked within that many frames. A subscriber that dies
+// attach socket; the publisher reads it without blocking when the ring's
+// slot generation changes (one shared-memory load per write), every
+// kSocketCheckEvery writes, and whenever a write finds no room, so a new
+// subscriber is linked at the next write after its message arrives. A subscriber that dies
 // stops holding a blocked publisher at once (the daemon releases its slot).
 // When the publisher goes, subscribers read what was committed, then see
 // kClosed; attach again for the next publisher.
@@ -106,10 +107,21 @@ class Publisher {
  private:
   Publisher() = default;
   void Handle(internal::ReceivedMessage& message);
+  // Per write: one load of the ring's slots_generation (bumped by the
+  // daemon on every slot activation or release; a rarely written line). On
+  // a change, read the socket until the matching SubscriberAdded/Removed
+  // came (at most kSocketCheckEvery tries); else every kSocketCheckEvery
+  // writes. No system call per frame while nothing changes.
   void CheckDue() {
-    if (++writes_since_check_ < kSocketCheckEvery) return;
+    const uint64_t g = __atomic_load_n(slots_generation_, __ATOMIC_ACQUIRE);
+    if (g == seen_generation_ && ++writes_since_check_ < kSocketCheckEvery) return;
     writes_since_check_ = 0;
+    const uint64_t before = subscriber_messages_;
     (void)Poll();
+    if (subscriber_messages_ != before || ++generation_tries_ >= kSocketCheckEvery) {
+      seen_generation_ = g;
+      generation_tries_ = 0;
+    }
   }
 
   std::string channel_;
@@ -119,6 +131,10 @@ class Publisher {
   std::map<uint32_t, uint64_t> slots_;  // linked slot -> subscriber attachment
   absl::Status daemon_status_;          // why the daemon ended us, or a bad message
   uint32_t writes_since_check_ = 0;
+  const uint64_t* slots_generation_ = nullptr;  // in the ring's supervisor block
+  uint64_t seen_generation_ = 0;
+  uint64_t subscriber_messages_ = 0;  // SubscriberAdded/Removed handled
+  uint32_t generation_tries_ = 0;
   bool closed_here_ = false;
 };
 

@@ -232,13 +232,17 @@ TEST_F(BroadcastIntegrationTest, SecondPublisherIsRefusedAndSubscribersMayComeFi
   ASSERT_EQ(p.result, BroadcastReadResult::kOk);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(p.data.data()), p.data.size()), "frame-02");
   EXPECT_EQ(late->Release(), ReleaseResult::kOk);
-  // The publisher learns of the late subscriber from its socket.
+  // The publisher links the late subscriber from its writes alone (the
+  // ring's slot generation changed), long before kSocketCheckEvery writes.
+  int writes = 0;
   const absl::Time until = absl::Now() + absl::Seconds(5);
   while (pub->subscribers() < 2 && absl::Now() < until) {
-    ASSERT_TRUE(pub->Poll().ok());
+    ASSERT_EQ(pub->TryWrite("x"), WriteResult::kOk);
+    ++writes;
     absl::SleepFor(absl::Milliseconds(1));
   }
   EXPECT_EQ(pub->subscribers(), 2u);
+  EXPECT_LT(writes, static_cast<int>(Publisher::kSocketCheckEvery));
   late->Close();
   early->Close();
   const absl::Time until2 = absl::Now() + absl::Seconds(5);
