@@ -19,10 +19,16 @@ namespace {
 namespace v1 = ::shmlane::v1;
 
 bool IsClientSide(v1::Role role) { return role == v1::ROLE_PRODUCER || role == v1::ROLE_CLIENT; }
+bool IsBroadcastRole(v1::Role role) {
+  return role == v1::ROLE_PUBLISHER || role == v1::ROLE_SUBSCRIBER;
+}
 
 }  // namespace
 
 uint64_t Attachments::ShmBytesFor(const v1::ChannelSpec& spec, v1::Role role) {
+  if (spec.pattern() == v1::CHANNEL_PATTERN_BROADCAST) {
+    return role == v1::ROLE_SUBSCRIBER ? dataplane::kReaderPageBytes : 0;
+  }
   const bool stream = spec.pattern() == v1::CHANNEL_PATTERN_STREAM;
   const uint64_t lanes = IsClientSide(role) ? (stream ? 1 : 2) : 0;
   return lanes * (dataplane::kLaneHeaderBytes + spec.ring_bytes());
@@ -39,6 +45,15 @@ void Attachments::AddChannel(const std::string& name,
 
 void Attachments::Clear() { channels_.clear(); }
 
+uint64_t Attachments::BroadcastRingBytes(const v1::ChannelSpec& spec) {
+  return dataplane::BroadcastHeaderBytes(spec.max_subscribers()) + spec.ring_bytes();
+}
+
+bool Attachments::NeedsBroadcastRing(absl::string_view name) const {
+  auto it = channels_.find(name);
+  return it != channels_.end() && it->second.broadcast == nullptr;
+}
+
 Attachments::Counts Attachments::CountsOf(absl::string_view name) const {
   Counts out;
   auto it = channels_.find(name);
@@ -46,6 +61,11 @@ Attachments::Counts Attachments::CountsOf(absl::string_view name) const {
   out.clients = static_cast<uint32_t>(it->second.client_attachments.size());
   out.consumer = it->second.consumer_attachment != 0;
   out.lanes = static_cast<uint32_t>(it->second.lanes.size());
+  if (const Broadcast* b = it->second.broadcast.get(); b != nullptr) {
+    // BROADCAST: subscribers count as clients, the publisher as the consumer.
+    out.clients = static_cast<uint32_t>(b->subscribers.size());
+    out.consumer = b->publisher != 0;
+  }
   return out;
 }
 
@@ -62,6 +82,11 @@ uint32_t Attachments::RemoveChannel(absl::string_view name, absl::string_view go
   }
   std::vector<uint64_t> ended = channel.client_attachments;
   if (channel.consumer_attachment != 0) ended.push_back(channel.consumer_attachment);
+  if (Broadcast* b = channel.broadcast.get(); b != nullptr) {
+    CloseBroadcast(*b, dataplane::kClosedDeleted);
+    for (const auto& [slot, sub] : b->subscribers) ended.push_back(sub.attachment);
+    if (b->publisher != 0) ended.push_back(b->publisher);
+  }
   for (uint64_t id : ended) {
     EndAttachment(id, v1::EVENT_TYPE_DETACHED, "channel deleted", goodbye, /*holder_alive=*/true);
   }
@@ -76,6 +101,23 @@ absl::Status Attachments::CheckRoom(const ChannelRecord& record, v1::Role role) 
   auto it = channels_.find(record.spec.name());
   if (it == channels_.end()) return ChannelCatalog::NotFound(record.spec.name());
   const LiveChannel& channel = it->second;
+  if (IsBroadcastRole(role)) {
+    const Broadcast* b = channel.broadcast.get();
+    if (role == v1::ROLE_PUBLISHER && b != nullptr && b->publisher != 0) {
+      const Attachment& current = attachments_.at(b->publisher);
+      return absl::FailedPreconditionError(
+          absl::StrCat("channel \"", record.spec.name(), "\" already has a publisher (attachment ",
+                       current.id, ", pid ", current.peer.pid,
+                       "); a BROADCAST channel has exactly one; stop that process first"));
+    }
+    if (role == v1::ROLE_SUBSCRIBER && b != nullptr &&
+        b->subscribers.size() >= record.spec.max_subscribers()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("channel \"", record.spec.name(), "\" already has ", b->subscribers.size(),
+                       " subscribers attached, its max_subscribers; wait for one to detach"));
+    }
+    return absl::OkStatus();
+  }
   if (!IsClientSide(role) && channel.consumer_attachment != 0) {
     const Attachment& current = attachments_.at(channel.consumer_attachment);
     return absl::FailedPreconditionError(
@@ -216,6 +258,7 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   if (dataplane::UniqueFd pidfd = ReadPeerPidfd(socket_fd); pidfd.valid()) {
     attachment.pidfd = std::make_shared<const dataplane::UniqueFd>(std::move(pidfd));
   }
+  if (IsBroadcastRole(role)) return AttachBroadcast(record, channel, std::move(attachment));
   std::vector<Lane> new_lanes;
   if (client_side) {
     absl::StatusOr<dataplane::Doorbell> bell = dataplane::Doorbell::Create();
@@ -421,13 +464,18 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
     LiveChannel& channel = cit->second;
     // Its mapping is gone, so is every frame it could still have read.
     FoldDrainingOf(channel, attachment_id);
+    if (IsBroadcastRole(attachment.role)) {
+      EndBroadcastAttachment(name, channel, attachment, why, holder_alive);
+    }
     // Each side reads only the bits that mean "the other side is gone" (a
     // producer ignores kClosedProducerGone). A holder the daemon ends while
     // it lives (shutdown, a queue overflow, a protocol error, a clean
     // Detach) may be blocked on its own lanes: kClosedDeleted, which both
     // sides read, wakes it too.
     const uint32_t for_holder = holder_alive ? dataplane::kClosedDeleted : 0;
-    if (IsClientSide(attachment.role)) {
+    if (IsBroadcastRole(attachment.role)) {
+      // Done above.
+    } else if (IsClientSide(attachment.role)) {
       for (uint64_t lane_id : attachment.lanes) {
         auto lane = channel.lanes.find(lane_id);
         if (lane == channel.lanes.end()) continue;
@@ -631,6 +679,9 @@ void Attachments::Snapshot(absl::string_view name, bool per_lane,
                                               (channel.consumer_attachment != 0 ? 1 : 0));
   c->live_lanes = static_cast<uint32_t>(channel.lanes.size());
   c->draining_lanes = static_cast<uint32_t>(channel.draining.size());
+  if (const Broadcast* b = channel.broadcast.get(); b != nullptr) {
+    c->attached_clients += static_cast<uint32_t>(b->subscribers.size() + (b->publisher ? 1 : 0));
+  }
   auto add = [&](uint64_t id, const Lane& lane, bool draining) {
     absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
     MetricsSnapshot::Lane l;
@@ -648,6 +699,229 @@ void Attachments::Snapshot(absl::string_view name, bool per_lane,
   };
   for (const auto& [id, lane] : channel.lanes) add(id, lane, /*draining=*/false);
   for (const auto& [id, lane] : channel.draining) add(id, lane, /*draining=*/true);
+}
+
+// ---------------------------------------------------------------------------
+// BROADCAST channels: one ring, one publisher, up to max_subscribers
+// subscribers, each with its own reader slot, cursor page and two bells.
+
+void Attachments::CloseBroadcast(Broadcast& b, uint32_t reason) {
+  std::vector<const dataplane::Doorbell*> bells;
+  bells.reserve(b.subscribers.size());
+  for (const auto& [slot, sub] : b.subscribers) bells.push_back(sub.reader_bell.get());
+  dataplane::SupervisorCloseBroadcast(b.ring, reason, b.writer_bell.get(), bells);
+  b.closed = true;
+}
+
+absl::Status Attachments::DescribeSubscriber(const v1::ChannelSpec& spec, uint32_t slot,
+                                             const Subscriber& sub, v1::BroadcastDescription* out,
+                                             std::vector<dataplane::UniqueFd>* fds,
+                                             OutboundHolds* holds) {
+  absl::StatusOr<dataplane::UniqueFd> page = sub.page.DupFd();
+  if (!page.ok()) return page.status();
+  absl::StatusOr<dataplane::UniqueFd> reader = sub.reader_bell->DupFd();
+  if (!reader.ok()) return reader.status();
+  absl::StatusOr<dataplane::UniqueFd> writer = sub.writer_bell->DupFd();
+  if (!writer.ok()) return writer.status();
+  out->set_has_slot(true);
+  out->set_slot(slot);
+  out->set_page_fd_index(static_cast<uint32_t>(fds->size()));
+  fds->push_back(*std::move(page));
+  holds->push_back(sub.charge);  // the page's memfd copy keeps it charged
+  out->set_reader_bell_fd_index(static_cast<uint32_t>(fds->size()));
+  fds->push_back(*std::move(reader));
+  out->set_writer_bell_fd_index(static_cast<uint32_t>(fds->size()));
+  fds->push_back(*std::move(writer));
+  out->set_ring_bytes(spec.ring_bytes());
+  out->set_max_frame_bytes(spec.max_frame_bytes());
+  out->set_policy(spec.slow_subscriber_policy());
+  out->set_history_frames(spec.history_frames());
+  out->set_subscriber_attachment_id(sub.attachment);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Attachments::AttachBroadcast(const ChannelRecord& record,
+                                                      LiveChannel& channel, Attachment attachment) {
+  const v1::ChannelSpec& spec = record.spec;
+  if (channel.broadcast == nullptr) {
+    // The first attachment (publisher or subscriber) creates the ring, so
+    // subscribers may come first and a publisher finds them linked.
+    dataplane::BroadcastOptions options = BroadcastOptionsFor(spec);
+    options.channel_id = next_attachment_id_;
+    absl::StatusOr<dataplane::Segment> ring = dataplane::CreateBroadcastRing(options);
+    if (!ring.ok()) return ring.status();
+    absl::StatusOr<dataplane::Doorbell> bell = dataplane::Doorbell::Create();
+    if (!bell.ok()) return bell.status();
+    auto b = std::make_unique<Broadcast>();
+    b->ring = *std::move(ring);
+    b->writer_bell = std::make_shared<dataplane::Doorbell>(*std::move(bell));
+    b->charge = ledger_->Charge(record.owner_uid, BroadcastRingBytes(spec));
+    channel.broadcast = std::move(b);
+  }
+  Broadcast& b = *channel.broadcast;
+  const bool publisher = attachment.role == v1::ROLE_PUBLISHER;
+  v1::AttachMessage reply_message;
+  v1::AttachReply* reply = reply_message.mutable_attach_reply();
+  std::vector<dataplane::UniqueFd> fds;
+  OutboundHolds holds;
+  reply->set_code(0);
+  reply->set_attachment_id(attachment.id);
+  reply->set_max_frame_bytes(spec.max_frame_bytes());
+  reply->set_ring_bytes(spec.ring_bytes());
+  v1::BroadcastDescription* ring_desc = reply->mutable_broadcast();
+  ring_desc->set_ring_bytes(spec.ring_bytes());
+  ring_desc->set_max_frame_bytes(spec.max_frame_bytes());
+  ring_desc->set_policy(spec.slow_subscriber_policy());
+  ring_desc->set_history_frames(spec.history_frames());
+  struct Later {
+    v1::AttachMessage message;
+    std::vector<dataplane::UniqueFd> fds;
+    OutboundHolds holds;
+  };
+  std::vector<Later> more;
+  std::optional<Subscriber> added;
+  uint32_t added_slot = 0;
+  if (publisher) {
+    // Own bell (where it parks on a full ring), the ring read-write, then
+    // page, reader bell and writer bell per subscriber.
+    absl::StatusOr<dataplane::UniqueFd> own = b.writer_bell->DupFd();
+    if (!own.ok()) return own.status();
+    reply->set_doorbell_fd_index(0);
+    fds.push_back(*std::move(own));
+    absl::StatusOr<dataplane::UniqueFd> ring = b.ring.DupFd();
+    if (!ring.ok()) return ring.status();
+    ring_desc->set_has_ring(true);
+    ring_desc->set_ring_fd_index(1);
+    fds.push_back(*std::move(ring));
+    holds.push_back(b.charge);
+    v1::AttachMessage* packet = &reply_message;
+    std::vector<dataplane::UniqueFd>* packet_fds = &fds;
+    OutboundHolds* packet_holds = &holds;
+    for (const auto& [slot, sub] : b.subscribers) {
+      if (packet_fds->size() + 3 > kMaxFdsPerPacket) {
+        more.emplace_back();
+        packet = &more.back().message;
+        packet_fds = &more.back().fds;
+        packet_holds = &more.back().holds;
+        packet->mutable_subscriber_added();
+      }
+      v1::BroadcastDescription* d = packet == &reply_message
+                                        ? reply->add_subscribers()
+                                        : packet->mutable_subscriber_added()->add_subscribers();
+      if (absl::Status s = DescribeSubscriber(spec, slot, sub, d, packet_fds, packet_holds);
+          !s.ok()) {
+        return s;
+      }
+      d->set_subscriber_name(NameOf(sub.attachment));
+    }
+  } else {
+    uint32_t slot = 0;
+    while (b.subscribers.count(slot) != 0) ++slot;  // CheckRoom: slot < max_subscribers
+    absl::StatusOr<dataplane::Segment> page = dataplane::CreateReaderPage(b.ring, slot);
+    if (!page.ok()) return page.status();
+    absl::StatusOr<dataplane::Doorbell> reader_bell = dataplane::Doorbell::Create();
+    if (!reader_bell.ok()) return reader_bell.status();
+    absl::StatusOr<dataplane::Doorbell> writer_bell = dataplane::Doorbell::Create();
+    if (!writer_bell.ok()) return writer_bell.status();
+    absl::StatusOr<dataplane::UniqueFd> ring = dataplane::ReopenReadOnly(b.ring);
+    if (!ring.ok()) return ring.status();
+    Subscriber sub;
+    sub.attachment = attachment.id;
+    sub.page = *std::move(page);
+    sub.reader_bell = std::make_shared<dataplane::Doorbell>(*std::move(reader_bell));
+    sub.writer_bell = std::make_shared<dataplane::Doorbell>(*std::move(writer_bell));
+    sub.charge = ledger_->Charge(attachment.peer.uid, dataplane::kReaderPageBytes);
+    // Ring read-only, then page, its own (reader) bell and the writer bell.
+    ring_desc->set_has_ring(true);
+    ring_desc->set_ring_fd_index(0);
+    fds.push_back(*std::move(ring));
+    holds.push_back(b.charge);
+    if (absl::Status s = DescribeSubscriber(spec, slot, sub, ring_desc, &fds, &holds); !s.ok()) {
+      return s;
+    }
+    reply->set_doorbell_fd_index(ring_desc->reader_bell_fd_index());
+    // Last, so that nothing above can fail with the slot active.
+    absl::StatusOr<uint64_t> epoch = dataplane::ActivateReaderSlot(b.ring, slot);
+    if (!epoch.ok()) return epoch.status();
+    attachment.slot = slot;
+    added_slot = slot;
+    added = std::move(sub);
+  }
+  ++next_attachment_id_;
+  if (publisher) {
+    b.publisher = attachment.id;
+  } else {
+    b.subscribers.emplace(added_slot, *std::move(added));
+  }
+  auto [it, inserted] = attachments_.emplace(attachment.id, std::move(attachment));
+  const Attachment& stored = it->second;
+  Send(stored, reply_message, std::move(fds), std::move(holds));
+  for (Later& later : more) {
+    Send(stored, later.message, std::move(later.fds), std::move(later.holds));
+  }
+  if (!publisher && b.publisher != 0) {
+    // Tell the publisher: it links the slot (AddReader).
+    const Attachment& pub = attachments_.at(b.publisher);
+    v1::AttachMessage message;
+    std::vector<dataplane::UniqueFd> pub_fds;
+    OutboundHolds pub_holds;
+    v1::BroadcastDescription* d = message.mutable_subscriber_added()->add_subscribers();
+    if (DescribeSubscriber(spec, added_slot, b.subscribers.at(added_slot), d, &pub_fds, &pub_holds)
+            .ok()) {
+      d->set_subscriber_name(stored.client_name);
+      Send(pub, message, std::move(pub_fds), std::move(pub_holds));
+    } else {
+      ::shutdown(pub.fd, SHUT_RDWR);  // it could not learn of a subscriber: end it
+    }
+  }
+  metrics_->CountAttach("ok");
+  Publish(v1::EVENT_TYPE_ATTACHED, stored.channel, &stored,
+          absl::StrCat(ShortName(stored.role), " attached"));
+  return stored.id;
+}
+
+void Attachments::EndBroadcastAttachment(const std::string& name, LiveChannel& channel,
+                                         const Attachment& attachment, absl::string_view why,
+                                         bool holder_alive) {
+  Broadcast* b = channel.broadcast.get();
+  if (b == nullptr) return;
+  if (attachment.role == v1::ROLE_SUBSCRIBER) {
+    auto sub = b->subscribers.find(attachment.slot);
+    if (sub == b->subscribers.end() || sub->second.attachment != attachment.id) return;
+    if (!b->closed) {
+      // At once: a BLOCK publisher no longer waits for it.
+      (void)dataplane::ReleaseReaderSlot(b->ring, attachment.slot, b->writer_bell.get(),
+                                         sub->second.reader_bell.get());
+    }
+    b->subscribers.erase(sub);
+    if (auto pub = attachments_.find(b->publisher); pub != attachments_.end()) {
+      v1::AttachMessage message;
+      v1::SubscriberRemoved* removed = message.mutable_subscriber_removed();
+      removed->set_slot(attachment.slot);
+      removed->set_subscriber_attachment_id(attachment.id);
+      removed->set_reason(std::string(why));
+      Send(pub->second, message);
+    }
+  } else if (b->publisher == attachment.id) {
+    b->publisher = 0;
+    // Subscribers read what was committed, then see closed. A publisher the
+    // daemon ends while it lives is woken too (kClosedDeleted).
+    CloseBroadcast(*b,
+                   dataplane::kClosedProducerGone | (holder_alive ? dataplane::kClosedDeleted : 0));
+    std::vector<uint64_t> subs;
+    for (const auto& [slot, sub] : b->subscribers) subs.push_back(sub.attachment);
+    const std::string bye = absl::StrCat("the publisher of channel \"", name, "\" went away (", why,
+                                         "); read what is left, then attach again");
+    for (uint64_t id : subs) {
+      EndAttachment(id, v1::EVENT_TYPE_DETACHED, "publisher gone", bye, /*holder_alive=*/true);
+    }
+    // EndAttachment may have changed `channel.broadcast`; look again.
+    if (channel.broadcast != nullptr) channel.broadcast->subscribers.clear();
+  }
+  if (channel.broadcast != nullptr && channel.broadcast->publisher == 0 &&
+      channel.broadcast->subscribers.empty()) {
+    channel.broadcast.reset();  // the next attachment creates a fresh ring
+  }
 }
 
 }  // namespace shmlane::control

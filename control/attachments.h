@@ -43,6 +43,7 @@
 #include "control/lane_stats.h"
 #include "control/outbound.h"
 #include "control/shm_ledger.h"
+#include "dataplane/broadcast.h"
 #include "dataplane/doorbell.h"
 #include "dataplane/segment.h"
 #include "shmlane/v1/attach.pb.h"
@@ -74,7 +75,16 @@ class Attachments {
 
   // Shared memory one attachment in `role` takes on `spec`: its lanes with
   // their headers (none for the consumer side, which maps its peers' lanes).
+  // BROADCAST: a subscriber takes its 4 KiB cursor page, a publisher
+  // nothing of its own (the ring is the channel's, see BroadcastRingBytes).
   static uint64_t ShmBytesFor(const shmlane::v1::ChannelSpec& spec, shmlane::v1::Role role);
+  // BROADCAST: the ring (header, slot table, frame area). It is created with
+  // the channel's first attachment and counted once, against the channel
+  // owner's uid, until the last attachment of the channel ends or the
+  // publisher goes away (docs/architecture.md).
+  static uint64_t BroadcastRingBytes(const shmlane::v1::ChannelSpec& spec);
+  // Whether the next attach to the BROADCAST channel `name` creates its ring.
+  bool NeedsBroadcastRing(absl::string_view name) const;
 
   // ---- Channels ----
   // Starts tracking a channel. `consumer_bell` is the doorbell of its
@@ -93,8 +103,9 @@ class Attachments {
   Counts CountsOf(absl::string_view name) const;
 
   // ---- Attach and detach ----
-  // FailedPrecondition if the channel already has its one consumer/server,
-  // ResourceExhausted if its max_producers are attached.
+  // FailedPrecondition if the channel already has its one consumer/server
+  // (or BROADCAST publisher), ResourceExhausted if its max_producers (or
+  // max_subscribers) are attached.
   absl::Status CheckRoom(const ChannelRecord& channel, shmlane::v1::Role role) const;
   // Creates the attachment for the process behind `socket_fd` and sends (or
   // queues) its AttachReply with the fds. Access and CheckRoom have passed;
@@ -154,6 +165,24 @@ class Attachments {
     // Its pidfd (SO_PEERPIDFD), handed to its peers in lane descriptions;
     // null where the kernel has none.
     std::shared_ptr<const dataplane::UniqueFd> pidfd;
+    uint32_t slot = 0;  // BROADCAST subscriber: its reader slot
+  };
+  // BROADCAST: one subscriber's reader slot, as the daemon holds it.
+  struct Subscriber {
+    uint64_t attachment = 0;
+    dataplane::Segment page;                           // its cursor page (the daemon's mapping)
+    std::shared_ptr<dataplane::Doorbell> reader_bell;  // it parks on it
+    std::shared_ptr<dataplane::Doorbell> writer_bell;  // the publisher parks on it
+    std::shared_ptr<const ShmCharge> charge;           // the page, on its uid
+  };
+  // BROADCAST: the channel's one ring and who is attached to it.
+  struct Broadcast {
+    dataplane::Segment ring;                           // the daemon's RW mapping
+    std::shared_ptr<dataplane::Doorbell> writer_bell;  // the publisher's own bell
+    std::shared_ptr<const ShmCharge> charge;           // the ring, on the owner's uid
+    uint64_t publisher = 0;                            // 0 = none
+    bool closed = false;  // SupervisorCloseBroadcast done: slots are no longer released
+    std::map<uint32_t, Subscriber> subscribers;  // by slot
   };
   // Fd index of each peer's pidfd within one packet (attachment id -> index),
   // so the lanes of one peer share one copy.
@@ -168,6 +197,7 @@ class Attachments {
     // Retired lanes whose reader is still attached, by lane id.
     std::map<uint64_t, Lane> draining;
     LaneTotals retired;
+    std::unique_ptr<Broadcast> broadcast;  // BROADCAST, while any attachment exists
   };
 
   absl::StatusOr<Lane> NewLane(const shmlane::v1::ChannelSpec& spec, Lane::Kind kind, uint32_t uid);
@@ -206,6 +236,25 @@ class Attachments {
   // them; false when its connection hung up (it died).
   void EndAttachment(uint64_t attachment_id, shmlane::v1::EventType event, absl::string_view why,
                      absl::string_view goodbye, bool holder_alive);
+  // BROADCAST: the Attach of a publisher or subscriber.
+  absl::StatusOr<uint64_t> AttachBroadcast(const ChannelRecord& record, LiveChannel& channel,
+                                           Attachment attachment);
+  // Describes a subscriber's slot (to itself or to the publisher) and
+  // appends its page and both bells to `fds`.
+  static absl::Status DescribeSubscriber(const shmlane::v1::ChannelSpec& spec, uint32_t slot,
+                                         const Subscriber& sub,
+                                         shmlane::v1::BroadcastDescription* out,
+                                         std::vector<dataplane::UniqueFd>* fds,
+                                         OutboundHolds* holds);
+  // Ends a BROADCAST attachment's part in its channel: a subscriber's slot is
+  // released (the publisher learns through SubscriberRemoved); a
+  // publisher's end closes the ring and ends every subscriber with a Goodbye
+  // (they drain what was committed, then see closed).
+  void EndBroadcastAttachment(const std::string& name, LiveChannel& channel,
+                              const Attachment& attachment, absl::string_view why,
+                              bool holder_alive);
+  // SupervisorCloseBroadcast with every bell of the channel's ring.
+  static void CloseBroadcast(Broadcast& broadcast, uint32_t reason);
   void Send(const Attachment& attachment, const shmlane::v1::AttachMessage& message,
             std::vector<dataplane::UniqueFd> fds = {}, OutboundHolds holds = {});
   void Publish(shmlane::v1::EventType type, const std::string& channel,

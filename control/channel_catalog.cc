@@ -23,6 +23,52 @@ dataplane::BackpressurePolicy ToPolicy(v1::BackpressurePolicy p) {
   }
 }
 
+dataplane::SlowReaderPolicy ToSlowReaderPolicy(v1::SlowSubscriberPolicy p) {
+  switch (p) {
+    case v1::SLOW_SUBSCRIBER_POLICY_DROP_OLDEST:
+      return dataplane::SlowReaderPolicy::kDropOldest;
+    case v1::SLOW_SUBSCRIBER_POLICY_DISCONNECT:
+      return dataplane::SlowReaderPolicy::kDisconnect;
+    default:
+      return dataplane::SlowReaderPolicy::kBlock;
+  }
+}
+
+// BROADCAST options: defaults, bounds; refused on the other patterns.
+absl::Status NormalizeBroadcast(v1::ChannelSpec& spec) {
+  const bool broadcast = spec.pattern() == v1::CHANNEL_PATTERN_BROADCAST;
+  if (!broadcast) {
+    if (spec.slow_subscriber_policy() != v1::SLOW_SUBSCRIBER_POLICY_UNSPECIFIED ||
+        spec.history_frames() != 0 || spec.max_subscribers() != 0) {
+      return absl::InvalidArgumentError(
+          "slow_subscriber_policy, history_frames and max_subscribers apply to BROADCAST "
+          "channels only; leave them unset or use --pattern broadcast");
+    }
+    return absl::OkStatus();
+  }
+  if (spec.slow_subscriber_policy() == v1::SLOW_SUBSCRIBER_POLICY_UNSPECIFIED) {
+    spec.set_slow_subscriber_policy(v1::SLOW_SUBSCRIBER_POLICY_BLOCK);
+  }
+  if (!v1::SlowSubscriberPolicy_IsValid(spec.slow_subscriber_policy())) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown slow_subscriber_policy ",
+                                                   spec.slow_subscriber_policy(),
+                                                   "; use BLOCK, DROP_OLDEST or DISCONNECT"));
+  }
+  if (spec.max_subscribers() == 0) spec.set_max_subscribers(kDefaultMaxSubscribers);
+  if (spec.max_subscribers() > kMaxMaxSubscribers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_subscribers ", spec.max_subscribers(), " exceeds ", kMaxMaxSubscribers));
+  }
+  // One publisher per channel (docs/architecture.md).
+  if (spec.max_producers() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_producers ", spec.max_producers(),
+                     ": a BROADCAST channel has exactly one publisher; leave it unset"));
+  }
+  spec.set_max_producers(1);
+  return absl::OkStatus();
+}
+
 bool IsLabelKeyChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-' ||
          c == '/';
@@ -59,6 +105,17 @@ dataplane::LaneOptions LaneOptionsFor(const v1::ChannelSpec& spec) {
   return options;
 }
 
+dataplane::BroadcastOptions BroadcastOptionsFor(const v1::ChannelSpec& spec) {
+  dataplane::BroadcastOptions options;
+  options.ring_bytes = spec.ring_bytes();
+  options.max_frame_bytes = spec.max_frame_bytes();
+  options.policy = ToSlowReaderPolicy(spec.slow_subscriber_policy());
+  options.max_readers = spec.max_subscribers();
+  options.history_frames = spec.history_frames();
+  options.sample_every = spec.latency_sample_every();
+  return options;
+}
+
 absl::StatusOr<v1::ChannelSpec> NormalizeSpec(const v1::ChannelSpec& in) {
   v1::ChannelSpec spec = in;
   if (absl::Status s = ValidateChannelName(spec.name()); !s.ok()) return s;
@@ -66,10 +123,13 @@ absl::StatusOr<v1::ChannelSpec> NormalizeSpec(const v1::ChannelSpec& in) {
     spec.set_pattern(v1::CHANNEL_PATTERN_STREAM);
   }
   if (spec.pattern() != v1::CHANNEL_PATTERN_STREAM &&
-      spec.pattern() != v1::CHANNEL_PATTERN_REQUEST_REPLY) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown pattern ", spec.pattern(), "; use STREAM or REQUEST_REPLY"));
+      spec.pattern() != v1::CHANNEL_PATTERN_REQUEST_REPLY &&
+      spec.pattern() != v1::CHANNEL_PATTERN_BROADCAST) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown pattern ", spec.pattern(),
+                                                   "; use STREAM, REQUEST_REPLY or BROADCAST"));
   }
+  const bool broadcast = spec.pattern() == v1::CHANNEL_PATTERN_BROADCAST;
+  if (absl::Status s = NormalizeBroadcast(spec); !s.ok()) return s;
   if (spec.ring_bytes() == 0) spec.set_ring_bytes(kDefaultRingBytes);
   const uint64_t ring = spec.ring_bytes();
   if (ring < dataplane::kMinRingBytes || ring > dataplane::kMaxRingBytes ||
@@ -78,15 +138,17 @@ absl::StatusOr<v1::ChannelSpec> NormalizeSpec(const v1::ChannelSpec& in) {
         "ring_bytes ", ring, " must be a power of two between ", dataplane::kMinRingBytes, " and ",
         dataplane::kMaxRingBytes, " (for example 1048576)"));
   }
-  const uint64_t frame_bound = dataplane::MaxFrameBytesFor(ring);
+  const uint64_t frame_bound =
+      broadcast ? dataplane::MaxBroadcastFrameBytesFor(ring) : dataplane::MaxFrameBytesFor(ring);
   if (spec.max_frame_bytes() == 0) {
     spec.set_max_frame_bytes(
         static_cast<uint32_t>(std::min<uint64_t>(kDefaultMaxFrameBytes, frame_bound)));
   }
   if (spec.max_frame_bytes() > frame_bound) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_frame_bytes ", spec.max_frame_bytes(), " is larger than ring_bytes/2 - 16 = ",
-        frame_bound, " for ring_bytes ", ring, "; raise ring_bytes or lower max_frame_bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_frame_bytes ", spec.max_frame_bytes(), " is larger than ring_bytes/2 - ",
+                     broadcast ? 32 : 16, " = ", frame_bound, " for ring_bytes ", ring,
+                     "; raise ring_bytes or lower max_frame_bytes"));
   }
   if (spec.max_producers() == 0) spec.set_max_producers(kDefaultMaxProducers);
   if (spec.max_producers() > kMaxMaxProducers) {
@@ -127,7 +189,11 @@ absl::StatusOr<v1::ChannelSpec> NormalizeSpec(const v1::ChannelSpec& in) {
           absl::StrCat("label \"", key, "\" has a value longer than 255 bytes"));
     }
   }
-  if (absl::Status s = dataplane::ValidateLaneOptions(LaneOptionsFor(spec)); !s.ok()) return s;
+  if (absl::Status s = broadcast ? dataplane::ValidateBroadcastOptions(BroadcastOptionsFor(spec))
+                                 : dataplane::ValidateLaneOptions(LaneOptionsFor(spec));
+      !s.ok()) {
+    return s;
+  }
   return spec;
 }
 

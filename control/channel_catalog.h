@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "dataplane/broadcast.h"
 #include "dataplane/lane.h"
 #include "shmlane/v1/control.pb.h"
 #include "shmlane/v1/state.pb.h"
@@ -30,6 +31,9 @@ inline constexpr uint64_t kDefaultRingBytes = uint64_t{1} << 20;
 inline constexpr uint32_t kDefaultMaxFrameBytes = 64 << 10;
 inline constexpr uint32_t kDefaultSampleEvery = 64;
 inline constexpr size_t kMaxLabels = 16;
+// BROADCAST: subscribers at once by default, and at most (the data plane's bound).
+inline constexpr uint32_t kDefaultMaxSubscribers = 32;
+inline constexpr uint32_t kMaxMaxSubscribers = dataplane::kMaxBroadcastReaders;
 
 // Validates a channel name: 1..63 chars of [a-z0-9._-], starting with [a-z0-9].
 absl::Status ValidateChannelName(absl::string_view name);
@@ -40,6 +44,8 @@ absl::StatusOr<shmlane::v1::ChannelSpec> NormalizeSpec(const shmlane::v1::Channe
 
 // The data-plane options of every lane of a (normalized) channel.
 dataplane::LaneOptions LaneOptionsFor(const shmlane::v1::ChannelSpec& spec);
+// The ring options of a normalized BROADCAST spec.
+dataplane::BroadcastOptions BroadcastOptionsFor(const shmlane::v1::ChannelSpec& spec);
 
 // One channel's definition.
 struct ChannelRecord {

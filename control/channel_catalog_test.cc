@@ -84,6 +84,43 @@ TEST(NormalizeSpecTest, RejectsEachBadField) {
   EXPECT_EQ(code(s), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(NormalizeSpecTest, BroadcastDefaultsAndBounds) {
+  v1::ChannelSpec in = Spec("b");
+  in.set_pattern(v1::CHANNEL_PATTERN_BROADCAST);
+  absl::StatusOr<v1::ChannelSpec> spec = NormalizeSpec(in);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->slow_subscriber_policy(), v1::SLOW_SUBSCRIBER_POLICY_BLOCK);
+  EXPECT_EQ(spec->max_subscribers(), kDefaultMaxSubscribers);
+  EXPECT_EQ(spec->max_producers(), 1u);  // one publisher
+  EXPECT_EQ(spec->history_frames(), 0u);
+  const dataplane::BroadcastOptions o = BroadcastOptionsFor(*spec);
+  EXPECT_EQ(o.max_readers, kDefaultMaxSubscribers);
+  EXPECT_EQ(o.policy, dataplane::SlowReaderPolicy::kBlock);
+
+  in.set_slow_subscriber_policy(v1::SLOW_SUBSCRIBER_POLICY_DROP_OLDEST);
+  in.set_history_frames(10);
+  in.set_max_subscribers(kMaxMaxSubscribers);
+  spec = NormalizeSpec(in);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(BroadcastOptionsFor(*spec).policy, dataplane::SlowReaderPolicy::kDropOldest);
+  EXPECT_EQ(BroadcastOptionsFor(*spec).history_frames, 10u);
+
+  v1::ChannelSpec bad = in;
+  bad.set_max_subscribers(kMaxMaxSubscribers + 1);
+  EXPECT_EQ(NormalizeSpec(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = in;
+  bad.set_max_producers(2);
+  EXPECT_EQ(NormalizeSpec(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = in;
+  bad.set_ring_bytes(4096);
+  bad.set_max_frame_bytes(4096 / 2 - 16);  // fits a lane, not a broadcast ring
+  EXPECT_EQ(NormalizeSpec(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  // The broadcast options belong to BROADCAST channels only.
+  v1::ChannelSpec stream = Spec("s");
+  stream.set_history_frames(1);
+  EXPECT_EQ(NormalizeSpec(stream).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ChannelCatalogTest, AddFindRemove) {
   ChannelCatalog catalog;
   EXPECT_TRUE(catalog.CheckCanAdd("a").ok());

@@ -392,16 +392,19 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
   }
   const v1::Role role = request.role();
   if (role != v1::ROLE_PRODUCER && role != v1::ROLE_CONSUMER && role != v1::ROLE_CLIENT &&
-      role != v1::ROLE_SERVER) {
-    return absl::InvalidArgumentError("role must be PRODUCER, CONSUMER, CLIENT or SERVER");
+      role != v1::ROLE_SERVER && role != v1::ROLE_PUBLISHER && role != v1::ROLE_SUBSCRIBER) {
+    return absl::InvalidArgumentError(
+        "role must be PRODUCER, CONSUMER, CLIENT, SERVER, PUBLISHER or SUBSCRIBER");
   }
+  // Who writes: PRODUCE; who reads only: CONSUME (a SERVER also needs CONSUME).
+  const bool writes_role =
+      role == v1::ROLE_PRODUCER || role == v1::ROLE_CLIENT || role == v1::ROLE_PUBLISHER;
   absl::MutexLock lock(&mu_);
   const ChannelRecord* channel = catalog_.Find(request.channel());
   if (channel == nullptr && peer.uid != 0 && peer.uid != options_.daemon_uid) {
     // The same answer as for a channel that exists without a grant, so that
     // channel names cannot be probed through the attach socket.
-    const bool client_side = role == v1::ROLE_PRODUCER || role == v1::ROLE_CLIENT;
-    const v1::GrantRole needed = client_side ? v1::GRANT_ROLE_PRODUCE : v1::GRANT_ROLE_CONSUME;
+    const v1::GrantRole needed = writes_role ? v1::GRANT_ROLE_PRODUCE : v1::GRANT_ROLE_CONSUME;
     return absl::PermissionDeniedError(absl::StrCat(
         "uid ", peer.uid, " may not attach to channel \"", request.channel(), "\" as ",
         ShortName(role), ": the channel does not exist or uid ", peer.uid, " lacks the ",
@@ -415,15 +418,20 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
                                             "channels create ",
                                             request.channel(), "`"));
   }
-  const bool stream = channel->spec.pattern() == v1::CHANNEL_PATTERN_STREAM;
-  if (stream != (role == v1::ROLE_PRODUCER || role == v1::ROLE_CONSUMER)) {
+  const v1::ChannelPattern pattern = channel->spec.pattern();
+  const v1::ChannelPattern role_pattern =
+      role == v1::ROLE_PRODUCER || role == v1::ROLE_CONSUMER ? v1::CHANNEL_PATTERN_STREAM
+      : role == v1::ROLE_CLIENT || role == v1::ROLE_SERVER   ? v1::CHANNEL_PATTERN_REQUEST_REPLY
+                                                             : v1::CHANNEL_PATTERN_BROADCAST;
+  if (pattern != role_pattern) {
+    const char* roles = pattern == v1::CHANNEL_PATTERN_STREAM          ? "producer or consumer"
+                        : pattern == v1::CHANNEL_PATTERN_REQUEST_REPLY ? "client or server"
+                                                                       : "publisher or subscriber";
     return absl::InvalidArgumentError(absl::StrCat(
-        "channel \"", request.channel(), "\" is a ", stream ? "STREAM" : "REQUEST_REPLY",
-        " channel; attach as ", stream ? "producer or consumer" : "client or server", ", not ",
-        ShortName(role)));
+        "channel \"", request.channel(), "\" is a ", v1::ChannelPattern_Name(pattern).substr(16),
+        " channel; attach as ", roles, ", not ", ShortName(role)));
   }
-  const bool client_side = role == v1::ROLE_PRODUCER || role == v1::ROLE_CLIENT;
-  const v1::GrantRole needed = client_side ? v1::GRANT_ROLE_PRODUCE : v1::GRANT_ROLE_CONSUME;
+  const v1::GrantRole needed = writes_role ? v1::GRANT_ROLE_PRODUCE : v1::GRANT_ROLE_CONSUME;
   if (!access_.Allowed(*channel, peer, needed)) {
     return absl::PermissionDeniedError(
         absl::StrCat("uid ", peer.uid, " may not attach to channel \"", request.channel(), "\" as ",
@@ -435,6 +443,22 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
   const uint64_t shm_bytes = Attachments::ShmBytesFor(channel->spec, role);
   if (absl::Status s = access_.CheckAttach(peer.uid, shm_bytes); !s.ok()) {
     return RejectQuotaLocked(*channel, peer, std::move(s));
+  }
+  if (pattern == v1::CHANNEL_PATTERN_BROADCAST &&
+      attachments_.NeedsBroadcastRing(channel->spec.name())) {
+    // The ring counts once, against the channel's owner.
+    const uint64_t ring = Attachments::BroadcastRingBytes(channel->spec);
+    const uint64_t limit = access_.Limits(channel->owner_uid).max_shm_bytes();
+    const uint64_t held = ledger_.HeldBy(channel->owner_uid);
+    if (held + ring > limit) {
+      return RejectQuotaLocked(
+          *channel, peer,
+          absl::ResourceExhaustedError(absl::StrCat(
+              "quota max_shm_bytes: the broadcast ring of channel \"", channel->spec.name(), "\" (",
+              ring, " bytes) counts against its owner uid ", channel->owner_uid, ", which uses ",
+              held, " of ", limit, " bytes; raise it with `shmlanectl quota set --uid ",
+              channel->owner_uid, " --max-shm-bytes N`")));
+    }
   }
   absl::StatusOr<uint64_t> id = attachments_.Attach(*channel, socket_fd, peer, request);
   if (id.ok()) access_.Charge(peer.uid);

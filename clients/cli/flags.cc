@@ -152,6 +152,10 @@ struct Flags {
   uint32_t max_producers = 0;
   std::string backpressure = "block";
   std::string wait_preference = "balanced";
+  // BROADCAST only; empty/0: the daemon's default.
+  std::string slow_subscriber_policy;
+  uint32_t history_frames = 0;
+  uint32_t max_subscribers = 0;
   uint32_t latency_sample_every = 0;
   bool no_latency_sampling = false;
   std::vector<std::string> labels;
@@ -268,6 +272,22 @@ void WireChannels(CLI::App& app, Flags& f) {
                    "(clients may override it)")
       ->type_name(ShortNames<v1::WaitPreference>())
       ->check(EnumCheck<v1::WaitPreference>())
+      ->capture_default_str();
+  create
+      ->add_option("--slow-subscriber-policy", f.slow_subscriber_policy,
+                   "Broadcast: what the publisher does about a subscriber that falls behind "
+                   "(default block)")
+      ->type_name(ShortNames<v1::SlowSubscriberPolicy>())
+      ->check(EnumCheck<v1::SlowSubscriberPolicy>());
+  create
+      ->add_option("--history-frames", f.history_frames,
+                   "Broadcast: frames a new subscriber receives first (0: live tail)")
+      ->type_name("N")
+      ->capture_default_str();
+  create
+      ->add_option("--max-subscribers", f.max_subscribers,
+                   "Broadcast: subscribers attached at once, at most 1024 (0: 32)")
+      ->type_name("N")
       ->capture_default_str();
   create
       ->add_option("--latency-sample-every", f.latency_sample_every,
@@ -458,6 +478,12 @@ void BuildRequest(Flags& f, Command command, Invocation* inv) {
       spec->set_max_producers(f.max_producers);
       spec->set_backpressure(*ParseShortName<v1::BackpressurePolicy>(f.backpressure));
       spec->set_wait_preference(*ParseShortName<v1::WaitPreference>(f.wait_preference));
+      if (!f.slow_subscriber_policy.empty()) {
+        spec->set_slow_subscriber_policy(
+            *ParseShortName<v1::SlowSubscriberPolicy>(f.slow_subscriber_policy));
+      }
+      spec->set_history_frames(f.history_frames);
+      spec->set_max_subscribers(f.max_subscribers);
       spec->set_latency_sample_every(f.latency_sample_every);
       spec->set_disable_latency_sampling(f.no_latency_sampling);
       for (const std::string& label : f.labels) {

@@ -249,6 +249,12 @@ absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
     return s;
   }
   out.socket = std::move(*socket);
+  if (role == v1::ROLE_PUBLISHER || role == v1::ROLE_SUBSCRIBER) {
+    // Their descriptions are read by clients/broadcast.cc, which takes what
+    // it needs; the rest close with the Handshake.
+    out.reply = reply;
+    out.reply_fds = std::move(received->fds);
+  }
   return out;
 }
 

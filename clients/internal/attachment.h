@@ -49,6 +49,11 @@ struct Handshake {
   uint32_t max_frame_bytes = 0;
   uint64_t ring_bytes = 0;
   int wait_preference = 0;  // AttachReply.wait_preference (see ResolveWait)
+  // BROADCAST roles only: the AttachReply and its packet's fds, which
+  // clients/broadcast.cc maps (clients/internal/broadcast_end.h); what it
+  // does not take closes with the Handshake. Empty for the other roles.
+  v1::AttachReply reply;
+  std::vector<dataplane::UniqueFd> reply_fds;
 };
 
 // Connects, sends the AttachRequest and waits for the AttachReply, then for
