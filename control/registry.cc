@@ -89,16 +89,11 @@ absl::StatusOr<v1::Channel> Registry::CreateChannel(const Caller& caller,
   absl::MutexLock lock(&mu_);
   if (absl::Status s = catalog_.CheckCanAdd(spec->name()); !s.ok()) return s;
   if (absl::Status s = access_.CheckCreate(owner, catalog_.OwnedBy(owner), *spec); !s.ok()) {
-    options_.metrics->CountQuotaRejection();
     // Refused creations are events too, like refused attaches.
-    v1::Event event;
-    event.set_type(v1::EVENT_TYPE_QUOTA_REJECTED);
-    event.set_channel(spec->name());
-    event.set_uid(caller.kind == Caller::Kind::kLocal ? caller.peer.uid : owner);
-    if (caller.kind == Caller::Kind::kLocal) event.set_pid(static_cast<uint32_t>(caller.peer.pid));
-    event.set_detail(absl::StrCat("CreateChannel: ", s.message()));
-    options_.events->Publish(std::move(event));
-    return s;
+    const bool local = caller.kind == Caller::Kind::kLocal;
+    return RejectQuotaLocked(spec->name(), local ? caller.peer.uid : owner,
+                             local ? static_cast<uint32_t>(caller.peer.pid) : 0,
+                             "CreateChannel: ", std::move(s));
   }
   ChannelRecord record;
   record.spec = *std::move(spec);
@@ -303,8 +298,7 @@ absl::StatusOr<v1::Channel> Registry::ReplaceChannel(const v1::CreateChannelRequ
   }
   const uint32_t owned = catalog_.OwnedBy(owner) - ((*found)->owner_uid == owner ? 1 : 0);
   if (absl::Status s = access_.CheckCreate(owner, owned, *spec); !s.ok()) {
-    options_.metrics->CountQuotaRejection();
-    return s;
+    return RejectQuotaLocked(spec->name(), owner, 0, "ReplaceChannel: ", std::move(s));
   }
   ChannelRecord record;
   record.spec = *std::move(spec);
@@ -354,15 +348,15 @@ absl::StatusOr<v1::ChannelStats> Registry::GetChannelStats(
 // ---------------------------------------------------------------------------
 // Attach plane.
 
-absl::Status Registry::RejectQuotaLocked(const ChannelRecord& channel, const PeerCredentials& peer,
-                                         absl::Status quota) {
+absl::Status Registry::RejectQuotaLocked(absl::string_view channel, uint32_t uid, uint32_t pid,
+                                         absl::string_view what, absl::Status quota) {
   options_.metrics->CountQuotaRejection();
   v1::Event event;
   event.set_type(v1::EVENT_TYPE_QUOTA_REJECTED);
-  event.set_channel(channel.spec.name());
-  event.set_uid(peer.uid);
-  event.set_pid(static_cast<uint32_t>(peer.pid));
-  event.set_detail(std::string(quota.message()));
+  event.set_channel(std::string(channel));
+  event.set_uid(uid);
+  event.set_pid(pid);
+  event.set_detail(absl::StrCat(what, quota.message()));
   options_.events->Publish(std::move(event));
   return quota;
 }
@@ -442,7 +436,8 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
   if (absl::Status s = attachments_.CheckRoom(*channel, role); !s.ok()) return s;
   const uint64_t shm_bytes = Attachments::ShmBytesFor(channel->spec, role);
   if (absl::Status s = access_.CheckAttach(peer.uid, shm_bytes); !s.ok()) {
-    return RejectQuotaLocked(*channel, peer, std::move(s));
+    return RejectQuotaLocked(channel->spec.name(), peer.uid, static_cast<uint32_t>(peer.pid), "",
+                             std::move(s));
   }
   if (pattern == v1::CHANNEL_PATTERN_BROADCAST &&
       attachments_.NeedsBroadcastRing(channel->spec.name())) {
@@ -452,7 +447,7 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
     const uint64_t held = ledger_.HeldBy(channel->owner_uid);
     if (held + ring > limit) {
       return RejectQuotaLocked(
-          *channel, peer,
+          channel->spec.name(), peer.uid, static_cast<uint32_t>(peer.pid), "",
           absl::ResourceExhaustedError(absl::StrCat(
               "quota max_shm_bytes: the broadcast ring of channel \"", channel->spec.name(), "\" (",
               ring, " bytes) counts against its owner uid ", channel->owner_uid, ", which uses ",

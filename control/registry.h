@@ -175,8 +175,11 @@ class Registry {
   absl::StatusOr<const ChannelRecord*> VisibleLocked(const Caller& caller,
                                                      absl::string_view name) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status RejectQuotaLocked(const ChannelRecord& channel, const PeerCredentials& peer,
-                                 absl::Status quota) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts a quota refusal, publishes its QUOTA_REJECTED event (channel,
+  // the refused uid and pid, `what` before the message) and returns `quota`.
+  absl::Status RejectQuotaLocked(absl::string_view channel, uint32_t uid, uint32_t pid,
+                                 absl::string_view what, absl::Status quota)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives the usage of attachments that ended back to Access.
   void ReleaseUsageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
