@@ -66,9 +66,10 @@ done | sort -u)
 for lib in $libs; do
   copy_lib "$lib"
 done
-if ldd "$shmlaned" "$shmlanectl" | grep -q "not found"; then
+unresolved=$(ldd "$shmlaned" "$shmlanectl" | grep "not found" || true)
+if [ -n "$unresolved" ]; then
   echo "make-rootfs: unresolved libraries:" >&2
-  ldd "$shmlaned" "$shmlanectl" | grep "not found" >&2
+  echo "$unresolved" >&2
   exit 1
 fi
 

@@ -27,7 +27,10 @@ cat "$SCRATCH/build.log"
 log "  image built in $(echo "$(date +%s.%N) $t0" | awk '{printf "%.1f", $1-$2}')s"
 [ -s "$archive" ] || die "no OCI archive at $archive"
 # The script removes its own storage: nothing may be left under its default place.
-tar -tf "$archive" | grep -q '^index.json$' || die "$archive is not an OCI layout archive"
+# (The listing is captured first: with pipefail, `tar | grep -q` fails when
+# grep exits at its first match and tar dies of SIGPIPE.)
+listing=$(tar -tf "$archive") || die "tar cannot list $archive"
+grep -qx 'index.json' <<<"$listing" || die "$archive is not an OCI layout archive"
 
 ctr=$("${B[@]}" from --pull=never --name shmlane-test "oci-archive:$archive" 2>>"$SCRATCH/build.log") ||
   { cat "$SCRATCH/build.log" >&2; die "buildah from oci-archive failed"; }

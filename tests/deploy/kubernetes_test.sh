@@ -93,8 +93,9 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
             if c["name"] == "shmlaned":
                 print("\n".join(c["args"]))
 ' "$out/sidecar.yaml")
-"$SHMLANED" --help | grep -q -- '--health-listen' || die "shmlaned --help lists no --health-listen"
-"$SHMLANED" --help | grep -q -- '--declare' || die "shmlaned --help lists no --declare"
+help=$("$SHMLANED" --help)
+grep -q -- '--health-listen' <<<"$help" || die "shmlaned --help lists no --health-listen"
+grep -q -- '--declare' <<<"$help" || die "shmlaned --help lists no --declare"
 # --print-config parses flags and file without starting; paths are the pod's.
 mapfile -t argv < <(echo "$args" | sed -e "s|^--config=/etc/shmlane/shmlaned.textproto|--config=$k8s/base/shmlaned.textproto|" \
   -e "s|^--declare=/etc/shmlane/declare.textproto|--declare=$k8s/sidecar/declare.textproto|")
