@@ -1,0 +1,246 @@
+// The BROADCAST half of Attachments (see attachments.h): one ring, one
+// publisher and up to max_subscribers subscribers per channel. Kept apart
+// from the STREAM / REQUEST_REPLY lane bookkeeping in attachments.cc.
+#include <sys/socket.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "control/attach_wire.h"
+#include "control/attachments.h"
+#include "shmlane/enum_names.h"
+
+namespace shmlane::control {
+namespace {
+
+namespace v1 = ::shmlane::v1;
+
+}  // namespace
+// ---------------------------------------------------------------------------
+// BROADCAST channels: one ring, one publisher, up to max_subscribers
+// subscribers, each with its own reader slot, cursor page and two bells.
+
+void Attachments::CloseBroadcast(Broadcast& b, uint32_t reason) {
+  std::vector<const dataplane::Doorbell*> bells;
+  bells.reserve(b.subscribers.size());
+  for (const auto& [slot, sub] : b.subscribers) bells.push_back(sub.reader_bell.get());
+  dataplane::SupervisorCloseBroadcast(b.ring, reason, b.writer_bell.get(), bells);
+  b.closed = true;
+}
+
+absl::Status Attachments::DescribeSubscriber(const v1::ChannelSpec& spec, uint32_t slot,
+                                             const Subscriber& sub, v1::BroadcastDescription* out,
+                                             std::vector<dataplane::UniqueFd>* fds,
+                                             OutboundHolds* holds) {
+  absl::StatusOr<dataplane::UniqueFd> page = sub.page.DupFd();
+  if (!page.ok()) return page.status();
+  absl::StatusOr<dataplane::UniqueFd> reader = sub.reader_bell->DupFd();
+  if (!reader.ok()) return reader.status();
+  absl::StatusOr<dataplane::UniqueFd> writer = sub.writer_bell->DupFd();
+  if (!writer.ok()) return writer.status();
+  out->set_has_slot(true);
+  out->set_slot(slot);
+  out->set_page_fd_index(static_cast<uint32_t>(fds->size()));
+  fds->push_back(*std::move(page));
+  holds->push_back(sub.charge);  // the page's memfd copy keeps it charged
+  out->set_reader_bell_fd_index(static_cast<uint32_t>(fds->size()));
+  fds->push_back(*std::move(reader));
+  out->set_writer_bell_fd_index(static_cast<uint32_t>(fds->size()));
+  fds->push_back(*std::move(writer));
+  out->set_ring_bytes(spec.ring_bytes());
+  out->set_max_frame_bytes(spec.max_frame_bytes());
+  out->set_policy(spec.slow_subscriber_policy());
+  out->set_history_frames(spec.history_frames());
+  out->set_subscriber_attachment_id(sub.attachment);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Attachments::AttachBroadcast(const ChannelRecord& record,
+                                                      LiveChannel& channel, Attachment attachment) {
+  const v1::ChannelSpec& spec = record.spec;
+  if (channel.broadcast == nullptr) {
+    // The first attachment (publisher or subscriber) creates the ring, so
+    // subscribers may come first and a publisher finds them linked.
+    dataplane::BroadcastOptions options = BroadcastOptionsFor(spec);
+    options.channel_id = next_attachment_id_;
+    absl::StatusOr<dataplane::Segment> ring = dataplane::CreateBroadcastRing(options);
+    if (!ring.ok()) return ring.status();
+    absl::StatusOr<dataplane::Doorbell> bell = dataplane::Doorbell::Create();
+    if (!bell.ok()) return bell.status();
+    auto b = std::make_unique<Broadcast>();
+    b->ring = *std::move(ring);
+    b->writer_bell = std::make_shared<dataplane::Doorbell>(*std::move(bell));
+    b->charge = ledger_->Charge(record.owner_uid, BroadcastRingBytes(spec));
+    channel.broadcast = std::move(b);
+  }
+  Broadcast& b = *channel.broadcast;
+  const bool publisher = attachment.role == v1::ROLE_PUBLISHER;
+  v1::AttachMessage reply_message;
+  v1::AttachReply* reply = reply_message.mutable_attach_reply();
+  std::vector<dataplane::UniqueFd> fds;
+  OutboundHolds holds;
+  reply->set_code(0);
+  reply->set_attachment_id(attachment.id);
+  reply->set_max_frame_bytes(spec.max_frame_bytes());
+  reply->set_ring_bytes(spec.ring_bytes());
+  v1::BroadcastDescription* ring_desc = reply->mutable_broadcast();
+  ring_desc->set_ring_bytes(spec.ring_bytes());
+  ring_desc->set_max_frame_bytes(spec.max_frame_bytes());
+  ring_desc->set_policy(spec.slow_subscriber_policy());
+  ring_desc->set_history_frames(spec.history_frames());
+  struct Later {
+    v1::AttachMessage message;
+    std::vector<dataplane::UniqueFd> fds;
+    OutboundHolds holds;
+  };
+  std::vector<Later> more;
+  std::optional<Subscriber> added;
+  uint32_t added_slot = 0;
+  if (publisher) {
+    // Own bell (where it parks on a full ring), the ring read-write, then
+    // page, reader bell and writer bell per subscriber.
+    absl::StatusOr<dataplane::UniqueFd> own = b.writer_bell->DupFd();
+    if (!own.ok()) return own.status();
+    reply->set_doorbell_fd_index(0);
+    fds.push_back(*std::move(own));
+    absl::StatusOr<dataplane::UniqueFd> ring = b.ring.DupFd();
+    if (!ring.ok()) return ring.status();
+    ring_desc->set_has_ring(true);
+    ring_desc->set_ring_fd_index(1);
+    fds.push_back(*std::move(ring));
+    holds.push_back(b.charge);
+    v1::AttachMessage* packet = &reply_message;
+    std::vector<dataplane::UniqueFd>* packet_fds = &fds;
+    OutboundHolds* packet_holds = &holds;
+    for (const auto& [slot, sub] : b.subscribers) {
+      if (packet_fds->size() + 3 > kMaxFdsPerPacket) {
+        more.emplace_back();
+        packet = &more.back().message;
+        packet_fds = &more.back().fds;
+        packet_holds = &more.back().holds;
+        packet->mutable_subscriber_added();
+      }
+      v1::BroadcastDescription* d = packet == &reply_message
+                                        ? reply->add_subscribers()
+                                        : packet->mutable_subscriber_added()->add_subscribers();
+      if (absl::Status s = DescribeSubscriber(spec, slot, sub, d, packet_fds, packet_holds);
+          !s.ok()) {
+        return s;
+      }
+      d->set_subscriber_name(NameOf(sub.attachment));
+    }
+  } else {
+    uint32_t slot = 0;
+    while (b.subscribers.count(slot) != 0) ++slot;  // CheckRoom: slot < max_subscribers
+    absl::StatusOr<dataplane::Segment> page = dataplane::CreateReaderPage(b.ring, slot);
+    if (!page.ok()) return page.status();
+    absl::StatusOr<dataplane::Doorbell> reader_bell = dataplane::Doorbell::Create();
+    if (!reader_bell.ok()) return reader_bell.status();
+    absl::StatusOr<dataplane::Doorbell> writer_bell = dataplane::Doorbell::Create();
+    if (!writer_bell.ok()) return writer_bell.status();
+    absl::StatusOr<dataplane::UniqueFd> ring = dataplane::ReopenReadOnly(b.ring);
+    if (!ring.ok()) return ring.status();
+    Subscriber sub;
+    sub.attachment = attachment.id;
+    sub.page = *std::move(page);
+    sub.reader_bell = std::make_shared<dataplane::Doorbell>(*std::move(reader_bell));
+    sub.writer_bell = std::make_shared<dataplane::Doorbell>(*std::move(writer_bell));
+    sub.charge = ledger_->Charge(attachment.peer.uid, dataplane::kReaderPageBytes);
+    // Ring read-only, then page, its own (reader) bell and the writer bell.
+    ring_desc->set_has_ring(true);
+    ring_desc->set_ring_fd_index(0);
+    fds.push_back(*std::move(ring));
+    holds.push_back(b.charge);
+    if (absl::Status s = DescribeSubscriber(spec, slot, sub, ring_desc, &fds, &holds); !s.ok()) {
+      return s;
+    }
+    reply->set_doorbell_fd_index(ring_desc->reader_bell_fd_index());
+    // Last, so that nothing above can fail with the slot active.
+    absl::StatusOr<uint64_t> epoch = dataplane::ActivateReaderSlot(b.ring, slot);
+    if (!epoch.ok()) return epoch.status();
+    attachment.slot = slot;
+    added_slot = slot;
+    added = std::move(sub);
+  }
+  ++next_attachment_id_;
+  if (publisher) {
+    b.publisher = attachment.id;
+  } else {
+    b.subscribers.emplace(added_slot, *std::move(added));
+  }
+  auto [it, inserted] = attachments_.emplace(attachment.id, std::move(attachment));
+  const Attachment& stored = it->second;
+  Send(stored, reply_message, std::move(fds), std::move(holds));
+  for (Later& later : more) {
+    Send(stored, later.message, std::move(later.fds), std::move(later.holds));
+  }
+  if (!publisher && b.publisher != 0) {
+    // Tell the publisher: it links the slot (AddReader).
+    const Attachment& pub = attachments_.at(b.publisher);
+    v1::AttachMessage message;
+    std::vector<dataplane::UniqueFd> pub_fds;
+    OutboundHolds pub_holds;
+    v1::BroadcastDescription* d = message.mutable_subscriber_added()->add_subscribers();
+    if (DescribeSubscriber(spec, added_slot, b.subscribers.at(added_slot), d, &pub_fds, &pub_holds)
+            .ok()) {
+      d->set_subscriber_name(stored.client_name);
+      Send(pub, message, std::move(pub_fds), std::move(pub_holds));
+    } else {
+      ::shutdown(pub.fd, SHUT_RDWR);  // it could not learn of a subscriber: end it
+    }
+  }
+  metrics_->CountAttach("ok");
+  Publish(v1::EVENT_TYPE_ATTACHED, stored.channel, &stored,
+          absl::StrCat(ShortName(stored.role), " attached"));
+  return stored.id;
+}
+
+void Attachments::EndBroadcastAttachment(const std::string& name, LiveChannel& channel,
+                                         const Attachment& attachment, absl::string_view why,
+                                         bool holder_alive) {
+  Broadcast* b = channel.broadcast.get();
+  if (b == nullptr) return;
+  if (attachment.role == v1::ROLE_SUBSCRIBER) {
+    auto sub = b->subscribers.find(attachment.slot);
+    if (sub == b->subscribers.end() || sub->second.attachment != attachment.id) return;
+    if (!b->closed) {
+      // At once: a BLOCK publisher no longer waits for it.
+      (void)dataplane::ReleaseReaderSlot(b->ring, attachment.slot, b->writer_bell.get(),
+                                         sub->second.reader_bell.get());
+    }
+    b->subscribers.erase(sub);
+    if (auto pub = attachments_.find(b->publisher); pub != attachments_.end()) {
+      v1::AttachMessage message;
+      v1::SubscriberRemoved* removed = message.mutable_subscriber_removed();
+      removed->set_slot(attachment.slot);
+      removed->set_subscriber_attachment_id(attachment.id);
+      removed->set_reason(std::string(why));
+      Send(pub->second, message);
+    }
+  } else if (b->publisher == attachment.id) {
+    b->publisher = 0;
+    // Subscribers read what was committed, then see closed. A publisher the
+    // daemon ends while it lives is woken too (kClosedDeleted).
+    CloseBroadcast(*b,
+                   dataplane::kClosedProducerGone | (holder_alive ? dataplane::kClosedDeleted : 0));
+    std::vector<uint64_t> subs;
+    for (const auto& [slot, sub] : b->subscribers) subs.push_back(sub.attachment);
+    const std::string bye = absl::StrCat("the publisher of channel \"", name, "\" went away (", why,
+                                         "); read what is left, then attach again");
+    for (uint64_t id : subs) {
+      EndAttachment(id, v1::EVENT_TYPE_DETACHED, "publisher gone", bye, /*holder_alive=*/true);
+    }
+    // EndAttachment may have changed `channel.broadcast`; look again.
+    if (channel.broadcast != nullptr) channel.broadcast->subscribers.clear();
+  }
+  if (channel.broadcast != nullptr && channel.broadcast->publisher == 0 &&
+      channel.broadcast->subscribers.empty()) {
+    channel.broadcast.reset();  // the next attachment creates a fresh ring
+  }
+}
+
+}  // namespace shmlane::control
