@@ -19,6 +19,7 @@
 #include "dataplane/lane.h"
 #include "dataplane/lane_set.h"
 #include "gtest/gtest.h"
+#include "tests/dataplane/process_util.h"
 #include "tests/dataplane/watchdog.h"
 
 namespace shmlane::dataplane {
@@ -80,24 +81,12 @@ bool CheckFrame(std::span<const std::byte> f, uint64_t* seq, uint32_t* producer)
   return true;
 }
 
-// Runs fn in a child process; returns its pid. The child exits with fn's value.
-template <typename Fn>
-pid_t Spawn(Fn fn) {
-  const pid_t pid = fork();
-  SHMLANE_CHECK(pid >= 0);
-  if (pid == 0) {
-    shmlane::testing::DieWithParent();  // no orphan if the watchdog aborts the test
-    _exit(fn());
-  }
-  return pid;
-}
+using testing::Spawn;  // a child that dies with the test
 
-int ExitCode(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return WEXITSTATUS(status);
-}
+// A child's exit code (128 + signal if killed); a child still running after
+// 100 s (short of the watchdog's 120) has its state and stack printed, is
+// killed and reads as -1.
+int ExitCode(pid_t pid) { return testing::ExitCodeWithin(pid, absl::Seconds(100)); }
 
 // Shared scratch for children to report numbers to the parent.
 struct Report {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -90,6 +91,9 @@ inline int ExitCodeWithin(pid_t pid, absl::Duration limit) {
     if (r == pid) return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
     if (r < 0) return -2;
     if (absl::Now() >= give_up) {
+      std::fprintf(stderr, "child %d still running after %s: its state and stack:\n",
+                   static_cast<int>(pid), absl::FormatDuration(limit).c_str());
+      shmlane::testing::DumpProcess(pid);
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
       return -1;

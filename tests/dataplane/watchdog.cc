@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -55,6 +56,53 @@ void DumpAllThreads() {
     }
   }
   closedir(dir);
+}
+
+// Prints one line of a /proc file (or "?") after `label`.
+void PrintProcLine(const std::string& path, const char* label, bool cut_after_state = false) {
+  char buf[512] = "?";
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    if (std::fgets(buf, sizeof(buf), f) == nullptr) std::snprintf(buf, sizeof(buf), "?");
+    std::fclose(f);
+  }
+  const size_t n = std::strlen(buf);
+  if (n > 0 && buf[n - 1] == '\n') buf[n - 1] = '\0';
+  if (cut_after_state) {
+    // "pid (comm) S ppid ...": keep "pid (comm) S" (comm may hold spaces).
+    if (char* close = std::strrchr(buf, ')'); close != nullptr && close[1] != '\0') close[3] = '\0';
+  }
+  std::fprintf(stderr, "  %s: %s\n", label, buf);
+}
+
+// The children of this process (any thread's), from /proc/*/stat.
+std::vector<pid_t> ChildrenOf(pid_t parent) {
+  std::vector<pid_t> out;
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return out;
+  while (dirent* e = readdir(dir)) {
+    const long pid = std::strtol(e->d_name, nullptr, 10);
+    if (pid <= 0) continue;
+    char buf[512];
+    FILE* f = std::fopen(("/proc/" + std::string(e->d_name) + "/stat").c_str(), "r");
+    if (f == nullptr) continue;
+    const bool got = std::fgets(buf, sizeof(buf), f) != nullptr;
+    std::fclose(f);
+    if (!got) continue;
+    // pid (comm) state ppid ...: comm may hold spaces, so parse after the last ')'.
+    const char* close = std::strrchr(buf, ')');
+    if (close == nullptr) continue;
+    char state = 0;
+    long ppid = 0;
+    if (std::sscanf(close + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent) {
+      out.push_back(static_cast<pid_t>(pid));
+    }
+  }
+  closedir(dir);
+  return out;
+}
+
+void DumpChildren() {
+  for (pid_t child : ChildrenOf(getpid())) DumpProcess(child);
 }
 
 // Never destroyed: its thread runs until the process exits.
@@ -108,6 +156,7 @@ class Watchdog {
                      name_.c_str(), absl::FormatDuration(limit_).c_str());
         std::fflush(stderr);
         DumpAllThreads();
+        DumpChildren();
         std::fprintf(stderr, "[watchdog] %s: TIMED OUT\n", name_.c_str());
         std::fflush(stderr);
         std::abort();
@@ -154,6 +203,26 @@ void InstallTestWatchdog() {
   sigaction(kDumpSignal, &sa, nullptr);
   g_watchdog = new Watchdog();  // leaked on purpose: its thread outlives main
   ::testing::UnitTest::GetInstance()->listeners().Append(new Listener());
+}
+
+void DumpProcess(pid_t pid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::fprintf(stderr, "--- process %d ---\n", static_cast<int>(pid));
+  PrintProcLine(proc + "/stat", "stat", true);
+  PrintProcLine(proc + "/wchan", "wchan");
+  PrintProcLine(proc + "/syscall", "syscall");
+  std::fflush(stderr);
+  // Each of its threads prints its own user-space stack (the handler was
+  // inherited across fork()); it writes to the stderr we share.
+  DIR* dir = opendir((proc + "/task").c_str());
+  if (dir == nullptr) return;
+  while (dirent* e = readdir(dir)) {
+    const long tid = std::strtol(e->d_name, nullptr, 10);
+    if (tid <= 0) continue;
+    PrintProcLine(proc + "/task/" + e->d_name + "/stat", "thread", true);
+    if (syscall(SYS_tgkill, pid, tid, kDumpSignal) == 0) usleep(300'000);
+  }
+  closedir(dir);
 }
 
 void DieWithParent() {

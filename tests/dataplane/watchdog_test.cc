@@ -12,6 +12,15 @@
 #include "gtest/gtest.h"
 
 namespace shmlane::testing {
+
+// A forked child that hangs alongside its parent (what a lost wake-up
+// between two test processes looks like). External and not inlined, so its
+// name shows in the backtrace (-rdynamic exports it).
+[[gnu::noinline]] void HangingChild();
+void HangingChild() {
+  for (;;) pause();
+}
+
 namespace {
 
 // Runs this binary again with a filter that selects the hanging test (which
@@ -34,6 +43,9 @@ TEST(WatchdogTest, AHangingTestDiesWithItsNameAndStacks) {
   EXPECT_NE(text.find("[watchdog] WatchdogTest.Hangs did not finish"), std::string::npos) << text;
   EXPECT_NE(text.find("TIMED OUT"), std::string::npos) << text;
   EXPECT_NE(text.find("--- thread"), std::string::npos) << "no stack printed:\n" << text;
+  // The hung test's forked child is shown too: its state and its own stack.
+  EXPECT_NE(text.find("--- process"), std::string::npos) << "no child shown:\n" << text;
+  EXPECT_NE(text.find("HangingChild"), std::string::npos) << "no child stack:\n" << text;
   EXPECT_LT(took, absl::Seconds(30));
 }
 
@@ -41,6 +53,11 @@ TEST(WatchdogTest, Hangs) {
   if (std::getenv("SHMLANE_WATCHDOG_HANG") == nullptr) GTEST_SKIP() << "run by the test above";
   std::thread sleeper([] { pause(); });  // a second thread whose stack shows too
   sleeper.detach();
+  const pid_t child = fork();
+  if (child == 0) {
+    DieWithParent();
+    HangingChild();
+  }
   pause();
 }
 
