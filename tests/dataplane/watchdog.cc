@@ -113,6 +113,14 @@ class Watchdog {
     default_limit_ = absl::Seconds(s != nullptr && std::atof(s) > 0 ? std::atof(s) : 120.0);
     thread_ = std::thread([this] { Run(); });
     thread_.detach();  // lives until exit; never joined
+    // Return only once the thread is parked on cv_. Tests fork() right
+    // away, and a thread still starting up inside the sanitizer runtime
+    // (ASan takes allocator locks there) leaves the child a locked copy:
+    // its first allocation of that size then waits forever (seen as a
+    // consumer child stuck in operator new from the first test's first
+    // wait, under ASan, about one run in 25 on a busy 2-CPU machine).
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return started_; });
   }
 
   void Start(const ::testing::TestInfo& info) {
@@ -142,6 +150,8 @@ class Watchdog {
 
   void Run() {
     std::unique_lock<std::mutex> lock(mu_);
+    started_ = true;
+    cv_.notify_all();  // the constructor returns once we wait below (mu_ released)
     for (;;) {
       if (!armed_) {
         cv_.wait(lock);
@@ -166,6 +176,7 @@ class Watchdog {
 
   std::mutex mu_;
   std::condition_variable cv_;
+  bool started_ = false;
   bool armed_ = false;
   std::string name_;
   absl::Duration default_limit_;
