@@ -124,6 +124,17 @@ static_assert(offsetof(ProducerControl, waiting) == 0);
 static_assert(offsetof(ProducerControl, closed) == 8);
 static_assert(offsetof(ProducerControl, need_bytes) == 12);
 
+// Why an endpoint found its lane corrupt: the value of ProducerCounters::broken
+// (written by the producer) and ConsumerCounters::broken (by the consumer);
+// zero while the lane is sound. Observers (the daemon's exporter) read them.
+enum LaneBrokenCode : uint32_t {
+  kBadTail = 1,         // the producer's tail moved backwards, too far, or off the grid
+  kBadHead = 2,         // the consumer's head did
+  kBadFrameLength = 3,  // a frame claims more than max_frame_bytes or than was published
+  kBadFrameFlags = 4,   // unknown flag bits in a frame header
+  kBadPadding = 5,      // a padding record that does not end the ring
+};
+
 // Producer counters: plain single-writer values, relaxed stores; observers
 // read them with relaxed loads and may see a slightly stale set.
 struct alignas(128) ProducerCounters {
