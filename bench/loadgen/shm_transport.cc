@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "bench/loadgen/sys.h"
+#include "clients/broadcast.h"
 #include "clients/consumer.h"
 #include "clients/producer.h"
 #include "clients/request_reply.h"
@@ -123,13 +124,23 @@ std::string Tail(const std::string& path) {
     v1::ChannelSpec* cs = req.mutable_spec();
     cs->set_name(kChannel);
     const bool rr = spec.pattern == Pattern::kPingPong;
-    cs->set_pattern(rr ? v1::CHANNEL_PATTERN_REQUEST_REPLY : v1::CHANNEL_PATTERN_STREAM);
+    const bool fanout = spec.pattern == Pattern::kFanout;
+    cs->set_pattern(rr       ? v1::CHANNEL_PATTERN_REQUEST_REPLY
+                    : fanout ? v1::CHANNEL_PATTERN_BROADCAST
+                             : v1::CHANNEL_PATTERN_STREAM);
     const uint32_t max_frame =
         spec.frame_bytes + (rr ? static_cast<uint32_t>(client::kCallHeaderBytes) : 0);
     cs->set_max_frame_bytes(max_frame);
     cs->set_ring_bytes(RingBytesFor(spec, max_frame));
-    cs->set_max_producers(static_cast<uint32_t>(spec.clients));
-    cs->set_backpressure(v1::BACKPRESSURE_POLICY_BLOCK);
+    if (fanout) {
+      // Every subscriber gets every frame: the publisher waits for the
+      // slowest, as a blocking socket writer does.
+      cs->set_max_subscribers(static_cast<uint32_t>(spec.clients));
+      cs->set_slow_subscriber_policy(v1::SLOW_SUBSCRIBER_POLICY_BLOCK);
+    } else {
+      cs->set_max_producers(static_cast<uint32_t>(spec.clients));
+      cs->set_backpressure(v1::BACKPRESSURE_POLICY_BLOCK);
+    }
     cs->set_wait_preference(PreferenceFor(spec.wait));
     v1::Channel created;
     const grpc::Status s = channels->CreateChannel(&ctx, req, &created);
@@ -248,6 +259,157 @@ class CallClient final : public ClientEndpoint {
   client::Client client_;
   std::string reply_;
   uint64_t calls_ = 0;
+};
+
+// Fanout: the BROADCAST channel's publisher. Frames are copied once into the
+// one ring (Reserve, Commit), whatever the number of subscribers.
+class ShmPublisher final : public FanoutPublisher {
+ public:
+  ShmPublisher(client::Publisher pub, const RunSpec& spec)
+      : pub_(std::move(pub)),
+        expected_(static_cast<size_t>(spec.clients)),
+        mode_(spec.wait),
+        batch_(spec.batch),
+        batch_bytes_(spec.batch_bytes) {}
+
+  absl::Status AwaitSubscribers(int64_t deadline_ns) override {
+    // Every subscriber's Attach returned before the barrier opened; the
+    // daemon's SubscriberAdded messages are normally already queued, and a
+    // late one comes within milliseconds (the library offers no fd to wait on).
+    while (true) {
+      if (absl::Status s = pub_.Poll(); !s.ok()) return s;
+      if (pub_.subscribers() >= expected_) return absl::OkStatus();
+      if (NowNs() >= deadline_ns) {
+        return absl::DeadlineExceededError(absl::StrCat(pub_.subscribers(), " of ", expected_,
+                                                        " subscribers linked by the deadline"));
+      }
+      WaitUntil(NowNs() + 1'000'000, WaitMode::kPark, 0);
+    }
+  }
+
+  absl::Status Send(std::span<const std::byte> frame, bool more) override {
+    copied_ += frame.size();
+    if (batch_ == 1) {
+      ++flushes_;
+      return WriteNow(frame);
+    }
+    // Batched: copy into the ring and publish the batch with its last
+    // frame (Commit kNow: one release store); a full ring publishes what
+    // is pending (Reserve does) and the frame then waits for room.
+    const client::Reservation r = pub_.Reserve(frame.size());
+    if (r.result == client::WriteResult::kFull) {
+      if (pending_ > 0) ++flushes_;
+      pending_ = 0;
+      pending_bytes_ = 0;
+      ++flushes_;
+      return WriteNow(frame);
+    }
+    if (r.result != client::WriteResult::kOk) return client::ToStatus(r.result, "Reserve");
+    std::memcpy(r.data.data(), frame.data(), frame.size());
+    ++pending_;
+    pending_bytes_ += frame.size();
+    // The batch ends here when it is full or the next frame of this size
+    // would pass batch_bytes.
+    const bool flush = !more || pending_ >= batch_ || pending_bytes_ + frame.size() > batch_bytes_;
+    pub_.Commit(frame.size(), flush ? client::PublishMode::kNow : client::PublishMode::kDefer);
+    if (flush) {
+      ++flushes_;
+      pending_ = 0;
+      pending_bytes_ = 0;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Close() override {
+    if (pending_ > 0) ++flushes_;  // Close publishes what was committed
+    pending_ = 0;
+    absl::Status s = pub_.status();
+    pub_.Close();
+    return s;
+  }
+
+  uint64_t flushes() const override { return flushes_; }
+  uint64_t copied_bytes() const override { return copied_; }
+
+ private:
+  absl::Status WriteNow(std::span<const std::byte> frame) {
+    if (mode_ == WaitMode::kSpin) {
+      while (true) {
+        const client::WriteResult r = pub_.TryWrite(frame);
+        if (r == client::WriteResult::kOk) return absl::OkStatus();
+        if (r != client::WriteResult::kFull) return client::ToStatus(r, "TryWrite");
+        CpuRelax();
+      }
+    }
+    const client::WriteResult r = pub_.Write(frame);
+    if (r == client::WriteResult::kOk) return absl::OkStatus();
+    return client::ToStatus(r, "Write");
+  }
+
+  client::Publisher pub_;
+  size_t expected_;
+  WaitMode mode_;
+  int batch_;
+  uint64_t batch_bytes_;
+  int pending_ = 0;
+  uint64_t pending_bytes_ = 0;
+  uint64_t flushes_ = 0;
+  uint64_t copied_ = 0;
+};
+
+// Fanout: one subscriber, reading every frame in place (Peek, Release).
+class ShmSubscriber final : public FanoutSubscriber {
+ public:
+  ShmSubscriber(client::Subscriber sub, const RunSpec& spec) : sub_(std::move(sub)), spec_(spec) {}
+
+  absl::Status Receive(ServerSink& sink, int64_t deadline_ns) override {
+    while (true) {
+      const int64_t now = NowNs();
+      sink.Tick(now);
+      if (now >= deadline_ns) {
+        return absl::DeadlineExceededError("the publisher had not closed by the deadline");
+      }
+      // Up to 64 frames between clock readings (a socket subscriber reads
+      // the clock once per read(), which returns many frames).
+      client::BroadcastPeek p;
+      int taken = 0;
+      while ((p = sub_.Peek()).result == client::BroadcastReadResult::kOk) {
+        sink.OnFrame(p.data);
+        if (sub_.Release() != client::ReleaseResult::kOk || p.missed != 0) {
+          return absl::DataLossError("a frame was overwritten under the BLOCK policy");
+        }
+        if (++taken == 64) break;
+      }
+      if (taken > 0) continue;
+      if (p.result == client::BroadcastReadResult::kClosed) break;
+      if (p.result != client::BroadcastReadResult::kEmpty) {
+        return absl::UnavailableError(
+            absl::StrCat("Peek: ", dataplane::ToString(p.result), ": ", sub_.status().ToString()));
+      }
+      if (spec_.wait == WaitMode::kSpin) {
+        CpuRelax();
+        continue;
+      }
+      const int64_t next = std::min(sink.NextBoundaryNs(), deadline_ns);
+      const client::BroadcastReadResult w =
+          sub_.WaitReadable(absl::Now() + absl::Nanoseconds(next - now));
+      if (w != client::BroadcastReadResult::kOk && w != client::BroadcastReadResult::kTimeout &&
+          w != client::BroadcastReadResult::kClosed) {
+        return absl::UnavailableError(
+            absl::StrCat("WaitReadable: ", dataplane::ToString(w), ": ", sub_.status().ToString()));
+      }
+    }
+    if (sub_.missed_frames() != 0) {
+      return absl::DataLossError(absl::StrCat(sub_.missed_frames(), " frames missed"));
+    }
+    sink.Tick(NowNs());
+    sub_.Close();
+    return absl::OkStatus();
+  }
+
+ private:
+  client::Subscriber sub_;
+  RunSpec spec_;
 };
 
 // Attachments seen by the server, updated from the library's peer events.
@@ -415,6 +577,25 @@ class ShmTransport final : public Transport {
     auto producer = client::Producer::Attach(kChannel, options);
     if (!producer.ok()) return producer.status();
     return std::unique_ptr<ClientEndpoint>(new ProducerClient(std::move(*producer), spec_));
+  }
+
+  absl::StatusOr<std::unique_ptr<FanoutPublisher>> StartPublisher() override {
+    client::AttachOptions options;
+    Fill(&options, "bench-publisher");
+    auto pub = client::Publisher::Attach(kChannel, options);
+    if (!pub.ok()) return pub.status();
+    return std::unique_ptr<FanoutPublisher>(new ShmPublisher(std::move(*pub), spec_));
+  }
+
+  absl::StatusOr<std::unique_ptr<FanoutSubscriber>> Subscribe(int index) override {
+    daemon_out_.Reset();
+    client::AttachOptions options;
+    Fill(&options, absl::StrCat("bench-subscriber-", index));
+    client::ReaderStart start;
+    start.mode = client::ReaderStart::Mode::kLiveTail;
+    auto sub = client::Subscriber::Attach(kChannel, start, options);
+    if (!sub.ok()) return sub.status();
+    return std::unique_ptr<FanoutSubscriber>(new ShmSubscriber(std::move(*sub), spec_));
   }
 
   void Cleanup() override { StopDaemon(); }
