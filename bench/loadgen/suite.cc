@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -281,8 +282,11 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
       std::stringstream ss;
       ss << in.rdbuf();
       absl::StatusOr<Json> targets = ParseJson(ss.str());
-      // The waiting suite gates on the median of each cell's repeats.
-      const std::vector<Json> gated = options.name == "waiting" ? MedianRuns(runs) : runs;
+      // The waiting and fanout suites gate on the median of each cell's
+      // repeats.
+      const std::vector<Json> gated = options.name == "waiting"  ? MedianRuns(runs)
+                                      : options.name == "fanout" ? FanoutMedians(runs)
+                                                                 : runs;
       absl::StatusOr<std::vector<GateCheck>> evaluated =
           targets.ok() ? EvaluateTargets(*targets, gated, options.name)
                        : absl::StatusOr<std::vector<GateCheck>>(targets.status());
@@ -384,11 +388,16 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
       md << "![waiting](" << base << "-waiting.png)\n";
     } else if (options.plots) {
       const std::string base = std::filesystem::path(prefix).filename().string();
-      md << "![throughput](" << base << "-throughput.png)\n![batch](" << base
-         << "-batch.png)\n![latency](" << base << "-latency.png)\n![cdf](" << base << "-cdf.png)\n";
-      bool fanout = false;
-      for (const Json& r : runs) fanout |= StringAt(r, "pattern") == "fanout";
-      if (fanout) md << "![fanout](" << base << "-fanout.png)\n";
+      // The plots of the patterns this set has (WritePlots draws only those).
+      std::set<std::string> patterns;
+      for (const Json& r : runs) patterns.insert(StringAt(r, "pattern"));
+      if (patterns.count("stream")) {
+        md << "![throughput](" << base << "-throughput.png)\n![batch](" << base << "-batch.png)\n";
+      }
+      if (patterns.count("pingpong")) {
+        md << "![latency](" << base << "-latency.png)\n![cdf](" << base << "-cdf.png)\n";
+      }
+      if (patterns.count("fanout")) md << "![fanout](" << base << "-fanout.png)\n";
     }
   }
   if (options.plots && !runs.empty()) {
