@@ -182,7 +182,7 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
 
   const std::string suites = "Suites and result files";
   app.add_option("--suite", suite.name,
-                 "quick (~5 min) | full (~30 min) | smoke (the bench-smoke gate, ~40 s) | "
+                 "quick (~5 min) | full (~30 min) | smoke (the bench-smoke gate, ~30 s) | "
                  "fanout (1, 8, 32 subscribers at 64 B and 64 KiB, every transport; ~2 min) | "
                  "waiting (wait strategies at open-loop rates and ping-pong, each with no CPU "
                  "limit, --cpu-limit 1 and 0.5; ~7 min)")

@@ -36,8 +36,8 @@ std::string Ns(double ns) {
   return absl::StrFormat("%.0f ns", ns);
 }
 
-std::string Fixed(double v, const char* format) {
-  return std::isnan(v) ? "-" : absl::StrFormat(format, v);
+std::string Fixed(double v, int digits) {
+  return std::isnan(v) ? "-" : absl::StrFormat("%.*f", digits, v);
 }
 
 std::string Ratio(double num, double den) {
@@ -214,7 +214,8 @@ std::string FanoutTables(const std::vector<Json>& runs) {
                     "(shm / uds) | cpu shm | cpu uds |\n| ---: | ---: |");
     for (size_t i = 0; i < transports.size() + 10; ++i) absl::StrAppend(&md, " ---: |");
     absl::StrAppend(&md, "\n");
-    for (const auto& [key, by_transport] : by_row) {
+    for (const auto& [key, transport_runs] : by_row) {
+      const auto& by_transport = transport_runs;  // a lambda cannot capture a binding
       absl::StrAppend(&md, "| ", key.first, " | ", key.second, " |");
       for (const auto& t : transports) {
         auto it = by_transport.find(t);
@@ -259,14 +260,14 @@ std::string FanoutTables(const std::vector<Json>& runs) {
           Si(num(uds, "fanout.per_subscriber_frames_per_s")), " | ", Ns(num(shm, "latency_ns.p50")),
           " / ", Ns(num(shm, "latency_ns.p99")), " | ", Ns(num(uds, "latency_ns.p50")), " / ",
           Ns(num(uds, "latency_ns.p99")), " | ",
-          Fixed(num(shm, "fanout.publisher_copied_bytes_per_frame"), "%.0f"), " / ",
-          Fixed(num(uds, "fanout.publisher_copied_bytes_per_frame"), "%.0f"), " | ",
-          Fixed(num(shm, "fanout.subscriber_read_syscall_bytes_per_delivery"), "%.0f"), " / ",
-          Fixed(num(uds, "fanout.subscriber_read_syscall_bytes_per_delivery"), "%.0f"), " | ",
-          Fixed(num(shm, "fanout.publisher_cpu_s_per_mframe"), "%.2f"), " / ",
-          Fixed(num(shm, "fanout.subscribers_cpu_s_per_mdelivery"), "%.2f"), " | ",
-          Fixed(num(uds, "fanout.publisher_cpu_s_per_mframe"), "%.2f"), " / ",
-          Fixed(num(uds, "fanout.subscribers_cpu_s_per_mdelivery"), "%.2f"), " |\n");
+          Fixed(num(shm, "fanout.publisher_copied_bytes_per_frame"), 0), " / ",
+          Fixed(num(uds, "fanout.publisher_copied_bytes_per_frame"), 0), " | ",
+          Fixed(num(shm, "fanout.subscriber_read_syscall_bytes_per_delivery"), 0), " / ",
+          Fixed(num(uds, "fanout.subscriber_read_syscall_bytes_per_delivery"), 0), " | ",
+          Fixed(num(shm, "fanout.publisher_cpu_s_per_mframe"), 2), " / ",
+          Fixed(num(shm, "fanout.subscribers_cpu_s_per_mdelivery"), 2), " | ",
+          Fixed(num(uds, "fanout.publisher_cpu_s_per_mframe"), 2), " / ",
+          Fixed(num(uds, "fanout.subscribers_cpu_s_per_mdelivery"), 2), " |\n");
     }
     absl::StrAppend(&md, "\n");
   }
