@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps build run test bench bench-waiting asan tsan fuzz thread-safety format format-check tidy sbom docs clean
+.PHONY: all deps build run test bench bench-fanout bench-waiting asan tsan fuzz thread-safety format format-check tidy sbom docs clean
 
 all: build
 
@@ -23,6 +23,11 @@ test: build
 
 bench: build
 	./build/release/bench/shmlane-bench --suite quick
+
+# Fanout: one publisher to 1, 8 and 32 subscribers, 64 B and 64 KiB, every
+# transport, 3 interleaved repeats (the medians in docs/benchmarks.md).
+bench-fanout: build
+	./build/release/bench/shmlane-bench --suite fanout --repeat 3
 
 # Wait strategies with and without CPU limits (needs root for --cpu-limit;
 # ~20 min with 3 repeats). Not part of the CI gate.

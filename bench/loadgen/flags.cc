@@ -42,7 +42,8 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
   const RunSpec defaults;
   CLI::App app(
       "One run (default) or a suite of runs of a transport and a traffic pattern, with every "
-      "client a separate process and one server process (docs/benchmarks.md).",
+      "client a separate process and one server process; fanout: one publisher process and N "
+      "subscriber processes (docs/benchmarks.md).",
       "shmlane-bench");
   ConfigureApp(app);
 
@@ -83,7 +84,16 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
       ->check(CLI::Range(1, kMaxClients))
       ->type_name("N")
       ->group(run);
-  app.add_option("--frame-bytes", frame_bytes, "payload bytes per frame (openloop: >= 16)")
+  int subscribers = 0;
+  CLI::Option* subscribers_opt =
+      app.add_option("--subscribers", subscribers,
+                     "fanout: subscriber processes, each receiving every frame of the one "
+                     "publisher (default 1; the same as --clients for fanout)")
+          ->check(CLI::Range(1, kMaxClients))
+          ->type_name("N")
+          ->group(run);
+  app.add_option("--frame-bytes", frame_bytes,
+                 "payload bytes per frame (openloop and fanout: >= 16)")
       ->check(CLI::Range(uint32_t{1}, kMaxFrameBytes))
       ->type_name("B")
       ->group(run);
@@ -172,10 +182,11 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
 
   const std::string suites = "Suites and result files";
   app.add_option("--suite", suite.name,
-                 "quick (~2.5 min) | full (~30 min) | smoke (the bench-smoke gate, ~30 s) | "
+                 "quick (~5 min) | full (~30 min) | smoke (the bench-smoke gate, ~30 s) | "
+                 "fanout (1, 8, 32 subscribers at 64 B and 64 KiB, every transport; ~2 min) | "
                  "waiting (wait strategies at open-loop rates and ping-pong, each with no CPU "
                  "limit, --cpu-limit 1 and 0.5; ~7 min)")
-      ->check(CLI::IsMember({"quick", "full", "smoke", "waiting"}))
+      ->check(CLI::IsMember({"quick", "full", "smoke", "fanout", "waiting"}))
       ->type_name("S")
       ->group(suites);
   CLI::Option* out_opt =
@@ -209,6 +220,13 @@ ParseOutcome ParseCommandLine(int argc, const char* const* argv) {
 
   suite.plots = !no_plots;
   suite.base.pattern = *ParsePattern(pattern);
+  if (subscribers_opt->count() > 0) {
+    if (suite.base.pattern != Pattern::kFanout && suite.name.empty()) {
+      outcome.exit_code = UsageError("--subscribers needs --pattern fanout");
+      return outcome;
+    }
+    clients = subscribers;
+  }
   suite.base.wait = *ParseWaitMode(wait);
   suite.wait_given = wait_opt->count() > 0;
   suite.base.touch = *ParseTouch(touch);

@@ -193,7 +193,9 @@ TEST(FlagsTest, HelpListsGroupsAndDefaultsAndExitsZero) {
                              "=read",
                              "--ring-bytes",
                              "--suite",
-                             "{quick,full,smoke,waiting}",
+                             "{quick,full,smoke,fanout,waiting}",
+                             "--subscribers",
+                             "{stream,pingpong,openloop,fanout}",
                              "--cpu-limit",
                              "--client-timing",
                              "=bench/results",
@@ -261,16 +263,26 @@ TEST(FlagsTest, SuitesTakeOverridesAndATransportList) {
   }
   const Invocation& inv = *p.outcome.invocation;
   EXPECT_TRUE(inv.options.write_files);
-  // shm, uds x stream 64 B and 64 KiB (batched), pingpong 64 B.
-  ASSERT_EQ(inv.specs.size(), 6u);
+  // shm, uds x stream 64 B and 64 KiB (batched), pingpong 64 B, fanout
+  // 64 KiB to 8 subscribers.
+  ASSERT_EQ(inv.specs.size(), 8u);
+  int fanout = 0;
   for (const RunSpec& s : inv.specs) {
     EXPECT_EQ(s.duration, absl::Seconds(1));
-    EXPECT_EQ(s.warmup, absl::Milliseconds(500));       // the suite's
+    if (s.pattern == Pattern::kFanout) {
+      ++fanout;
+      EXPECT_EQ(s.clients, 8);
+      EXPECT_EQ(s.frame_bytes, 65536u);
+      EXPECT_EQ(s.warmup, absl::Milliseconds(250));  // the fanout axis's own
+    } else {
+      EXPECT_EQ(s.warmup, absl::Milliseconds(500));  // the suite's
+    }
     EXPECT_EQ(s.pin, s.pattern == Pattern::kPingPong);  // streaming runs unpinned
     EXPECT_EQ(s.batch, s.pattern == Pattern::kPingPong ? 1 : 64);
     EXPECT_EQ(s.touch, Touch::kRead);
     EXPECT_EQ(s.wait, s.transport == TransportKind::kShm ? WaitMode::kBalanced : WaitMode::kPark);
   }
+  EXPECT_EQ(fanout, 2);
   p = ParseArgs({"--suite", "quick", "--transport", "uds", "--transport", "pipe"});
   ASSERT_TRUE(p.outcome.invocation) << p.err;
   bool batched = false, unbatched = false;
@@ -283,6 +295,9 @@ TEST(FlagsTest, SuitesTakeOverridesAndATransportList) {
     if (s.pattern == Pattern::kStream) {
       batched |= s.batch == 64;
       unbatched |= s.batch == 1;
+    } else if (s.pattern == Pattern::kFanout) {
+      EXPECT_EQ(s.batch, 64);
+      EXPECT_EQ(s.duration, absl::Seconds(1));  // bounded: 32 subscribers oversubscribe
     } else {
       EXPECT_EQ(s.batch, 1);
     }
@@ -294,6 +309,66 @@ TEST(FlagsTest, SuitesTakeOverridesAndATransportList) {
   for (const RunSpec& s : p.outcome.invocation->specs) {
     EXPECT_TRUE(s.batch == 1 || (s.batch == 256 && s.pattern != Pattern::kPingPong)) << Label(s);
   }
+}
+
+TEST(FlagsTest, FanoutTakesSubscribers) {
+  Parsed p = ParseArgs({"--pattern", "fanout", "--subscribers", "8", "--transport", "shm",
+                        "--frame-bytes", "65536", "--batch", "64"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  ASSERT_EQ(p.outcome.invocation->specs.size(), 1u);
+  const RunSpec& s = p.outcome.invocation->specs[0];
+  EXPECT_EQ(s.pattern, Pattern::kFanout);
+  EXPECT_EQ(s.clients, 8);
+  EXPECT_EQ(s.wait, WaitMode::kBalanced);
+  EXPECT_EQ(Label(s), "shm/fanout/s8/f65536/b64");
+  // --clients is the same count for fanout; --subscribers wins when both are given.
+  p = ParseArgs({"--pattern=fanout", "--clients", "3"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  EXPECT_EQ(p.outcome.invocation->specs[0].clients, 3);
+  p = ParseArgs({"--pattern=fanout", "--clients", "3", "--subscribers", "5"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  EXPECT_EQ(p.outcome.invocation->specs[0].clients, 5);
+}
+
+TEST(FlagsTest, FanoutRejectsWhatItCannotRun) {
+  struct Case {
+    std::initializer_list<const char*> args;
+    const char* names;
+  };
+  const Case cases[] = {
+      {{"--subscribers", "4"}, "--subscribers needs --pattern fanout"},
+      {{"--pattern", "fanout", "--subscribers", "0"}, "--subscribers"},
+      {{"--pattern", "fanout", "--subscribers", "513"}, "--subscribers"},
+      {{"--pattern", "fanout", "--frame-bytes", "8", "--touch", "none"}, ">= 16"},
+  };
+  for (const Case& c : cases) {
+    Parsed p = ParseArgs(c.args);
+    EXPECT_FALSE(p.outcome.invocation) << c.names;
+    EXPECT_EQ(p.outcome.exit_code, kExitUsage) << c.names;
+    EXPECT_NE(p.err.find(c.names), std::string::npos) << c.names << ": " << p.err;
+  }
+}
+
+TEST(FlagsTest, FanoutSuiteIsTheIssueMatrix) {
+  Parsed p = ParseArgs({"--suite", "fanout", "--transport", "uds,pipe,tcp,grpc"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  std::set<std::string> cells;
+  for (const RunSpec& s : p.outcome.invocation->specs) {
+    EXPECT_EQ(s.pattern, Pattern::kFanout);
+    EXPECT_EQ(s.batch, 64);
+    EXPECT_EQ(s.touch, Touch::kRead);
+    EXPECT_EQ(s.duration, absl::Seconds(1));
+    EXPECT_EQ(s.warmup, absl::Milliseconds(250));
+    cells.insert(Label(s));
+  }
+  // 4 transports x {64 B, 64 KiB} x {1, 8, 32} subscribers.
+  EXPECT_EQ(cells.size(), 24u);
+  EXPECT_EQ(cells.count("uds/fanout/s32/f65536/b64"), 1u);
+  EXPECT_EQ(cells.count("grpc/fanout/s1/f64/b64"), 1u);
+  // --duration overrides the axis's bounded window.
+  p = ParseArgs({"--suite", "fanout", "--transport", "uds", "--duration", "3s"});
+  ASSERT_TRUE(p.outcome.invocation) << p.err;
+  for (const RunSpec& s : p.outcome.invocation->specs) EXPECT_EQ(s.duration, absl::Seconds(3));
 }
 
 }  // namespace

@@ -20,38 +20,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/loadgen/frame.h"
+#include "bench/loadgen/harness_internal.h"
 #include "bench/loadgen/transport.h"
 
 namespace shmlane::bench {
 namespace {
 
+using internal::ChildInit;
+using internal::Fail;
+using internal::Publish;
+using internal::SharedControl;
+using internal::WorkerSlot;
+
 constexpr int kConnectWave = 32;
-
-// One process's results, written by that process once, read by the parent
-// after `done` (release/acquire).
-struct alignas(64) WorkerSlot {
-  std::atomic<uint32_t> done;
-  uint32_t failed;
-  char error[512];
-  uint64_t window_frames;
-  uint64_t window_bytes;
-  int64_t window_ns;
-  uint64_t total_frames;
-  uint64_t unsent;
-  uint64_t flushes;  // clients: batches handed to the transport
-  CpuUsage usage;
-};
-
-// The start barrier and the result slots, in a shared anonymous mapping.
-struct SharedControl {
-  std::atomic<uint32_t> server_ready;   // 0 not yet, 1 listening, 2 failed
-  std::atomic<uint32_t> clients_ready;  // clients that connected or failed
-  std::atomic<uint32_t> go;             // 0 wait, 1 run with `clock`, 2 abort
-  RunClock clock;
-  WorkerSlot server;
-  WorkerSlot clients[kMaxClients];
-};
-static_assert(std::atomic<uint32_t>::is_always_lock_free);
 
 template <typename T>
 T* MapShared(size_t count) {
@@ -61,26 +42,6 @@ T* MapShared(size_t count) {
   T* t = static_cast<T*>(p);
   for (size_t i = 0; i < count; ++i) new (t + i) T();
   return t;
-}
-
-void Fail(WorkerSlot* slot, const absl::Status& status) {
-  slot->failed = 1;
-  std::snprintf(slot->error, sizeof(slot->error), "%s", status.ToString().c_str());
-}
-
-void Publish(WorkerSlot* slot) { slot->done.store(1, std::memory_order_release); }
-
-// Every child: die with the parent, default signal state, no stray output.
-void ChildInit(int cpu, bool pin) {
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  sigset_t all;
-  sigemptyset(&all);
-  sigprocmask(SIG_SETMASK, &all, nullptr);
-  if (pin) (void)PinToCpu(cpu);
-  // A sleeping openloop client must wake at its send time, not up to the
-  // default 50 us timer slack later (which would add the same delay to
-  // every transport's latency from the intended send time).
-  prctl(PR_SET_TIMERSLACK, 1UL);
 }
 
 // Openloop: a client's send schedule. Client i sends at
@@ -264,6 +225,8 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
       }
       break;
     }
+    case Pattern::kFanout:
+      return absl::InternalError("fanout clients are subscribers (harness_fanout.cc)");
   }
   slot->total_frames = frames;
   return absl::OkStatus();
@@ -369,6 +332,27 @@ class RunGuard {
 
 }  // namespace
 
+namespace internal {
+
+void Fail(WorkerSlot* slot, const absl::Status& status) {
+  slot->failed = 1;
+  std::snprintf(slot->error, sizeof(slot->error), "%s", status.ToString().c_str());
+}
+
+void ChildInit(int cpu, bool pin) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  sigset_t all;
+  sigemptyset(&all);
+  sigprocmask(SIG_SETMASK, &all, nullptr);
+  if (pin) (void)PinToCpu(cpu);
+  // A sleeping openloop client must wake at its send time, not up to the
+  // default 50 us timer slack later (which would add the same delay to
+  // every transport's latency from the intended send time).
+  prctl(PR_SET_TIMERSLACK, 1UL);
+}
+
+}  // namespace internal
+
 absl::Status ValidateSpec(const RunSpec& spec) {
   if (spec.clients < 1 || spec.clients > kMaxClients) {
     return absl::InvalidArgumentError(
@@ -381,6 +365,10 @@ absl::Status ValidateSpec(const RunSpec& spec) {
   if (spec.pattern == Pattern::kOpenLoop && spec.frame_bytes < kFrameStampBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "openloop frames carry two timestamps: --frame-bytes must be >= ", kFrameStampBytes));
+  }
+  if (spec.pattern == Pattern::kFanout && spec.frame_bytes < kFrameStampBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "fanout frames carry their send time: --frame-bytes must be >= ", kFrameStampBytes));
   }
   if (spec.touch == Touch::kRead && spec.frame_bytes < kFrameMinTouchBytes) {
     return absl::InvalidArgumentError(
@@ -471,7 +459,11 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
   std::fflush(nullptr);
   const pid_t server_pid = fork();
   if (server_pid < 0) return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
-  if (server_pid == 0) ServerMain(**transport, spec, ctl, hists + spec.clients);
+  const bool fanout = spec.pattern == Pattern::kFanout;
+  if (server_pid == 0) {
+    if (fanout) internal::PublisherMain(**transport, spec, ctl);
+    ServerMain(**transport, spec, ctl, hists + spec.clients);
+  }
   children.push_back(server_pid);
   if (!AwaitWord(&ctl->server_ready, 0, false, NowNs() + 30'000'000'000) ||
       ctl->server_ready.load() != 1) {
@@ -482,7 +474,10 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
   for (int i = 0; i < spec.clients; ++i) {
     const pid_t pid = fork();
     if (pid < 0) return abort_run(absl::InternalError(absl::StrCat("fork: ", strerror(errno))));
-    if (pid == 0) ClientMain(**transport, spec, ctl, i, hists + i);
+    if (pid == 0) {
+      if (fanout) internal::SubscriberMain(**transport, spec, ctl, i, hists + i);
+      ClientMain(**transport, spec, ctl, i, hists + i);
+    }
     children.push_back(pid);
     client_pids.push_back(pid);
     // Clients connect in waves of kConnectWave: a burst of hundreds of
@@ -571,7 +566,19 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
                                                diagnostics.empty() ? "" : "; ", diagnostics));
   }
 
-  if (spec.pattern != Pattern::kPingPong) {
+  if (fanout) {
+    // Every subscriber got every frame the publisher sent.
+    result.total_sent = ctl->server.total_frames;
+    result.client_flushes = ctl->server.flushes;
+    for (int i = 0; i < spec.clients; ++i) {
+      result.total_received += ctl->clients[i].total_frames;
+      if (ctl->clients[i].total_frames != ctl->server.total_frames) {
+        return absl::DataLossError(absl::StrCat(Label(spec), ": the publisher sent ",
+                                                ctl->server.total_frames, " frames but subscriber ",
+                                                i, " received ", ctl->clients[i].total_frames));
+      }
+    }
+  } else if (spec.pattern != Pattern::kPingPong) {
     for (int i = 0; i < spec.clients; ++i) {
       result.total_sent += ctl->clients[i].total_frames;
       result.client_flushes += ctl->clients[i].flushes;
@@ -593,7 +600,35 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
     res.clients.involuntary_switches += u.involuntary_switches;
   }
   result.window_s = absl::ToDoubleSeconds(spec.duration);
-  if (spec.pattern == Pattern::kPingPong) {
+  if (fanout) {
+    // Deliveries: frames summed over the subscribers, each over its own window.
+    FanoutResult& f = result.fanout;
+    f.subscribers = spec.clients;
+    result.latency = std::make_unique<Histogram>();
+    double rate = 0;
+    f.min_subscriber_frames_per_s = -1;
+    for (int i = 0; i < spec.clients; ++i) {
+      const WorkerSlot& s = ctl->clients[i];
+      result.frames += s.window_frames;
+      const double r = s.window_ns > 0 ? s.window_frames * 1e9 / s.window_ns : 0;
+      rate += r;
+      if (f.min_subscriber_frames_per_s < 0 || r < f.min_subscriber_frames_per_s) {
+        f.min_subscriber_frames_per_s = r;
+      }
+      result.latency->Merge(hists[i]);
+      f.subscribers_io_read += s.io.read;
+      f.subscribers_io_written += s.io.written;
+    }
+    result.frames_per_s = rate;
+    f.per_subscriber_frames_per_s = rate / spec.clients;
+    const WorkerSlot& pub = ctl->server;
+    f.published_frames = pub.window_frames;
+    f.published_per_s = pub.window_ns > 0 ? pub.window_frames * 1e9 / pub.window_ns : 0;
+    f.total_published = pub.total_frames;
+    f.publisher_copied_bytes = pub.copied_bytes;
+    f.publisher_io_written = pub.io.written;
+    f.publisher_io_read = pub.io.read;
+  } else if (spec.pattern == Pattern::kPingPong) {
     result.latency = std::make_unique<Histogram>();
     double rate = 0;
     for (int i = 0; i < spec.clients; ++i) {

@@ -10,6 +10,11 @@
 // slots and samples the resources of the server, a client and the daemon
 // from /proc at the end of the window.
 //
+// Fanout turns the roles round: the server process publishes and the
+// `clients` processes subscribe (harness_fanout.cc); frames counts
+// deliveries (each frame once per subscriber) and resources.server is the
+// publisher's.
+//
 // Thread safety: RunOne() forks; call it from a single-threaded process that
 // has not initialized gRPC.
 #pragma once
@@ -42,14 +47,40 @@ struct Resources {
   ThrottleStats throttle;
 };
 
+// Fanout: what the publisher sent and what reached the subscribers. The
+// byte counts cover the whole run from the start barrier (warm-up
+// included) and are per process sums: divide by total_published for a
+// figure per frame.
+struct FanoutResult {
+  int subscribers = 0;
+  uint64_t published_frames = 0;  // in the publisher's window
+  double published_per_s = 0;
+  double per_subscriber_frames_per_s = 0;  // deliveries/s / subscribers
+  double min_subscriber_frames_per_s = 0;  // the slowest subscriber
+  uint64_t total_published = 0;            // every subscriber received exactly these
+  // Bytes the publisher copied into the transport (FanoutPublisher::copied_bytes).
+  uint64_t publisher_copied_bytes = 0;
+  // read()/write() bytes (/proc/self/io rchar, wchar) of the publisher and
+  // summed over the subscribers.
+  uint64_t publisher_io_written = 0;
+  uint64_t publisher_io_read = 0;
+  uint64_t subscribers_io_read = 0;
+  uint64_t subscribers_io_written = 0;
+};
+
 struct RunResult {
   RunSpec spec;
   double window_s = 0;
-  uint64_t frames = 0;  // delivered (stream, openloop) or round trips (pingpong) in the window
+  // Delivered (stream, openloop; fanout: summed over subscribers) or round
+  // trips (pingpong) in the window.
+  uint64_t frames = 0;
   double frames_per_s = 0;
   double mb_per_s = 0;  // payload bytes, 10^6 per MB
   // Pingpong: round-trip time. Openloop: one-way latency from the intended
-  // send time (coordinated-omission corrected). Null for stream.
+  // send time (coordinated-omission corrected). Fanout: one-way latency
+  // from the publisher's send time of every kFanoutSampleEvery-th frame, at
+  // every subscriber (a saturated publisher: queueing included). Null for
+  // stream.
   std::unique_ptr<Histogram> latency;
   // Openloop: one-way latency from the actual send time.
   std::unique_ptr<Histogram> latency_actual;
@@ -62,6 +93,7 @@ struct RunResult {
   // Stream and openloop: batches the clients handed to the transport over
   // the whole run; total_sent / client_flushes is the batch really used.
   uint64_t client_flushes = 0;
+  FanoutResult fanout;  // pattern fanout only
   Resources resources;
   double setup_s = 0;  // fork, connect and barrier
 };

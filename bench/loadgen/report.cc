@@ -208,7 +208,9 @@ Json RunJson(const RunResult& run) {
   v["frames_per_s"] = JsonNumber(std::round(run.frames_per_s));
   v["mb_per_s"] = JsonNumber(std::round(run.mb_per_s * 100) / 100);
   if (run.latency != nullptr) {
-    v["latency_kind"] = s.pattern == Pattern::kPingPong ? "round_trip" : "one_way_from_intended";
+    v["latency_kind"] = s.pattern == Pattern::kPingPong ? "round_trip"
+                        : s.pattern == Pattern::kFanout ? "one_way_from_send_sampled"
+                                                        : "one_way_from_intended";
     v["latency_ns"] = LatencyJson(*run.latency);
     Json cdf = Json::array();
     for (double q : kCdfQuantiles) {
@@ -270,6 +272,7 @@ Json RunJson(const RunResult& run) {
                                              static_cast<double>(run.client_flushes))
                                 : Json(nullptr);
   }
+  if (s.pattern == Pattern::kFanout) v["fanout"] = FanoutJson(run);
   v["setup_s"] = JsonNumber(std::round(run.setup_s * 1000) / 1000);
   return v;
 }
@@ -313,6 +316,19 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
   absl::FPrintF(out, "result:    %s frames/s, %.1f MB/s (%d frames in %.3f s%s)\n",
                 Si(run.frames_per_s), run.mb_per_s, run.frames, run.window_s,
                 s.pattern == Pattern::kPingPong ? ", round trips" : ", delivered");
+  if (s.pattern == Pattern::kFanout) {
+    const FanoutResult& f = run.fanout;
+    const double published = static_cast<double>(f.total_published);
+    absl::FPrintF(
+        out,
+        "fanout:    %d subscribers: %s frames/s each (slowest %s), publisher %s frames/s; "
+        "per frame published: %.0f B copied into the transport, %.0f B passed to "
+        "write(); per delivery: %.0f B from read()\n",
+        f.subscribers, Si(f.per_subscriber_frames_per_s), Si(f.min_subscriber_frames_per_s),
+        Si(f.published_per_s), published > 0 ? f.publisher_copied_bytes / published : 0.0,
+        published > 0 ? f.publisher_io_written / published : 0.0,
+        published > 0 ? f.subscribers_io_read / (published * f.subscribers) : 0.0);
+  }
   if (s.pattern != Pattern::kPingPong && run.client_flushes > 0) {
     absl::FPrintF(out, "batching:  %.1f frames per %s on average (%d frames, %d batches)\n",
                   static_cast<double>(run.total_sent) / static_cast<double>(run.client_flushes),
@@ -326,7 +342,10 @@ void PrintRun(std::FILE* out, const RunResult& run, const MachineInfo& m) {
                   h.count());
   };
   if (run.latency != nullptr) {
-    print_latency(s.pattern == Pattern::kPingPong ? "rtt:" : "intended:", *run.latency);
+    print_latency(s.pattern == Pattern::kPingPong ? "rtt:"
+                  : s.pattern == Pattern::kFanout ? "one-way:"
+                                                  : "intended:",
+                  *run.latency);
   }
   if (run.latency_actual != nullptr) {
     print_latency("actual:", *run.latency_actual);
@@ -506,6 +525,7 @@ std::string MarkdownTables(const std::vector<Json>& runs) {
       absl::StrAppend(&md, "\n");
     }
   }
+  absl::StrAppend(&md, FanoutTables(runs));
   return md;
 }
 
@@ -610,11 +630,24 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs
       batch << "\n\n";
     }
   }
+  // Fanout: deliveries/s against subscribers at 64 B and 64 KiB (or the
+  // smallest and largest fanout frames).
+  int fan_small = 0, fan_large = 0;
+  for (const Json* run : set) {
+    if (Str(*run, "pattern") != "fanout") continue;
+    const int f = static_cast<int>(Num(*run, "frame_bytes"));
+    if (fan_small == 0 || f < fan_small) fan_small = f;
+    if (f > fan_large) fan_large = f;
+  }
+  WriteFanoutData(prefix, runs, fan_small, fan_large);
   const std::string gp_path = prefix + ".gp";
   {
     std::ofstream gp(gp_path);
     gp << "prefix = \"" << prefix << "\"\nframe = \"" << frame << "\"\nsmall = \"" << small
-       << "\"\nlarge = \"" << large << "\"\ntouch = \"" << touch << "\"\n"
+       << "\"\nlarge = \"" << large << "\"\nfanout_small = \"" << fan_small
+       << "\"\nfanout_large = \"" << fan_large << "\"\nhas_stream = " << (small > 0 ? 1 : 0)
+       << "\nhas_pingpong = " << (fewest_pingpong_clients > 0 ? 1 : 0)
+       << "\nhas_fanout = " << (fan_small > 0 ? 1 : 0) << "\ntouch = \"" << touch << "\"\n"
        << kPlotsGp;
   }
   const std::string command = absl::StrCat("gnuplot '", gp_path, "' 2>&1");
@@ -644,7 +677,9 @@ absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
     const Json* smoke = FindPath(t, "smoke");
     if (smoke_only && (smoke == nullptr || !smoke->is_boolean() || !smoke->get<bool>())) continue;
     const std::string target_suite = Str(t, "suite");
-    if (!smoke_only && target_suite != (suite == "waiting" ? "waiting" : "")) continue;
+    // Targets of a named suite (waiting, fanout) are checked only there.
+    const bool own = suite == "waiting" || suite == "fanout";
+    if (!smoke_only && target_suite != (own ? std::string(suite) : std::string())) continue;
     const double rate = Num(t, "rate");
     const double cpu_limit = Num(t, "cpu_limit");
     GateCheck check;

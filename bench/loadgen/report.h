@@ -43,6 +43,24 @@ std::string MarkdownTables(const std::vector<Json>& runs);
 // fails.
 absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs);
 
+// Fanout (report_fanout.cc). The run's "fanout" object: subscribers,
+// deliveries_per_s, per_subscriber_frames_per_s, min_subscriber_frames_per_s,
+// published_frames_per_s, the bytes the publisher copied and passed to
+// write() per frame, the subscribers' read() bytes per delivery, and CPU per
+// million frames published / delivered.
+Json FanoutJson(const RunResult& run);
+// One run object per fanout cell (touch, frame, subscribers, batch,
+// transport, wait) with the medians of repeated runs ("repeats": n,
+// "frames_per_s_range": [min, max]); other patterns are left out.
+std::vector<Json> FanoutMedians(const std::vector<Json>& runs);
+// The fanout table (from run objects; medians of repeats), or "" when the
+// set has no fanout runs.
+std::string FanoutTables(const std::vector<Json>& runs);
+// PREFIX-fanout-{small,large}.dat: deliveries/s against subscribers, one
+// block per transport, for frames of `small` and `large` bytes.
+void WriteFanoutData(const std::string& prefix, const std::vector<Json>& runs, int small,
+                     int large);
+
 // One target of bench/targets.json checked against a result set:
 // metric(numerator) / metric(denominator) >= min_ratio among the runs of the
 // target's pattern, clients, frame_bytes and touch (default "read"). A side
@@ -66,8 +84,8 @@ struct GateCheck {
 // when the targets file is malformed.
 //
 // `suite` selects: "smoke" checks only smoke targets; a target with a
-// "suite" key is checked only in that suite, and the "waiting" suite checks
-// only those. Optional selectors: "rate", "cpu_limit" (0: none) and
+// "suite" key is checked only in that suite, and the "waiting" and "fanout"
+// suites check only theirs. Optional selectors: "rate", "cpu_limit" (0: none) and
 // "numerator_wait" / "denominator_wait". Metrics whose name starts with
 // latency or contains cpu are lower-is-better (pick the lowest).
 absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,

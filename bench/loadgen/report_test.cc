@@ -213,6 +213,90 @@ TEST(ReportTest, BestKernelBaselineIsTheBestBatchOfUdsPipeTcp) {
   EXPECT_NE(md.find("0.01 / 0.01 x64.0"), std::string::npos) << md;
 }
 
+RunResult FanoutRun(TransportKind transport, uint32_t frame, int subscribers,
+                    double deliveries_per_s, uint64_t copied_per_frame) {
+  RunResult r;
+  r.spec.transport = transport;
+  r.spec.pattern = Pattern::kFanout;
+  r.spec.clients = subscribers;
+  r.spec.frame_bytes = frame;
+  r.spec.batch = 64;
+  r.spec.wait = DefaultWait(transport);
+  r.window_s = 1;
+  r.frames = static_cast<uint64_t>(deliveries_per_s);
+  r.frames_per_s = deliveries_per_s;
+  r.latency = std::make_unique<Histogram>();
+  r.latency->Record(1000);
+  FanoutResult& f = r.fanout;
+  f.subscribers = subscribers;
+  f.total_published = 1000;
+  f.published_frames = 800;
+  f.published_per_s = deliveries_per_s / subscribers;
+  f.per_subscriber_frames_per_s = deliveries_per_s / subscribers;
+  f.min_subscriber_frames_per_s = deliveries_per_s / subscribers;
+  f.publisher_copied_bytes = 1000 * copied_per_frame;
+  f.publisher_io_written = transport == TransportKind::kShm ? 0 : 1000 * copied_per_frame;
+  f.subscribers_io_read = transport == TransportKind::kShm ? 0 : 1000 * copied_per_frame;
+  r.resources.server.user_ns = 400'000'000;
+  r.resources.clients.user_ns = 2'000'000'000;
+  return r;
+}
+
+// Fanout runs carry their own object, fold repeats into medians, and get a
+// table with shm over the best kernel transport and over uds, and the bytes
+// the publisher copied per frame.
+TEST(ReportTest, FanoutReportsMediansRatiosAndCopies) {
+  std::vector<Json> runs;
+  for (double v : {20e6, 10e6, 30e6}) {
+    runs.push_back(RunJson(FanoutRun(TransportKind::kShm, 64, 8, v, 64)));
+  }
+  for (double v : {1e6, 2e6, 0.5e6}) {
+    runs.push_back(RunJson(FanoutRun(TransportKind::kUds, 64, 8, v, 8 * 68)));
+  }
+  runs.push_back(RunJson(FanoutRun(TransportKind::kPipe, 64, 8, 0.8e6, 8 * 68)));
+  const Json& shm = runs[0];
+  EXPECT_EQ(StringAt(shm, "latency_kind"), "one_way_from_send_sampled");
+  EXPECT_EQ(NumberAt(shm, "fanout.subscribers"), 8);
+  EXPECT_EQ(NumberAt(shm, "fanout.publisher_copied_bytes_per_frame"), 64);
+  EXPECT_EQ(NumberAt(shm, "fanout.publisher_copies_per_frame"), 1);
+  EXPECT_EQ(NumberAt(runs[3], "fanout.publisher_copies_per_frame"), 8.5);
+  EXPECT_EQ(NumberAt(shm, "fanout.delivered_bytes_per_frame"), 512);
+  EXPECT_EQ(NumberAt(shm, "fanout.per_subscriber_frames_per_s"), 2.5e6);
+  EXPECT_EQ(NumberAt(shm, "fanout.publisher_cpu_s_per_mframe"), 0.4 / 800e-6);
+  EXPECT_EQ(NumberAt(shm, "fanout.subscribers_cpu_s_per_mdelivery"), 2 / 20.0);
+
+  const std::vector<Json> medians = FanoutMedians(runs);
+  ASSERT_EQ(medians.size(), 3u);
+  EXPECT_EQ(NumberAt(medians[0], "frames_per_s"), 20e6);
+  EXPECT_EQ(NumberAt(medians[0], "repeats"), 3);
+  EXPECT_EQ(NumberAt(medians[1], "frames_per_s"), 1e6);
+
+  const std::string md = FanoutTables(runs);
+  // shm median 20M [10M, 30M] over uds median 1M: 20x; the best kernel is uds.
+  EXPECT_NE(md.find("| 64 | 8 | 20.00M [10.00M, 30.00M] b64 | 1.00M [500.0k, 2.00M] b64 | "
+                    "800.0k b64 | uds: 1.00M | 20.00x | 20.00x |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| 64 / 544 |"), std::string::npos) << md;
+  EXPECT_NE(MarkdownTables(runs).find(md), std::string::npos);
+  EXPECT_EQ(FanoutTables({RunJson(StreamRun(TransportKind::kShm, 1, 1e6))}), "");
+
+  // A fanout target is checked in the fanout suite only.
+  absl::StatusOr<Json> targets = ParseJson(R"({"targets": [
+      {"name": "f", "suite": "fanout", "metric": "frames_per_s", "pattern": "fanout",
+       "clients": 8, "frame_bytes": 64, "numerator": "shm", "denominator": "uds",
+       "min_ratio": 20}]})");
+  ASSERT_TRUE(targets.ok());
+  absl::StatusOr<std::vector<GateCheck>> checks = EvaluateTargets(*targets, medians, "fanout");
+  ASSERT_TRUE(checks.ok()) << checks.status();
+  ASSERT_EQ(checks->size(), 1u);
+  EXPECT_DOUBLE_EQ((*checks)[0].ratio, 20.0);
+  EXPECT_TRUE((*checks)[0].passed);
+  checks = EvaluateTargets(*targets, medians, "quick");
+  ASSERT_TRUE(checks.ok());
+  EXPECT_TRUE(checks->empty());
+}
+
 // Runs from files written before batching and touch existed read as what
 // they were: one write per frame, a counting-only server (a ceiling).
 TEST(ReportTest, RunsWithoutBatchOrTouchAreUnbatchedCeilings) {

@@ -19,7 +19,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "bench/loadgen/shm_fanout.h"
 #include "bench/loadgen/sys.h"
+#include "clients/broadcast.h"
 #include "clients/consumer.h"
 #include "clients/producer.h"
 #include "clients/request_reply.h"
@@ -123,13 +125,23 @@ std::string Tail(const std::string& path) {
     v1::ChannelSpec* cs = req.mutable_spec();
     cs->set_name(kChannel);
     const bool rr = spec.pattern == Pattern::kPingPong;
-    cs->set_pattern(rr ? v1::CHANNEL_PATTERN_REQUEST_REPLY : v1::CHANNEL_PATTERN_STREAM);
+    const bool fanout = spec.pattern == Pattern::kFanout;
+    cs->set_pattern(rr       ? v1::CHANNEL_PATTERN_REQUEST_REPLY
+                    : fanout ? v1::CHANNEL_PATTERN_BROADCAST
+                             : v1::CHANNEL_PATTERN_STREAM);
     const uint32_t max_frame =
         spec.frame_bytes + (rr ? static_cast<uint32_t>(client::kCallHeaderBytes) : 0);
     cs->set_max_frame_bytes(max_frame);
     cs->set_ring_bytes(RingBytesFor(spec, max_frame));
-    cs->set_max_producers(static_cast<uint32_t>(spec.clients));
-    cs->set_backpressure(v1::BACKPRESSURE_POLICY_BLOCK);
+    if (fanout) {
+      // Every subscriber gets every frame: the publisher waits for the
+      // slowest, as a blocking socket writer does.
+      cs->set_max_subscribers(static_cast<uint32_t>(spec.clients));
+      cs->set_slow_subscriber_policy(v1::SLOW_SUBSCRIBER_POLICY_BLOCK);
+    } else {
+      cs->set_max_producers(static_cast<uint32_t>(spec.clients));
+      cs->set_backpressure(v1::BACKPRESSURE_POLICY_BLOCK);
+    }
     cs->set_wait_preference(PreferenceFor(spec.wait));
     v1::Channel created;
     const grpc::Status s = channels->CreateChannel(&ctx, req, &created);
@@ -415,6 +427,25 @@ class ShmTransport final : public Transport {
     auto producer = client::Producer::Attach(kChannel, options);
     if (!producer.ok()) return producer.status();
     return std::unique_ptr<ClientEndpoint>(new ProducerClient(std::move(*producer), spec_));
+  }
+
+  absl::StatusOr<std::unique_ptr<FanoutPublisher>> StartPublisher() override {
+    client::AttachOptions options;
+    Fill(&options, "bench-publisher");
+    auto pub = client::Publisher::Attach(kChannel, options);
+    if (!pub.ok()) return pub.status();
+    return internal::MakeShmPublisher(std::move(*pub), spec_);
+  }
+
+  absl::StatusOr<std::unique_ptr<FanoutSubscriber>> Subscribe(int index) override {
+    daemon_out_.Reset();
+    client::AttachOptions options;
+    Fill(&options, absl::StrCat("bench-subscriber-", index));
+    client::ReaderStart start;
+    start.mode = client::ReaderStart::Mode::kLiveTail;
+    auto sub = client::Subscriber::Attach(kChannel, start, options);
+    if (!sub.ok()) return sub.status();
+    return internal::MakeShmSubscriber(std::move(*sub), spec_);
   }
 
   void Cleanup() override { StopDaemon(); }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "bench/loadgen/socket_io.h"
 #include "bench/loadgen/sys.h"
 #include "dataplane/unique_fd.h"
 
@@ -27,48 +28,11 @@ namespace {
 
 using ::shmlane::dataplane::UniqueFd;
 
-constexpr size_t kLengthBytes = 4;
-
-absl::Status Errno(std::string_view what) {
-  return absl::UnavailableError(absl::StrCat(std::string(what), ": ", strerror(errno)));
-}
-
-void SetNonBlocking(int fd, bool on) {
-  const int flags = fcntl(fd, F_GETFL);
-  fcntl(fd, F_SETFL, on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK));
-}
-
-void SetNoDelay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-// Writes all of iov (at most two pieces), waiting per `mode` on EAGAIN.
-absl::Status WriteAll(int fd, iovec* iov, int count, WaitMode mode, int64_t spin_ns) {
-  int64_t spin_started = 0;
-  while (count > 0) {
-    const ssize_t n = writev(fd, iov, count);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        if (absl::Status s = WaitFd(fd, POLLOUT, mode, spin_ns, &spin_started); !s.ok()) return s;
-        continue;
-      }
-      return Errno("write");
-    }
-    size_t done = static_cast<size_t>(n);
-    while (count > 0 && done >= iov[0].iov_len) {
-      done -= iov[0].iov_len;
-      ++iov;
-      --count;
-    }
-    if (count > 0) {
-      iov[0].iov_base = static_cast<char*>(iov[0].iov_base) + done;
-      iov[0].iov_len -= done;
-    }
-  }
-  return absl::OkStatus();
-}
+using internal::Errno;
+using internal::kLengthBytes;
+using internal::SetNoDelay;
+using internal::SetNonBlocking;
+using internal::WriteAll;
 
 class FdClient final : public ClientEndpoint {
  public:
@@ -402,6 +366,48 @@ class SocketTransport final : public Transport {
       return std::unique_ptr<ClientEndpoint>(
           new FdClient(std::move(write_fd), std::move(read_fd), spec_));
     }
+    absl::StatusOr<UniqueFd> fd = ConnectSocket();
+    if (!fd.ok()) return fd.status();
+    return std::unique_ptr<ClientEndpoint>(new FdClient(std::move(*fd), UniqueFd(), spec_));
+  }
+
+  absl::StatusOr<std::unique_ptr<FanoutPublisher>> StartPublisher() override {
+    std::vector<UniqueFd> conns;
+    if (kind_ == TransportKind::kPipe) {
+      for (auto& p : pipes_) {
+        p.request_read.Reset();
+        conns.push_back(std::move(p.request_write));
+      }
+      pipes_.clear();
+    }
+    return internal::MakeFdPublisher(std::move(listen_fd_), std::move(conns),
+                                     kind_ == TransportKind::kTcp, spec_);
+  }
+
+  absl::StatusOr<std::unique_ptr<FanoutSubscriber>> Subscribe(int index) override {
+    if (kind_ == TransportKind::kPipe) {
+      UniqueFd read_fd = std::move(pipes_[index].request_read);
+      pipes_.clear();  // closes every other end this process inherited
+      return internal::MakeFdSubscriber(std::move(read_fd), spec_);
+    }
+    absl::StatusOr<UniqueFd> fd = ConnectSocket();
+    if (!fd.ok()) return fd.status();
+    return internal::MakeFdSubscriber(std::move(*fd), spec_);
+  }
+
+  void AfterFork() override {
+    listen_fd_.Reset();
+    pipes_.clear();
+  }
+
+  void Cleanup() override {
+    AfterFork();
+    if (!path_.empty()) unlink(path_.c_str());
+  }
+
+ private:
+  // A client process: drops the inherited listener and connects to it.
+  absl::StatusOr<UniqueFd> ConnectSocket() {
     listen_fd_.Reset();
     UniqueFd fd;
     int rc;
@@ -421,20 +427,9 @@ class SocketTransport final : public Transport {
       rc = connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
     }
     if (rc != 0) return Errno("connect");
-    return std::unique_ptr<ClientEndpoint>(new FdClient(std::move(fd), UniqueFd(), spec_));
+    return fd;
   }
 
-  void AfterFork() override {
-    listen_fd_.Reset();
-    pipes_.clear();
-  }
-
-  void Cleanup() override {
-    AfterFork();
-    if (!path_.empty()) unlink(path_.c_str());
-  }
-
- private:
   struct PipeSet {
     UniqueFd request_read, request_write, reply_read, reply_write;
   };

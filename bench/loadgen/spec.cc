@@ -30,6 +30,8 @@ const char* ToString(Pattern p) {
       return "pingpong";
     case Pattern::kOpenLoop:
       return "openloop";
+    case Pattern::kFanout:
+      return "fanout";
   }
   return "?";
 }
@@ -109,8 +111,9 @@ WaitMode DefaultWait(TransportKind t) {
 
 std::string Label(const RunSpec& spec) {
   return absl::StrCat(
-      ToString(spec.transport), "/", ToString(spec.pattern), "/c", spec.clients, "/f",
-      spec.frame_bytes, "/b", spec.batch, spec.touch == Touch::kNone ? "/touch-none" : "",
+      ToString(spec.transport), "/", ToString(spec.pattern),
+      spec.pattern == Pattern::kFanout ? "/s" : "/c", spec.clients, "/f", spec.frame_bytes, "/b",
+      spec.batch, spec.touch == Touch::kNone ? "/touch-none" : "",
       spec.pattern == Pattern::kOpenLoop ? absl::StrCat("/r", static_cast<int64_t>(spec.rate))
                                          : std::string(),
       spec.cpu_limit > 0 ? absl::StrCat("/cpu", spec.cpu_limit) : std::string(),

@@ -14,7 +14,12 @@
 namespace shmlane::bench {
 
 enum class TransportKind { kShm, kUds, kPipe, kTcp, kGrpc };
-enum class Pattern { kStream, kPingPong, kOpenLoop };
+// kFanout: one publisher process writes every frame to `clients`
+// subscriber processes (shm: one BROADCAST ring read in place by all; the
+// kernel transports: the publisher writes each batch to N sockets or pipes;
+// grpc: one server stream per subscriber). RunSpec::clients is then the
+// number of subscribers (--subscribers).
+enum class Pattern { kStream, kPingPong, kOpenLoop, kFanout };
 // How a side that has nothing to do waits: spin on the transport, park in
 // the kernel (blocking call, epoll_wait, eventfd), or spin for
 // RunSpec::spin and then park. For shm these are the channel's wait
@@ -39,8 +44,8 @@ enum class Touch { kRead, kNone };
 inline constexpr TransportKind kAllTransports[] = {TransportKind::kShm, TransportKind::kUds,
                                                    TransportKind::kPipe, TransportKind::kTcp,
                                                    TransportKind::kGrpc};
-inline constexpr Pattern kAllPatterns[] = {Pattern::kStream, Pattern::kPingPong,
-                                           Pattern::kOpenLoop};
+inline constexpr Pattern kAllPatterns[] = {Pattern::kStream, Pattern::kPingPong, Pattern::kOpenLoop,
+                                           Pattern::kFanout};
 inline constexpr WaitMode kAllWaitModes[] = {WaitMode::kSpin, WaitMode::kPark, WaitMode::kAdaptive,
                                              WaitMode::kBalanced};
 inline constexpr ClientTiming kAllClientTimings[] = {ClientTiming::kSleep, ClientTiming::kWait};
@@ -62,7 +67,7 @@ inline constexpr uint64_t kDefaultBatchBytes = uint64_t{1} << 20;
 struct RunSpec {
   TransportKind transport = TransportKind::kUds;
   Pattern pattern = Pattern::kStream;
-  int clients = 1;
+  int clients = 1;  // client processes; fanout: subscriber processes
   uint32_t frame_bytes = 64;
   absl::Duration duration = absl::Seconds(5);
   absl::Duration warmup = absl::Seconds(1);
@@ -105,7 +110,13 @@ std::optional<ClientTiming> ParseClientTiming(std::string_view s);
 // library's default (balanced) for shm.
 WaitMode DefaultWait(TransportKind t);
 
-// A short label such as "uds/stream/c8/f64/b64" ("/touch-none" appended
+// Fanout: the publisher stamps frames with a fresh clock reading every
+// kFanoutSampleEvery frames (those whose sequence number is a multiple),
+// and every subscriber records the one-way latency of those frames.
+inline constexpr uint64_t kFanoutSampleEvery = 16;
+
+// A short label such as "uds/stream/c8/f64/b64" or "shm/fanout/s8/f64/b64"
+// (s: subscribers) ("/touch-none" appended
 // for a counting-only receiver; "/r20000" for openloop, "/cpu0.5" under a
 // CPU limit, "/adaptive" for a wait mode other than the transport's default).
 std::string Label(const RunSpec& spec);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -99,7 +100,23 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
     std::vector<TransportKind> transports;
     std::vector<int> batches;  // pingpong: always {1}
     std::optional<bool> pin;   // unset: the command line's --pin
+    // Unset: the suite's. Fanout's runs are bounded to a short window: 32
+    // subscribers on a small machine are heavily oversubscribed, and a
+    // window longer than a second measures the same thing.
+    std::optional<absl::Duration> duration = std::nullopt;
+    std::optional<absl::Duration> warmup = std::nullopt;
   };
+  // Fanout: 1, 8 and 32 subscribers at 64 B and 64 KiB, every transport,
+  // batched 64 frames per write / publish (flushing write for grpc).
+  const Axis fanout_axis = {
+      {Pattern::kFanout},
+      {1, 8, 32},
+      {64, 65536},
+      std::vector<TransportKind>(std::begin(kAllTransports), std::end(kAllTransports)),
+      {64},
+      false,
+      absl::Seconds(1),
+      absl::Milliseconds(250)};
   const std::vector<TransportKind> all(std::begin(kAllTransports), std::end(kAllTransports));
   const std::vector<TransportKind> shm_uds = {TransportKind::kShm, TransportKind::kUds};
   std::vector<Axis> axes;
@@ -109,17 +126,24 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
   double rate = 20000;
   bool pin = options.base.pin;
   if (options.name == "quick") {
-    // ~4 minutes: 64-byte streaming across client counts (the gate's runs)
+    // ~5 minutes: 64-byte streaming across client counts (the gate's runs)
     // and 64 KiB at 1 and 32 clients, each unbatched and 64 per batch; the
     // batch curve (8, 256) of shm and uds at 1 client; latency at 1 and 8
     // clients, unbatched (ping-pong cannot batch; openloop on schedule
-    // flushes every frame anyway).
+    // flushes every frame anyway); fanout at 1, 8 and 32 subscribers (1 s
+    // windows).
     duration = absl::Seconds(2);
     warmup = absl::Milliseconds(500);
     axes = {{{Pattern::kStream}, {1, 8, 32}, {64}, all, {1, 64}, {}},
             {{Pattern::kStream}, {1, 32}, {65536}, all, {1, 64}, {}},
             {{Pattern::kStream}, {1}, {64, 65536}, shm_uds, {8, 256}, {}},
-            {{Pattern::kPingPong, Pattern::kOpenLoop}, {1, 8}, {64}, all, {1}, {}}};
+            {{Pattern::kPingPong, Pattern::kOpenLoop}, {1, 8}, {64}, all, {1}, {}},
+            fanout_axis};
+  } else if (options.name == "fanout") {
+    // ~2 minutes per pass: only the fanout matrix (use --repeat 3).
+    duration = absl::Seconds(1);
+    warmup = absl::Milliseconds(250);
+    axes = {fanout_axis};
   } else if (options.name == "full") {
     duration = absl::Seconds(5);
     warmup = absl::Seconds(1);
@@ -127,7 +151,8 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
     const std::vector<uint32_t> frames = {64, 1024, 65536};
     axes = {{{Pattern::kStream}, clients, frames, all, {1, 8, 64, 256}, {}},
             {{Pattern::kPingPong}, clients, frames, all, {1}, {}},
-            {{Pattern::kOpenLoop}, clients, frames, all, {1, 64}, {}}};
+            {{Pattern::kOpenLoop}, clients, frames, all, {1, 64}, {}},
+            {{Pattern::kFanout}, {1, 8, 32, 128}, frames, all, {1, 64}, false}};
   } else if (options.name == "waiting") {
     return WaitingSpecs(options);
   } else if (options.name == "smoke") {
@@ -142,10 +167,18 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
     duration = absl::Seconds(2);
     warmup = absl::Milliseconds(500);
     axes = {{{Pattern::kStream}, {1}, {64, 65536}, shm_uds, {64}, false},
-            {{Pattern::kPingPong}, {1}, {64}, shm_uds, {1}, true}};
+            {{Pattern::kPingPong}, {1}, {64}, shm_uds, {1}, true},
+            {{Pattern::kFanout},
+             {8},
+             {65536},
+             shm_uds,
+             {64},
+             false,
+             absl::Seconds(1),
+             absl::Milliseconds(250)}};
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown suite '", options.name, "' (quick, full, smoke, waiting)"));
+        absl::StrCat("unknown suite '", options.name, "' (quick, full, smoke, fanout, waiting)"));
   }
   if (options.duration) duration = *options.duration;
   if (options.warmup) warmup = *options.warmup;
@@ -181,8 +214,9 @@ absl::StatusOr<std::vector<RunSpec>> SuiteSpecs(const SuiteOptions& options) {
               s.clients = c;
               s.frame_bytes = f;
               s.batch = b;
-              s.duration = duration;
-              s.warmup = warmup;
+              // --duration / --warmup override every axis's own.
+              s.duration = options.duration ? duration : axis.duration.value_or(duration);
+              s.warmup = options.warmup ? warmup : axis.warmup.value_or(warmup);
               s.rate = rate;
               s.pin = axis.pin.value_or(pin);
               if (!options.wait_given) s.wait = DefaultWait(t);
@@ -248,8 +282,11 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
       std::stringstream ss;
       ss << in.rdbuf();
       absl::StatusOr<Json> targets = ParseJson(ss.str());
-      // The waiting suite gates on the median of each cell's repeats.
-      const std::vector<Json> gated = options.name == "waiting" ? MedianRuns(runs) : runs;
+      // The waiting and fanout suites gate on the median of each cell's
+      // repeats.
+      const std::vector<Json> gated = options.name == "waiting"  ? MedianRuns(runs)
+                                      : options.name == "fanout" ? FanoutMedians(runs)
+                                                                 : runs;
       absl::StatusOr<std::vector<GateCheck>> evaluated =
           targets.ok() ? EvaluateTargets(*targets, gated, options.name)
                        : absl::StatusOr<std::vector<GateCheck>>(targets.status());
@@ -351,8 +388,16 @@ int RunSuite(const SuiteOptions& options, const std::vector<RunSpec>& specs) {
       md << "![waiting](" << base << "-waiting.png)\n";
     } else if (options.plots) {
       const std::string base = std::filesystem::path(prefix).filename().string();
-      md << "![throughput](" << base << "-throughput.png)\n![batch](" << base
-         << "-batch.png)\n![latency](" << base << "-latency.png)\n![cdf](" << base << "-cdf.png)\n";
+      // The plots of the patterns this set has (WritePlots draws only those).
+      std::set<std::string> patterns;
+      for (const Json& r : runs) patterns.insert(StringAt(r, "pattern"));
+      if (patterns.count("stream")) {
+        md << "![throughput](" << base << "-throughput.png)\n![batch](" << base << "-batch.png)\n";
+      }
+      if (patterns.count("pingpong")) {
+        md << "![latency](" << base << "-latency.png)\n![cdf](" << base << "-cdf.png)\n";
+      }
+      if (patterns.count("fanout")) md << "![fanout](" << base << "-fanout.png)\n";
     }
   }
   if (options.plots && !runs.empty()) {

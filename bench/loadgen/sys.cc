@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -222,6 +223,20 @@ void RaiseFdLimit() {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+}
+
+IoBytes SelfIo() {
+  IoBytes io;
+  std::FILE* f = std::fopen("/proc/self/io", "r");
+  if (f == nullptr) return io;
+  char key[32];
+  unsigned long long value;
+  while (std::fscanf(f, "%31s %llu", key, &value) == 2) {
+    if (std::strcmp(key, "rchar:") == 0) io.read = value;
+    if (std::strcmp(key, "wchar:") == 0) io.written = value;
+  }
+  std::fclose(f);
+  return io;
 }
 
 }  // namespace shmlane::bench

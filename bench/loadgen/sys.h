@@ -37,6 +37,15 @@ struct CpuUsage {
 CpuUsage SelfUsage();
 CpuUsage Diff(const CpuUsage& later, const CpuUsage& earlier);
 
+// Bytes the calling process passed to read()/write()-like system calls
+// (rchar / wchar of /proc/self/io; zeros when unreadable). Memory copied by
+// user code into shared memory does not count.
+struct IoBytes {
+  uint64_t read = 0;
+  uint64_t written = 0;
+};
+IoBytes SelfIo();
+
 // Another process, read from /proc (zeros when it is gone).
 CpuUsage ProcessUsage(pid_t pid);
 int64_t ProcessRssKb(pid_t pid);

@@ -13,6 +13,7 @@ ServerSink::ServerSink(const RunSpec& spec, const RunClock& clock, Histogram* in
     : clock_(clock),
       echo_(spec.pattern == Pattern::kPingPong),
       openloop_(spec.pattern == Pattern::kOpenLoop),
+      fanout_(spec.pattern == Pattern::kFanout),
       touch_(spec.touch == Touch::kRead),
       intended_(intended),
       actual_(actual) {}

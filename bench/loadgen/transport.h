@@ -8,6 +8,12 @@
 // ServerEndpoint::Serve() until every client has closed. The parent calls
 // AfterFork() once all children exist and Cleanup() at the end.
 //
+// Fanout (harness_fanout.cc) turns the roles round: the server process is
+// the one publisher (StartPublisher()), each client process a subscriber
+// (Subscribe()); the publisher sends through its FanoutPublisher and every
+// subscriber hands what it receives to its own ServerSink until the
+// publisher closes.
+//
 // Thread safety: every object lives in one process and is used by one thread,
 // except where a method says otherwise.
 #pragma once
@@ -45,6 +51,8 @@ struct RunClock {
 class ServerSink {
  public:
   // `intended` and `actual` receive openloop latencies; may be null otherwise.
+  // Fanout: `actual` receives the one-way latency (from the publisher's send
+  // time) of every kFanoutSampleEvery-th frame (spec.h).
   ServerSink(const RunSpec& spec, const RunClock& clock, Histogram* intended, Histogram* actual);
 
   // Accounts one delivered frame; returns true when it must be echoed back to
@@ -55,6 +63,7 @@ class ServerSink {
     if (touch_ && !VerifyFrame(frame)) [[unlikely]]
       NoteBadFrame(frame.size());
     if (openloop_) RecordLatency(frame);
+    if (fanout_ && (frames_ - 1) % kFanoutSampleEvery == 0) RecordLatency(frame);
     return echo_;
   }
 
@@ -90,6 +99,7 @@ class ServerSink {
   RunClock clock_;
   bool echo_;
   bool openloop_;
+  bool fanout_;
   bool touch_;
   Histogram* intended_;
   Histogram* actual_;
@@ -157,6 +167,46 @@ class ServerEndpoint {
   }
 };
 
+// Fanout, the publisher's side (the server process): one connection per
+// subscriber, or one ring that all of them read.
+class FanoutPublisher {
+ public:
+  virtual ~FanoutPublisher() = default;
+  // Before the start barrier: accepts or links subscribers until `until_ns`
+  // or until something happened; false when there is nothing to service.
+  virtual bool ServiceControl(int64_t until_ns) {
+    (void)until_ns;
+    return false;
+  }
+  // After the barrier: waits until every subscriber is linked (the publisher
+  // must not send a frame that one of them would not get). DeadlineExceeded
+  // says how many are missing.
+  virtual absl::Status AwaitSubscribers(int64_t deadline_ns) = 0;
+  // Sends one frame to every subscriber, batching as ClientEndpoint::Send
+  // does (`more`, RunSpec::batch and batch_bytes) and waiting, per the run's
+  // wait mode, for the slowest subscriber while the transport is full.
+  virtual absl::Status Send(std::span<const std::byte> frame, bool more) = 0;
+  // Flushes and ends every subscriber's stream.
+  virtual absl::Status Close() = 0;
+  // Batches handed to the transport (one per flush, however many
+  // subscribers it went to).
+  virtual uint64_t flushes() const = 0;
+  // Bytes the publisher copied into the transport: what it passed to write()
+  // summed over every subscriber (length prefixes included), what gRPC was
+  // given per stream, or what it copied into the shared ring (once).
+  virtual uint64_t copied_bytes() const = 0;
+};
+
+// Fanout, one subscriber (a client process).
+class FanoutSubscriber {
+ public:
+  virtual ~FanoutSubscriber() = default;
+  // Hands every frame to sink.OnFrame() until the publisher has closed and
+  // every frame it sent was received, or `deadline_ns` passes (an error).
+  // Calls sink.Tick() often enough to honour sink.NextBoundaryNs().
+  virtual absl::Status Receive(ServerSink& sink, int64_t deadline_ns) = 0;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -167,6 +217,16 @@ class Transport {
   virtual absl::StatusOr<std::unique_ptr<ServerEndpoint>> StartServer() = 0;
   // Client process `index` (0-based): connect to the server.
   virtual absl::StatusOr<std::unique_ptr<ClientEndpoint>> Connect(int index) = 0;
+  // Fanout (spec.pattern == kFanout), in the server process: start the
+  // publisher. Subscribers Subscribe() only after this returns.
+  virtual absl::StatusOr<std::unique_ptr<FanoutPublisher>> StartPublisher() {
+    return absl::UnimplementedError("this transport has no fanout");
+  }
+  // Fanout, in client process `index`: subscribe.
+  virtual absl::StatusOr<std::unique_ptr<FanoutSubscriber>> Subscribe(int index) {
+    (void)index;
+    return absl::UnimplementedError("this transport has no fanout");
+  }
   // Parent, after every child was forked: drop what only children need.
   virtual void AfterFork() {}
   // Parent, at the end of the run (also after a failure).
