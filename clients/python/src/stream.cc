@@ -27,36 +27,6 @@ namespace {
 
 using client::WriteResult;
 
-// The bytes of a bytes-like object for one call: bytes directly, anything
-// else through the buffer protocol (held until destruction).
-class Bytes {
- public:
-  explicit Bytes(PyObject* obj) {
-    if (PyBytes_Check(obj)) {
-      data_ = {reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(obj)),
-               static_cast<size_t>(PyBytes_GET_SIZE(obj))};
-      return;
-    }
-    if (PyObject_GetBuffer(obj, &buffer_, PyBUF_SIMPLE) != 0) throw py::error_already_set();
-    held_ = true;
-    data_ = {static_cast<const std::byte*>(buffer_.buf), static_cast<size_t>(buffer_.len)};
-  }
-  Bytes(Bytes&& other) noexcept
-      : data_(other.data_), buffer_(other.buffer_), held_(std::exchange(other.held_, false)) {}
-  Bytes(const Bytes&) = delete;
-  Bytes& operator=(const Bytes&) = delete;
-  Bytes& operator=(Bytes&&) = delete;
-  ~Bytes() {
-    if (held_) PyBuffer_Release(&buffer_);
-  }
-  std::span<const std::byte> span() const { return data_; }
-
- private:
-  std::span<const std::byte> data_;
-  Py_buffer buffer_{};
-  bool held_ = false;
-};
-
 class PyProducer {
  public:
   PyProducer(const std::string& channel, const AttachKwargs& kw) {
@@ -207,6 +177,12 @@ class PyProducer {
   void RevokeReservation() {
     if (reserved_ == nullptr) return;  // every view of it is gone
     py::object memview = memview_ ? memview_() : py::object(py::none());
+    if (SharedBeyond(memview.is_none() ? nullptr : memview.ptr(), reserved_)) {
+      // Refused before the view is released: it stays usable meanwhile.
+      throw py::buffer_error(
+          "a slice or buffer of the reserved memoryview is still alive: delete it, then "
+          "commit()/close() (it would point into the ring)");
+    }
     if (!Revoke(memview.is_none() ? nullptr : memview.ptr(), reserved_)) {
       throw py::error_already_set();
     }
