@@ -5,7 +5,9 @@
 
 Reads until the publisher closes the channel. Under the drop-oldest policy a
 subscriber that falls behind is told how many frames it missed; seq counts
-from 0 and the first 8 bytes of each frame repeat it.
+from 0 and the first 8 bytes of each frame repeat it. --history (default:
+the channel's history_frames) also gives a subscriber that joins late the
+frames still in the ring.
 """
 import argparse
 import struct
@@ -24,6 +26,7 @@ def main():
     prev = None
     with shmlane.Subscriber(args.channel, runtime_dir=args.runtime_dir,
                             history=args.history) as sub:
+        print("subscriber.py: ready", flush=True)    # attached: frames from now on
         while True:
             try:
                 if args.zero_copy:

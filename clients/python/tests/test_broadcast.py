@@ -5,6 +5,7 @@ a closed publisher, zero-copy views and their revocation, deadlines and the
 GIL."""
 
 import os
+import signal
 import struct
 import subprocess
 import textwrap
@@ -37,9 +38,12 @@ def test_python_publisher_to_cpp_subscriber(daemon, rt):
     name = daemon.channel("broadcast")
     frames = 30000
     with shmlane.Publisher(name, runtime_dir=rt) as pub:
+        # The publisher counts a subscriber once the daemon links it, which may be
+        # before the subscriber has joined the ring; the history start makes a late
+        # joiner begin at seq 0 (a block-policy writer holds the ring for it).
         sub = subprocess.Popen([example("broadcast_subscriber"), "--channel", name,
-                                "--runtime-dir", rt], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                                "--runtime-dir", rt, "--history", str(frames)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_for(lambda: pub.subscribers == 1, what="broadcast_subscriber to attach")
             assert pub.channel == name and pub.max_frame_bytes >= 64
@@ -367,3 +371,44 @@ def test_deadlines_and_the_gil(daemon, rt):
         assert sub.read(timeout=5) == b"z" * 100
         with pytest.raises(shmlane.InvalidArgument):
             pub.write(b"x" * (pub.max_frame_bytes + 1))
+
+
+def test_disconnect_policy_detaches_a_lagging_subscriber(daemon, rt):
+    name = daemon.channel("broadcast", ring_bytes=4096, slow_subscriber_policy="disconnect")
+    with shmlane.Publisher(name, runtime_dir=rt) as pub, \
+            shmlane.Subscriber(name, runtime_dir=rt, history=0) as sub:
+        wait_for(lambda: pub.subscribers == 1, what="the subscriber to be linked")
+        for seq in range(200):                 # 200 x 64 bytes: a whole ring behind
+            assert pub.try_write(frame(seq)) is True
+        with pytest.raises(shmlane.Closed, match="detached") as info:
+            while True:
+                sub.read(timeout=5)
+        assert isinstance(info.value, shmlane.Unavailable)
+        sub.close()                            # it stays linked until it leaves
+        wait_for(lambda: pub.subscribers == 0, what="the publisher to unlink it")
+        assert pub.write(frame(200)) is True
+
+
+def test_ctrl_c_ends_a_blocked_read(daemon, rt):
+    name = daemon.channel("broadcast")
+    child = subprocess.Popen(
+        [PYTHON, "-c", textwrap.dedent("""
+            import sys
+            import shmlane
+            with shmlane.Subscriber(sys.argv[2], runtime_dir=sys.argv[1]) as sub:
+                print("ready", flush=True)
+                try:
+                    sub.read()                 # no publisher: waits forever
+                except KeyboardInterrupt:
+                    print("interrupted", flush=True)
+        """), rt, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        time.sleep(0.3)                        # parked inside read()
+        t0 = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+        assert time.monotonic() - t0 < 2, "Ctrl-C took too long"
+    finally:
+        stop(child)
+    assert child.returncode == 0 and "interrupted" in out, (out, err)

@@ -85,10 +85,14 @@ def test_publisher_and_subscriber_scripts(daemon, rt):
                               "--runtime-dir", rt] + extra,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for extra in ([], ["--zero-copy"])]
-    subs.append(subprocess.Popen([example("broadcast_subscriber"), "--channel", name,
-                                  "--runtime-dir", rt], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True))
     try:
+        # A subscriber starts at the live tail when its attach completes, which
+        # may be after the publisher already counts it: wait for "ready".
+        for s in subs:
+            assert s.stdout.readline().strip() == "subscriber.py: ready", s.stderr.read()
+        subs.append(subprocess.Popen([example("broadcast_subscriber"), "--channel", name,
+                                      "--runtime-dir", rt, "--history", "100000"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         r = run([PYTHON, python_example("publisher.py"), "--channel", name, "--runtime-dir", rt,
                  "--frames", "20000", "--batch", "32", "--subscribers", "3"])
         assert r.returncode == 0, r.stderr
