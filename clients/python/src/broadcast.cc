@@ -7,8 +7,7 @@
 // in place until release(). Both views are revoked when their frame ends and
 // then raise ValueError; while a slice or buffer taken from one is still
 // alive, commit()/release()/close() refuse with BufferError, so no Python
-// object can reach ring memory the library has handed back. Each exporter
-// holds a reference to its Python owner, so the mapping outlives it.
+// object can reach ring memory the library has handed back (ring_view.h).
 //
 // Fast paths run under the GIL; every wait releases it and waits in the
 // library in slices of kSignalCheckEvery (Ctrl-C works).
@@ -27,98 +26,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "clients/python/src/common.h"
-#include "clients/python/src/view.h"
+#include "clients/python/src/ring_view.h"
 
 namespace shmlane::python {
 namespace {
 
 using client::BroadcastReadResult;
 using client::WriteResult;
-
-// The one memoryview an owner hands out over ring memory, revocable.
-// Thread safety: the GIL.
-class RingView {
- public:
-  bool open() const { return open_; }
-
-  // A new memoryview over [data, data + n), owned by `owner`.
-  py::object Open(char* data, size_t n, bool readonly, py::handle owner) {
-    data_ = data;
-    size_ = n;
-    readonly_ = readonly;
-    owner_ = owner;
-    open_ = true;
-    return Current();
-  }
-
-  // The open view: the memoryview handed out, or a new one over the same
-  // memory if that one was dropped. REQUIRES: open().
-  py::object Current() {
-    if (memview_) {
-      py::object alive = memview_();
-      if (!alive.is_none()) return alive;
-    }
-    if (exporter_ == nullptr) {
-      FrameView* view =
-          NewFrameView(data_, static_cast<Py_ssize_t>(size_), readonly_, owner_.ptr());
-      if (view == nullptr) throw py::error_already_set();
-      // Borrowed: the memoryview owns the exporter, the exporter owns the
-      // Python owner (so no cycle), and the exporter clears exporter_ when it goes.
-      view->clear_on_free = &exporter_;
-      exporter_ = view;
-      py::object memview = py::reinterpret_steal<py::object>(MemoryViewOf(view));
-      Py_DECREF(reinterpret_cast<PyObject*>(view));  // the memoryview holds it now
-      if (!memview) throw py::error_already_set();
-      memview_ = py::weakref(memview);
-      return memview;
-    }
-    py::object memview = py::reinterpret_steal<py::object>(MemoryViewOf(exporter_));
-    if (!memview) throw py::error_already_set();
-    memview_ = py::weakref(memview);
-    return memview;
-  }
-
-  // Ends the view. Raises BufferError, leaving it open, while a slice or a
-  // buffer taken from it is alive (it would still point into the ring).
-  void Revoke(const char* then) {
-    if (!open_) return;
-    if (exporter_ != nullptr) {
-      py::object memview = memview_ ? memview_() : py::object(py::none());
-      PyObject* mv = memview.is_none() ? nullptr : memview.ptr();
-      if (SharedBeyond(mv, exporter_)) {
-        // Refused before anything is released: the view stays usable, and
-        // the caller may drop the slice and retry.
-        throw py::buffer_error(
-            absl::StrCat("a slice or buffer of the memoryview is still alive: delete it, then ",
-                         then, " (it would point into the ring)"));
-      }
-      if (!python::Revoke(mv, exporter_)) throw py::error_already_set();
-      if (exporter_ != nullptr && exporter_->exports > 0) {
-        exporter_->valid = 1;  // a buffer we could not see: still open, as above
-        throw py::buffer_error(
-            absl::StrCat("a buffer of the memoryview is still alive: delete it, then ", then,
-                         " (it would point into the ring)"));
-      }
-      if (exporter_ != nullptr) {
-        exporter_->valid = 0;
-        exporter_->clear_on_free = nullptr;
-      }
-    }
-    exporter_ = nullptr;
-    memview_ = py::weakref();
-    owner_ = py::handle();
-    open_ = false;
-  }
-
- private:
-  bool open_ = false;
-  char* data_ = nullptr;
-  size_t size_ = 0;
-  bool readonly_ = true;
-  py::handle owner_;               // borrowed: it owns this RingView
-  FrameView* exporter_ = nullptr;  // borrowed while it lives
-  py::weakref memview_;
-};
 
 class PyPublisher {
  public:
