@@ -30,4 +30,8 @@ grep -q 'shmlane_frames_total' "$scratch/out.txt" || die "no shmlane_frames_tota
 grep -q 'p1' "$scratch/out.txt" && grep -q 'p2' "$scratch/out.txt" ||
   die "the consumer did not report both producers"
 grep -qi 'round trip\|rtt\|p50' "$scratch/out.txt" || die "echo_client printed no latency"
+grep -q 'publisher.py: wrote [0-9]* frames to 2 subscribers' "$scratch/out.txt" ||
+  die "publisher.py did not publish to both Python subscribers"
+[ "$(grep -c 'subscriber.py: 100000 frames, 0 missed, 0 out of order' "$scratch/out.txt")" -eq 2 ] ||
+  die "the two Python subscribers did not both read every frame in order"
 echo "readme_tour_test: the README tour ran as written ($(wc -l <"$scratch/tour.sh") lines)"

@@ -18,6 +18,13 @@ Frames move between processes through shared-memory rings set up by the
 
     reply = shmlane.Client("echo").call(b"ping", timeout=0.1)
 
+    with shmlane.Publisher("camera") as pub:      # a BROADCAST channel: one ring
+        pub.write(b"frame")                       # every subscriber gets it
+    with shmlane.Subscriber("camera") as sub:     # one of many
+        f = sub.read_frame(timeout=1.0)           # f.data, f.seq, f.missed (lapped)
+        view = sub.peek()                         # read-only, in place, until release()
+        intact = sub.release()                    # False: overwritten meanwhile
+
 Timeouts are float seconds (None: forever). Errors are exceptions derived
 from :class:`shmlane.Error`, one per status code (``PermissionDenied``,
 ``NotFound``, ``DeadlineExceeded``, ``Unavailable``, ...), plus ``Closed``
@@ -51,21 +58,25 @@ from shmlane._errors import (
     error_for_code,
 )
 from shmlane._shmlane import (
+    BroadcastFrame,
     Client,
     Consumer,
     Frame,
     Peer,
     PeerEvent,
     Producer,
+    Publisher,
     Server,
+    Subscriber,
     __version__,
     resolve_runtime_dir,
 )
 
 __all__ = [
-    "Aborted", "AlreadyExists", "Cancelled", "Client", "Closed", "Consumer", "DataLoss",
-    "DeadlineExceeded", "Error", "FailedPrecondition", "Frame", "Full", "Internal",
+    "Aborted", "AlreadyExists", "BroadcastFrame", "Cancelled", "Client", "Closed", "Consumer",
+    "DataLoss", "DeadlineExceeded", "Error", "FailedPrecondition", "Frame", "Full", "Internal",
     "InvalidArgument", "NotFound", "OutOfRange", "Peer", "PeerEvent", "PermissionDenied",
-    "Producer", "ResourceExhausted", "Server", "Unauthenticated", "Unavailable",
-    "Unimplemented", "Unknown", "__version__", "error_for_code", "resolve_runtime_dir",
+    "Producer", "Publisher", "ResourceExhausted", "Server", "Subscriber", "Unauthenticated",
+    "Unavailable", "Unimplemented", "Unknown", "__version__", "error_for_code",
+    "resolve_runtime_dir",
 ]

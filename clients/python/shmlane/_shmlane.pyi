@@ -142,4 +142,87 @@ class Server:
     @property
     def dropped_replies(self) -> int: ...
 
+class BroadcastFrame:
+    """A copied frame of a BROADCAST channel and its place in it."""
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def seq(self) -> int:
+        """The publisher's sequence number of the frame, from 0."""
+    @property
+    def missed(self) -> int:
+        """Frames lost just before it: seq == previous seq + 1 + missed."""
+
+class Publisher:
+    """The writing end of a BROADCAST channel (one ring, many subscribers). One thread at a time."""
+    def __init__(self, channel: str, *, runtime_dir: Optional[str] = ...,
+                 client_name: Optional[str] = ..., attach_timeout: float = ...,
+                 spin: float = ..., expected_daemon_uid: Optional[int] = ...) -> None: ...
+    def write(self, data: _Buffer, timeout: Optional[float] = ...) -> bool:
+        """Copies and publishes one frame; under the block policy waits for the slowest subscriber."""
+    def try_write(self, data: _Buffer) -> bool:
+        """Never blocks; False when a block-policy subscriber leaves no room."""
+    def write_many(self, frames: Sequence[_Buffer], timeout: Optional[float] = ...) -> int:
+        """Writes every frame with one publication; returns how many were published."""
+    def reserve(self, n: int) -> memoryview:
+        """Zero-copy: a writable view of n bytes in the ring, until commit(); Full when no room."""
+    def commit(self, used: Optional[int] = ..., publish: bool = ...) -> None: ...
+    @property
+    def subscribers(self) -> int:
+        """Subscribers linked now."""
+    def close(self) -> None:
+        """Subscribers read what was committed, then get Closed. Idempotent."""
+    def __enter__(self: _Self) -> _Self: ...
+    def __exit__(self, t: Optional[Type[BaseException]], v: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def attachment_id(self) -> int: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    @property
+    def frames_published(self) -> int: ...
+    @property
+    def status(self) -> Optional[str]: ...
+
+class Subscriber:
+    """A reading end of a BROADCAST channel, reading in place. One thread at a time."""
+    def __init__(self, channel: str, *, history: Optional[int] = ...,
+                 runtime_dir: Optional[str] = ..., client_name: Optional[str] = ...,
+                 attach_timeout: float = ..., spin: float = ...,
+                 expected_daemon_uid: Optional[int] = ...) -> None:
+        """history: None for the channel's history_frames, 0 for the live tail, N frames back."""
+    def read(self, timeout: Optional[float] = ...) -> bytes:
+        """The next frame, copied; Closed once the publisher is gone and all was read."""
+    def read_frame(self, timeout: Optional[float] = ...) -> BroadcastFrame: ...
+    def drain(self, max: int = ..., timeout: Optional[float] = ...) -> List[bytes]: ...
+    def peek(self, timeout: Optional[float] = ...) -> memoryview:
+        """A read-only view of the next frame in the ring, valid until release()."""
+    def release(self) -> bool:
+        """True if the peeked frame was intact; False if overwritten meanwhile (discard it)."""
+    @property
+    def peeked_seq(self) -> int: ...
+    @property
+    def peeked_missed(self) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self: _Self) -> _Self: ...
+    def __exit__(self, t: Optional[Type[BaseException]], v: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None: ...
+    @property
+    def missed_frames(self) -> int:
+        """Frames lost so far (lapped under drop-oldest, or overwritten while held)."""
+    @property
+    def frames_read(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def attachment_id(self) -> int: ...
+    @property
+    def slot(self) -> int: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    @property
+    def status(self) -> Optional[str]: ...
+
 def resolve_runtime_dir(runtime_dir: str = ...) -> str: ...

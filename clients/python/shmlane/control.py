@@ -40,6 +40,13 @@ _PATTERNS = {
     "stream": control_pb2.CHANNEL_PATTERN_STREAM,
     "request-reply": control_pb2.CHANNEL_PATTERN_REQUEST_REPLY,
     "request_reply": control_pb2.CHANNEL_PATTERN_REQUEST_REPLY,
+    "broadcast": control_pb2.CHANNEL_PATTERN_BROADCAST,
+}
+_SLOW_SUBSCRIBER = {
+    "block": control_pb2.SLOW_SUBSCRIBER_POLICY_BLOCK,
+    "drop-oldest": control_pb2.SLOW_SUBSCRIBER_POLICY_DROP_OLDEST,
+    "drop_oldest": control_pb2.SLOW_SUBSCRIBER_POLICY_DROP_OLDEST,
+    "disconnect": control_pb2.SLOW_SUBSCRIBER_POLICY_DISCONNECT,
 }
 _BACKPRESSURE = {
     "block": control_pb2.BACKPRESSURE_POLICY_BLOCK,
@@ -112,15 +119,25 @@ class ControlClient:
                        backpressure: Union[str, int] = "block", latency_sample_every: int = 0,
                        disable_latency_sampling: bool = False,
                        labels: Optional[Dict[str, str]] = None,
-                       owner_uid: Optional[int] = None) -> control_pb2.Channel:
-        """Creates a channel; 0 means the daemon's default. Raises AlreadyExists,
-        InvalidArgument, ResourceExhausted (quota), PermissionDenied."""
+                       owner_uid: Optional[int] = None,
+                       slow_subscriber_policy: Union[str, int, None] = None,
+                       history_frames: int = 0,
+                       max_subscribers: int = 0) -> control_pb2.Channel:
+        """Creates a channel; 0 means the daemon's default. BROADCAST channels
+        (pattern="broadcast") take slow_subscriber_policy ("block",
+        "drop-oldest", "disconnect"), history_frames and max_subscribers.
+        Raises AlreadyExists, InvalidArgument, ResourceExhausted (quota),
+        PermissionDenied."""
         spec = control_pb2.ChannelSpec(
             name=name, pattern=_enum(pattern, _PATTERNS, "pattern"), ring_bytes=ring_bytes,
             max_frame_bytes=max_frame_bytes, max_producers=max_producers,
             backpressure=_enum(backpressure, _BACKPRESSURE, "backpressure"),
             latency_sample_every=latency_sample_every,
-            disable_latency_sampling=disable_latency_sampling, labels=labels or {})
+            disable_latency_sampling=disable_latency_sampling, labels=labels or {},
+            history_frames=history_frames, max_subscribers=max_subscribers)
+        if slow_subscriber_policy is not None:
+            spec.slow_subscriber_policy = _enum(slow_subscriber_policy, _SLOW_SUBSCRIBER,
+                                                "slow_subscriber_policy")
         request = control_pb2.CreateChannelRequest(spec=spec)
         if owner_uid is not None:
             request.owner_uid = owner_uid

@@ -1,8 +1,9 @@
 // Helpers every binding of the shmlane Python extension shares: raising the
 // package's exceptions (shmlane._errors) from absl::Status and write results,
 // turning float-second timeouts into deadlines, the attach options every
-// constructor takes as keywords, and the guard that refuses a second thread
-// while one is inside a call of a one-thread-at-a-time object.
+// constructor takes as keywords, the bytes of a bytes-like argument, and the
+// guard that refuses a second thread while one is inside a call of a
+// one-thread-at-a-time object.
 //
 // Thread safety: every function here needs the GIL, except Slice().
 #pragma once
@@ -10,8 +11,10 @@
 #include <pybind11/pybind11.h>
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -74,9 +77,40 @@ class BusyGuard {
 bool CheckWrite(dataplane::WriteResult result, bool full_is_error, size_t frame_bytes,
                 size_t max_frame_bytes, const std::string& channel, const absl::Status& status);
 
+// The bytes of a bytes-like object for one call: bytes directly, anything
+// else through the buffer protocol (held until destruction).
+class Bytes {
+ public:
+  explicit Bytes(PyObject* obj) {
+    if (PyBytes_Check(obj)) {
+      data_ = {reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(obj)),
+               static_cast<size_t>(PyBytes_GET_SIZE(obj))};
+      return;
+    }
+    if (PyObject_GetBuffer(obj, &buffer_, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+    held_ = true;
+    data_ = {static_cast<const std::byte*>(buffer_.buf), static_cast<size_t>(buffer_.len)};
+  }
+  Bytes(Bytes&& other) noexcept
+      : data_(other.data_), buffer_(other.buffer_), held_(std::exchange(other.held_, false)) {}
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+  Bytes& operator=(Bytes&&) = delete;
+  ~Bytes() {
+    if (held_) PyBuffer_Release(&buffer_);
+  }
+  std::span<const std::byte> span() const { return data_; }
+
+ private:
+  std::span<const std::byte> data_;
+  Py_buffer buffer_{};
+  bool held_ = false;
+};
+
 // Registers Peer, PeerEvent and Frame (module.cc) and the bindings of each file.
 void BindStream(py::module_& m);
 void BindRequestReply(py::module_& m);
+void BindBroadcast(py::module_& m);
 
 // A peer event for Python, built from client::PeerEvent. REQUIRES: the GIL.
 py::object ToPython(const client::PeerEvent& event);

@@ -1,7 +1,8 @@
 // The shmlane._shmlane extension module: Peer, PeerEvent, Frame and the
 // module-level helpers; Producer/Consumer are in stream.cc, Client/Server in
-// request_reply.cc. The Python package (clients/python/shmlane) re-exports
-// everything with the exceptions of shmlane._errors.
+// request_reply.cc, Publisher/Subscriber in broadcast.cc. The Python package
+// (clients/python/shmlane) re-exports everything with the exceptions of
+// shmlane._errors.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -83,6 +84,7 @@ PYBIND11_MODULE(_shmlane, m) {
 
   shmlane::python::BindStream(m);
   shmlane::python::BindRequestReply(m);
+  shmlane::python::BindBroadcast(m);
 
   m.def(
       "resolve_runtime_dir",

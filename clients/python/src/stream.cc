@@ -20,42 +20,13 @@
 #include "clients/consumer.h"
 #include "clients/producer.h"
 #include "clients/python/src/common.h"
+#include "clients/python/src/ring_view.h"
 #include "clients/python/src/view.h"
 
 namespace shmlane::python {
 namespace {
 
 using client::WriteResult;
-
-// The bytes of a bytes-like object for one call: bytes directly, anything
-// else through the buffer protocol (held until destruction).
-class Bytes {
- public:
-  explicit Bytes(PyObject* obj) {
-    if (PyBytes_Check(obj)) {
-      data_ = {reinterpret_cast<const std::byte*>(PyBytes_AS_STRING(obj)),
-               static_cast<size_t>(PyBytes_GET_SIZE(obj))};
-      return;
-    }
-    if (PyObject_GetBuffer(obj, &buffer_, PyBUF_SIMPLE) != 0) throw py::error_already_set();
-    held_ = true;
-    data_ = {static_cast<const std::byte*>(buffer_.buf), static_cast<size_t>(buffer_.len)};
-  }
-  Bytes(Bytes&& other) noexcept
-      : data_(other.data_), buffer_(other.buffer_), held_(std::exchange(other.held_, false)) {}
-  Bytes(const Bytes&) = delete;
-  Bytes& operator=(const Bytes&) = delete;
-  Bytes& operator=(Bytes&&) = delete;
-  ~Bytes() {
-    if (held_) PyBuffer_Release(&buffer_);
-  }
-  std::span<const std::byte> span() const { return data_; }
-
- private:
-  std::span<const std::byte> data_;
-  Py_buffer buffer_{};
-  bool held_ = false;
-};
 
 class PyProducer {
  public:
@@ -141,35 +112,21 @@ class PyProducer {
       }
       CheckWrite(r.result, true, n, p.max_frame_bytes(), p.channel(), p.status());
     }
-    FrameView* view = NewFrameView(reinterpret_cast<char*>(r.data.data()),
-                                   static_cast<Py_ssize_t>(r.data.size()), false, self.ptr());
-    if (view == nullptr) throw py::error_already_set();
-    // Borrowed: the memoryview owns the exporter, the exporter owns us (so
-    // no cycle), and the exporter clears reserved_ when it goes.
-    view->clear_on_free = &reserved_;
-    py::object exporter = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(view));
-    py::object memview = py::reinterpret_steal<py::object>(MemoryViewOf(view));
-    if (!memview) throw py::error_already_set();
-    reserved_ = view;
-    memview_ = py::weakref(memview);
     reserved_bytes_ = n;
-    open_ = true;
-    return memview;
+    return view_.Open(reinterpret_cast<char*>(r.data.data()), r.data.size(), false, self);
   }
 
   void Commit(std::optional<size_t> used, bool publish) {
     BusyGuard busy(&busy_, "Producer");
     client::Producer& p = get();
-    if (!open_) Raise("FailedPrecondition", "nothing is reserved: call reserve(n) first");
+    if (!view_.open()) Raise("FailedPrecondition", "nothing is reserved: call reserve(n) first");
     const size_t n = used.value_or(reserved_bytes_);
     if (n > reserved_bytes_) {
       Raise("InvalidArgument",
             absl::StrCat("commit(", n, ") is more than the ", reserved_bytes_, " bytes reserved"));
     }
-    RevokeReservation();
+    view_.Revoke("commit()/close()");  // refuses while a slice of the view is alive
     p.Commit(n, publish ? client::PublishMode::kNow : client::PublishMode::kDefer);
-    open_ = false;
-    CloseReservation();
   }
 
   void Publish() {
@@ -180,9 +137,7 @@ class PyProducer {
   void Close() {
     BusyGuard busy(&busy_, "Producer");
     if (!producer_) return;
-    if (open_) RevokeReservation();  // refuses while a slice of the view is alive
-    open_ = false;
-    CloseReservation();
+    view_.Revoke("commit()/close()");  // refuses while a slice of the view is alive
     producer_->Close();
     producer_.reset();
   }
@@ -200,39 +155,13 @@ class PyProducer {
     }
   }
   void NoOpenReservation() {
-    if (open_) Raise("FailedPrecondition", "a reservation is open: commit() it first");
-  }
-  // Ends the memoryview handed out by reserve(); refuses (BufferError) while
-  // a buffer or slice taken from it could still write into the ring.
-  void RevokeReservation() {
-    if (reserved_ == nullptr) return;  // every view of it is gone
-    py::object memview = memview_ ? memview_() : py::object(py::none());
-    if (!Revoke(memview.is_none() ? nullptr : memview.ptr(), reserved_)) {
-      throw py::error_already_set();
-    }
-    if (reserved_ != nullptr && reserved_->exports > 0) {
-      reserved_->valid = 1;  // still open: the caller may drop the slice and retry
-      throw py::buffer_error(
-          "a slice or buffer of the reserved memoryview is still alive: delete it, then "
-          "commit()/close() (it would point into the ring)");
-    }
-  }
-  void CloseReservation() {
-    if (reserved_ != nullptr) {
-      reserved_->clear_on_free = nullptr;
-      reserved_->valid = 0;
-    }
-    reserved_ = nullptr;
-    memview_ = py::weakref();
-    reserved_ = nullptr;
+    if (view_.open()) Raise("FailedPrecondition", "a reservation is open: commit() it first");
   }
 
   std::optional<client::Producer> producer_;
   bool busy_ = false;
-  bool open_ = false;
   size_t reserved_bytes_ = 0;
-  FrameView* reserved_ = nullptr;  // the open reservation's exporter while it lives
-  py::weakref memview_;
+  RingView view_;  // the open reservation's memoryview
   std::vector<std::span<const std::byte>> spans_;
 };
 

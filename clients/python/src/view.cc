@@ -96,6 +96,16 @@ PyObject* MemoryViewOf(FrameView* view) {
   return PyMemoryView_FromObject(reinterpret_cast<PyObject*>(view));
 }
 
+bool SharedBeyond(PyObject* memview, const FrameView* view) {
+  if (memview == nullptr || !PyMemoryView_Check(memview)) return view->exports > 0;
+  const auto* mv = reinterpret_cast<const PyMemoryViewObject*>(memview);
+  if ((mv->flags & _Py_MEMORYVIEW_RELEASED) != 0) return view->exports > 0;
+  // The memoryview's managed buffer holds one export of the exporter and
+  // counts every memoryview registered on it (this one and its slices);
+  // mv->exports counts buffers taken from this memoryview itself.
+  return mv->exports > 0 || mv->mbuf->exports > 1 || view->exports > 1;
+}
+
 bool Revoke(PyObject* memview, FrameView* view) {
   if (memview != nullptr) {
     PyObject* r = PyObject_CallMethod(memview, "release", nullptr);

@@ -44,6 +44,14 @@ FrameView* NewOwningFrameView();
 // memoryview(view): a new reference or nullptr with an error set.
 PyObject* MemoryViewOf(FrameView* view);
 
+// True while something besides `memview` (which may be null) can reach the
+// exporter's memory: a slice of it, a buffer re-exported from it
+// (numpy.frombuffer), or another memoryview of the exporter. Revoking then
+// would leave that object pointing into the ring, so owners refuse (before
+// releasing anything, so the view stays usable). Looks inside
+// PyMemoryViewObject (CPython's non-limited API).
+bool SharedBeyond(PyObject* memview, const FrameView* view);
+
 // Calls `memoryview.release()` on `memview` (which may be null) and marks
 // `view` invalid. Returns false with BufferError set when a buffer taken
 // from the memoryview itself is still held (the view stays usable then).
