@@ -699,6 +699,7 @@ void Attachments::Snapshot(absl::string_view name, bool per_lane,
   };
   for (const auto& [id, lane] : channel.lanes) add(id, lane, /*draining=*/false);
   for (const auto& [id, lane] : channel.draining) add(id, lane, /*draining=*/true);
+  SnapshotBroadcast(channel, per_lane, c);
 }
 
 }  // namespace shmlane::control
