@@ -287,9 +287,12 @@ class Attachments {
   static void FoldSubscriber(LiveChannel& channel, const Broadcast& broadcast,
                              const Subscriber& sub);
   static void FoldRing(LiveChannel& channel, const Broadcast& broadcast);
-  // The channel's BROADCAST part of Snapshot().
+  // The channel's BROADCAST part of Snapshot(), and of FillStats(): fills
+  // out->broadcast and returns what to add to the channel's total.
   void SnapshotBroadcast(const LiveChannel& channel, bool per_lane,
                          MetricsSnapshot::Channel* out) const;
+  LaneTotals FillBroadcastStats(const LiveChannel& channel, bool include_subscribers,
+                                shmlane::v1::ChannelStats* out) const;
   // SupervisorCloseBroadcast with every bell of the channel's ring.
   static void CloseBroadcast(Broadcast& broadcast, uint32_t reason);
   void Send(const Attachment& attachment, const shmlane::v1::AttachMessage& message,

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "control/attach_wire.h"
 #include "control/attachments.h"
+#include "google/protobuf/util/time_util.h"
 #include "shmlane/enum_names.h"
 
 namespace shmlane::control {
@@ -337,6 +338,52 @@ void Attachments::SnapshotBroadcast(const LiveChannel& channel, bool per_lane,
   }
   c->totals.Add(totals);
   c->broadcast_totals.Add(extra);
+}
+
+LaneTotals Attachments::FillBroadcastStats(const LiveChannel& channel, bool include_subscribers,
+                                           v1::ChannelStats* out) const {
+  if (!channel.broadcast_seen) return LaneTotals();
+  v1::BroadcastStats* bs = out->mutable_broadcast();
+  LaneTotals totals = channel.broadcast_retired;
+  BroadcastTotals extra = channel.broadcast_retired_extra;
+  uint64_t max_lag = 0;
+  if (const Broadcast* b = channel.broadcast.get(); b != nullptr) {
+    bs->set_publisher_attached(b->publisher != 0);
+    bs->set_subscriber_count(static_cast<uint32_t>(b->subscribers.size()));
+    if (absl::StatusOr<dataplane::BroadcastSnapshot> snap = dataplane::ObserveBroadcast(b->ring);
+        snap.ok()) {
+      bs->set_ring_bytes(snap->ring_bytes);
+    }
+    dataplane::WriterCounters writer;
+    totals.Add(SampleWriter(*b, &writer));
+    extra.detached_subscribers += b->detached_seen;
+    for (const auto& [slot, sub] : b->subscribers) {
+      const SubscriberSample s = SampleSubscriber(*b, sub, writer);
+      totals.Add(s.lane);
+      extra.Add(s.broadcast);
+      max_lag = std::max(max_lag, s.lag_bytes);
+      if (!include_subscribers) continue;
+      v1::SubscriberStats* ss = bs->add_subscribers();
+      ss->set_attachment_id(sub.attachment);
+      ss->set_slot(slot);
+      ss->set_subscriber_name(NameOf(sub.attachment));
+      ss->set_lag_bytes(s.lag_bytes);
+      ss->set_frames_received(s.lane.frames_received);
+      ss->set_bytes_received(s.lane.bytes_received);
+      ss->set_lapped_frames(s.broadcast.lapped_frames);
+      ss->set_laps(s.broadcast.laps);
+      ss->set_parks(s.lane.parks[1]);
+      ss->set_wakeups_received(s.lane.wakeups_received[1]);
+      ss->set_latency_samples(s.lane.latency_count);
+      *ss->mutable_latency_p99() = google::protobuf::util::TimeUtil::NanosecondsToDuration(
+          static_cast<int64_t>(LatencyQuantileNs(s.lane.latency_buckets, 0.99)));
+    }
+  }
+  bs->set_max_lag_bytes(max_lag);
+  bs->set_lapped_frames(extra.lapped_frames);
+  bs->set_laps(extra.laps);
+  bs->set_detached_subscribers(extra.detached_subscribers);
+  return totals;
 }
 
 }  // namespace shmlane::control

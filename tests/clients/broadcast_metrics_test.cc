@@ -15,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/clients/test_util.h"
@@ -203,6 +204,69 @@ TEST_F(BroadcastMetricsTest, HostileSubscriberPageIsClampedAndNeverGoesBackwards
   EXPECT_EQ(Get(left, lapped), frames);
   // The daemon is unharmed: a stats call works.
   EXPECT_TRUE(daemon_->Stats("evil").ok());
+}
+
+// GetChannelStats and `shmlanectl stats` show a broadcast channel's
+// subscribers and their lag.
+TEST_F(BroadcastMetricsTest, StatsAndShmlanectlShowSubscribersAndTheirLag) {
+  Create("show", {"--ring-bytes", "65536", "--slow-subscriber-policy", "drop-oldest"});
+  Child stalled = Peer({"subscribe", "--channel", "show", "--stall"});
+  Child reader = Peer({"subscribe", "--channel", "show"});
+  ExpectLine(stalled, "ATTACHED", absl::Seconds(10));
+  ExpectLine(reader, "ATTACHED", absl::Seconds(10));
+  const uint64_t frames = 5000;
+  Child pub = Peer({"publish", "--channel", "show", "--frames", absl::StrCat(frames), "--wait-subs",
+                    "2", "--hold"});
+  ExpectLine(pub, "DONE", absl::Seconds(30));
+  // The reader catches up with the publisher (it reads in real time).
+  absl::StatusOr<v1::ChannelStats> stats;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  uint64_t caught_up = 0;
+  for (;;) {
+    stats = daemon_->Stats("show", /*include_lanes=*/true);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    ASSERT_TRUE(stats->has_broadcast()) << stats->DebugString();
+    caught_up = 0;
+    for (const v1::SubscriberStats& s : stats->broadcast().subscribers()) {
+      if (s.lag_bytes() == 0) ++caught_up;
+    }
+    if (caught_up == 1 || absl::Now() >= deadline) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(caught_up, 1u) << stats->DebugString();
+  const v1::BroadcastStats& b = stats->broadcast();
+  EXPECT_TRUE(b.publisher_attached());
+  EXPECT_EQ(b.subscriber_count(), 2u);
+  EXPECT_EQ(b.ring_bytes(), 65536u);
+  EXPECT_EQ(b.max_lag_bytes(), 65536u) << "the stalled one is a whole ring behind";
+  ASSERT_EQ(b.subscribers_size(), 2);
+  EXPECT_EQ(stats->total().frames_sent(), frames);
+  for (const v1::SubscriberStats& s : b.subscribers()) {
+    EXPECT_EQ(s.subscriber_name(), "subscriber");
+    EXPECT_LE(s.frames_received() + s.lapped_frames(), frames);
+  }
+  // Without include_lanes: the summary only.
+  absl::StatusOr<v1::ChannelStats> brief = daemon_->Stats("show");
+  ASSERT_TRUE(brief.ok()) << brief.status();
+  EXPECT_EQ(brief->broadcast().subscriber_count(), 2u);
+  EXPECT_EQ(brief->broadcast().subscribers_size(), 0);
+
+  auto ctl =
+      Child::Spawn({SHMLANECTL_PATH, "--runtime-dir", daemon_->dir(), "stats", "show", "--lanes"});
+  ASSERT_TRUE(ctl.ok()) << ctl.status();
+  const std::string out = ctl->RestOfOutput(absl::Now() + absl::Seconds(20));
+  EXPECT_EQ(ctl->Wait(absl::Now() + absl::Seconds(10)).value_or(-1), 0) << out;
+  EXPECT_NE(out.find("channel show (broadcast): publisher attached, 2 subscribers, ring 65536 "
+                     "bytes; slowest lag 65536 bytes"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find(absl::StrCat("published ", frames, " frames")), std::string::npos) << out;
+  EXPECT_NE(out.find("LAG_BYTES"), std::string::npos) << out;
+  size_t rows = 0;
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (absl::StrContains(line, " subscriber ")) ++rows;
+  }
+  EXPECT_EQ(rows, 2u) << "one row per subscriber: " << out;
 }
 
 }  // namespace
