@@ -90,6 +90,8 @@ absl::StatusOr<uint64_t> Attachments::AttachBroadcast(const ChannelRecord& recor
   reply->set_attachment_id(attachment.id);
   reply->set_max_frame_bytes(spec.max_frame_bytes());
   reply->set_ring_bytes(spec.ring_bytes());
+  // How its blocked calls wait, as for STREAM endpoints (ResolveWait).
+  reply->set_wait_preference(spec.wait_preference());
   v1::BroadcastDescription* ring_desc = reply->mutable_broadcast();
   ring_desc->set_ring_bytes(spec.ring_bytes());
   ring_desc->set_max_frame_bytes(spec.max_frame_bytes());

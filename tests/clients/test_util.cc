@@ -262,7 +262,8 @@ absl::Status Daemon::CreateChannel(const std::string& name, v1::ChannelPattern p
   req.mutable_spec()->set_max_frame_bytes(max_frame_bytes);
   req.mutable_spec()->set_backpressure(policy);
   req.mutable_spec()->set_wait_preference(wait);
-  req.mutable_spec()->set_max_producers(64);
+  // BROADCAST has exactly one publisher (max_producers must stay unset).
+  if (pattern != v1::CHANNEL_PATTERN_BROADCAST) req.mutable_spec()->set_max_producers(64);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::Channel out;
