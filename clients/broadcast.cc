@@ -22,10 +22,12 @@ absl::StatusOr<Publisher> Publisher::Attach(std::string_view channel, const Opti
   }
   auto ring = internal::TakeRing(reply.broadcast(), hs->reply_fds, dataplane::Access::kReadWrite);
   if (!ring.ok()) return ring.status();
-  auto writer =
-      dataplane::BroadcastWriter::Attach(*std::move(ring), {.own = hs->own_bell}, options.wait);
+  // The channel's wait preference unless the options override it.
+  const dataplane::WaitOptions wait = ResolveWait(options, hs->wait_preference);
+  auto writer = dataplane::BroadcastWriter::Attach(*std::move(ring), {.own = hs->own_bell}, wait);
   if (!writer.ok()) return writer.status();
   Publisher p;
+  p.wait_ = wait;
   p.channel_ = hs->channel;
   p.attachment_id_ = hs->attachment_id;
   p.socket_ = std::make_unique<internal::AttachSocket>(std::move(hs->socket));
@@ -66,6 +68,7 @@ Publisher& Publisher::operator=(Publisher&& other) noexcept {
     subscriber_messages_ = other.subscriber_messages_;
     generation_tries_ = other.generation_tries_;
     closed_here_ = other.closed_here_;
+    wait_ = other.wait_;
   }
   return *this;
 }
@@ -189,11 +192,13 @@ absl::StatusOr<Subscriber> Subscriber::Attach(std::string_view channel, ReaderSt
   if (!ring.ok()) return ring.status();
   auto slot = internal::TakeSlot(reply.broadcast(), hs->reply_fds, dataplane::Access::kReadWrite);
   if (!slot.ok()) return slot.status();
+  const dataplane::WaitOptions wait = ResolveWait(options, hs->wait_preference);
   auto reader = dataplane::BroadcastReader::Attach(
       *std::move(ring), std::move(slot->page), slot->slot,
-      {.own = slot->reader_bell, .writer = slot->writer_bell}, start, options.wait);
+      {.own = slot->reader_bell, .writer = slot->writer_bell}, start, wait);
   if (!reader.ok()) return reader.status();
   Subscriber s;
+  s.wait_ = wait;
   s.channel_ = hs->channel;
   s.attachment_id_ = hs->attachment_id;
   s.socket_ = std::make_unique<internal::AttachSocket>(std::move(hs->socket));
@@ -212,6 +217,7 @@ Subscriber& Subscriber::operator=(Subscriber&& other) noexcept {
     other.reader_.reset();
     goodbye_ = std::move(other.goodbye_);
     closed_here_ = other.closed_here_;
+    wait_ = other.wait_;
   }
   return *this;
 }

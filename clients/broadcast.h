@@ -26,6 +26,12 @@
 // When the publisher goes, subscribers read what was committed, then see
 // kClosed; attach again for the next publisher.
 //
+// Blocked calls (a BLOCK publisher on a full ring, a subscriber's Read or
+// WaitReadable) spin or park as the channel's wait preference says
+// (ChannelSpec.wait_preference, sent at attach), unless
+// AttachOptions::wait_preference overrides it for this endpoint; the spin
+// budget is AttachOptions::wait.spin (see clients/attach_options.h).
+//
 // Thread safety: one thread at a time per object.
 #pragma once
 
@@ -103,6 +109,8 @@ class Publisher {
   const std::string& channel() const { return channel_; }
   uint32_t max_frame_bytes() const;
   uint64_t frames_published() const;
+  // How this publisher waits: the channel's preference or the override.
+  const dataplane::WaitOptions& wait_options() const { return wait_; }
 
  private:
   Publisher() = default;
@@ -136,6 +144,7 @@ class Publisher {
   uint64_t subscriber_messages_ = 0;  // SubscriberAdded/Removed handled
   uint32_t generation_tries_ = 0;
   bool closed_here_ = false;
+  dataplane::WaitOptions wait_;
 };
 
 class Subscriber {
@@ -170,6 +179,8 @@ class Subscriber {
   uint64_t frames_read() const;
   uint32_t slot() const;
   uint32_t max_frame_bytes() const;
+  // How this subscriber waits: the channel's preference or the override.
+  const dataplane::WaitOptions& wait_options() const { return wait_; }
 
   // Detaches: the daemon releases the slot (a BLOCK publisher stops waiting
   // for it). Idempotent; the destructor calls it.
@@ -191,6 +202,7 @@ class Subscriber {
   std::optional<dataplane::BroadcastReader> reader_;
   mutable std::string goodbye_;
   bool closed_here_ = false;
+  dataplane::WaitOptions wait_;
 };
 
 }  // namespace shmlane::client

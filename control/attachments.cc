@@ -663,6 +663,7 @@ void Attachments::FillStats(absl::string_view name, bool include_lanes,
   };
   for (const auto& [id, lane] : channel.lanes) add(id, lane, /*draining=*/false);
   for (const auto& [id, lane] : channel.draining) add(id, lane, /*draining=*/true);
+  total.Add(FillBroadcastStats(channel, include_lanes, out));
   FillLaneStats(total, out->mutable_total());
   out->mutable_total()->set_occupancy_bytes(occupancy);
   out->mutable_total()->set_capacity_bytes(capacity);
@@ -699,6 +700,7 @@ void Attachments::Snapshot(absl::string_view name, bool per_lane,
   };
   for (const auto& [id, lane] : channel.lanes) add(id, lane, /*draining=*/false);
   for (const auto& [id, lane] : channel.draining) add(id, lane, /*draining=*/true);
+  SnapshotBroadcast(channel, per_lane, c);
 }
 
 }  // namespace shmlane::control

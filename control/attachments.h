@@ -174,6 +174,12 @@ class Attachments {
     std::shared_ptr<dataplane::Doorbell> reader_bell;  // it parks on it
     std::shared_ptr<dataplane::Doorbell> writer_bell;  // the publisher parks on it
     std::shared_ptr<const ShmCharge> charge;           // the page, on its uid
+    // The largest counters read from its page so far (it writes the page
+    // and may rewrite them): what it adds to the channel's series, and what
+    // is folded into the channel's totals when it leaves. Updated by the
+    // const readers under Registry::mu_ (exclusive), hence mutable.
+    mutable LaneTotals seen;
+    mutable BroadcastTotals seen_broadcast;
   };
   // BROADCAST: the channel's one ring and who is attached to it.
   struct Broadcast {
@@ -183,6 +189,10 @@ class Attachments {
     uint64_t publisher = 0;                            // 0 = none
     bool closed = false;  // SupervisorCloseBroadcast done: slots are no longer released
     std::map<uint32_t, Subscriber> subscribers;  // by slot
+    // The largest publisher counters read from the ring so far (as
+    // Subscriber::seen), folded when the ring goes away.
+    mutable LaneTotals writer_seen;
+    mutable uint64_t detached_seen = 0;
   };
   // Fd index of each peer's pidfd within one packet (attachment id -> index),
   // so the lanes of one peer share one copy.
@@ -198,6 +208,12 @@ class Attachments {
     std::map<uint64_t, Lane> draining;
     LaneTotals retired;
     std::unique_ptr<Broadcast> broadcast;  // BROADCAST, while any attachment exists
+    // BROADCAST: counters of departed subscribers and of rings that went
+    // away, so that the channel's totals never go backwards; set once a
+    // ring was created (the channel then reports broadcast series).
+    LaneTotals broadcast_retired;
+    BroadcastTotals broadcast_retired_extra;
+    bool broadcast_seen = false;
   };
 
   absl::StatusOr<Lane> NewLane(const shmlane::v1::ChannelSpec& spec, Lane::Kind kind, uint32_t uid);
@@ -253,6 +269,30 @@ class Attachments {
   void EndBroadcastAttachment(const std::string& name, LiveChannel& channel,
                               const Attachment& attachment, absl::string_view why,
                               bool holder_alive);
+  // BROADCAST read side (broadcast_attachments.cc). A subscriber's counters
+  // now, clamped (ClampReaderCounters) and never below what was seen
+  // before; its lag in bytes (0 if its page no longer validates).
+  struct SubscriberSample {
+    LaneTotals lane;
+    BroadcastTotals broadcast;
+    uint64_t lag_bytes = 0;
+  };
+  static SubscriberSample SampleSubscriber(const Broadcast& broadcast, const Subscriber& sub,
+                                           const dataplane::WriterCounters& writer);
+  // The publisher's counters now (the last seen if the ring no longer
+  // validates); `raw` gets the clamp bound for subscribers.
+  static LaneTotals SampleWriter(const Broadcast& broadcast, dataplane::WriterCounters* raw);
+  // Adds a departing subscriber's counters (or, for FoldRing, the ring's
+  // publisher counters) to the channel's broadcast_retired totals.
+  static void FoldSubscriber(LiveChannel& channel, const Broadcast& broadcast,
+                             const Subscriber& sub);
+  static void FoldRing(LiveChannel& channel, const Broadcast& broadcast);
+  // The channel's BROADCAST part of Snapshot(), and of FillStats(): fills
+  // out->broadcast and returns what to add to the channel's total.
+  void SnapshotBroadcast(const LiveChannel& channel, bool per_lane,
+                         MetricsSnapshot::Channel* out) const;
+  LaneTotals FillBroadcastStats(const LiveChannel& channel, bool include_subscribers,
+                                shmlane::v1::ChannelStats* out) const;
   // SupervisorCloseBroadcast with every bell of the channel's ring.
   static void CloseBroadcast(Broadcast& broadcast, uint32_t reason);
   void Send(const Attachment& attachment, const shmlane::v1::AttachMessage& message,

@@ -3,6 +3,7 @@
 // from the STREAM / REQUEST_REPLY lane bookkeeping in attachments.cc.
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "control/attach_wire.h"
 #include "control/attachments.h"
+#include "google/protobuf/util/time_util.h"
 #include "shmlane/enum_names.h"
 
 namespace shmlane::control {
@@ -76,6 +78,7 @@ absl::StatusOr<uint64_t> Attachments::AttachBroadcast(const ChannelRecord& recor
     b->writer_bell = std::make_shared<dataplane::Doorbell>(*std::move(bell));
     b->charge = ledger_->Charge(record.owner_uid, BroadcastRingBytes(spec));
     channel.broadcast = std::move(b);
+    channel.broadcast_seen = true;
   }
   Broadcast& b = *channel.broadcast;
   const bool publisher = attachment.role == v1::ROLE_PUBLISHER;
@@ -87,6 +90,8 @@ absl::StatusOr<uint64_t> Attachments::AttachBroadcast(const ChannelRecord& recor
   reply->set_attachment_id(attachment.id);
   reply->set_max_frame_bytes(spec.max_frame_bytes());
   reply->set_ring_bytes(spec.ring_bytes());
+  // How its blocked calls wait, as for STREAM endpoints (ResolveWait).
+  reply->set_wait_preference(spec.wait_preference());
   v1::BroadcastDescription* ring_desc = reply->mutable_broadcast();
   ring_desc->set_ring_bytes(spec.ring_bytes());
   ring_desc->set_max_frame_bytes(spec.max_frame_bytes());
@@ -212,6 +217,7 @@ void Attachments::EndBroadcastAttachment(const std::string& name, LiveChannel& c
       (void)dataplane::ReleaseReaderSlot(b->ring, attachment.slot, b->writer_bell.get(),
                                          sub->second.reader_bell.get());
     }
+    FoldSubscriber(channel, *b, sub->second);
     b->subscribers.erase(sub);
     if (auto pub = attachments_.find(b->publisher); pub != attachments_.end()) {
       v1::AttachMessage message;
@@ -235,12 +241,151 @@ void Attachments::EndBroadcastAttachment(const std::string& name, LiveChannel& c
       EndAttachment(id, v1::EVENT_TYPE_DETACHED, "publisher gone", bye, /*holder_alive=*/true);
     }
     // EndAttachment may have changed `channel.broadcast`; look again.
-    if (channel.broadcast != nullptr) channel.broadcast->subscribers.clear();
+    if (channel.broadcast != nullptr) {
+      for (const auto& [slot, sub] : channel.broadcast->subscribers) {
+        FoldSubscriber(channel, *channel.broadcast, sub);
+      }
+      channel.broadcast->subscribers.clear();
+    }
   }
   if (channel.broadcast != nullptr && channel.broadcast->publisher == 0 &&
       channel.broadcast->subscribers.empty()) {
+    FoldRing(channel, *channel.broadcast);
     channel.broadcast.reset();  // the next attachment creates a fresh ring
   }
+}
+
+// ---------------------------------------------------------------------------
+// BROADCAST read side: counters from the ring (publisher) and the cursor
+// pages (subscribers), for metrics and stats. Both are written by attached
+// processes, so both are untrusted: clamped, and never allowed to go
+// backwards (the largest value seen is kept).
+
+LaneTotals Attachments::SampleWriter(const Broadcast& b, dataplane::WriterCounters* raw) {
+  absl::StatusOr<dataplane::BroadcastSnapshot> snap = dataplane::ObserveBroadcast(b.ring);
+  if (snap.ok()) {
+    b.writer_seen.KeepMax(WriterLaneTotals(snap->writer));
+    b.detached_seen = std::max(b.detached_seen, snap->writer.readers_detached);
+  } else {
+    b.writer_seen.broken_lanes = 1;  // its header stopped validating
+  }
+  // The bound for subscribers' counts: what the publisher is known to have
+  // published (the kept maximum, so a publisher that rewinds its counters
+  // cannot make subscribers' totals drop either).
+  *raw = dataplane::WriterCounters{};
+  raw->frames = b.writer_seen.frames_sent;
+  raw->bytes = b.writer_seen.bytes_sent;
+  return b.writer_seen;
+}
+
+Attachments::SubscriberSample Attachments::SampleSubscriber(
+    const Broadcast& b, const Subscriber& sub, const dataplane::WriterCounters& writer) {
+  SubscriberSample out;
+  absl::StatusOr<dataplane::ReaderPageSnapshot> page =
+      dataplane::ObserveReaderPage(sub.page, &b.ring);
+  if (page.ok()) {
+    LaneTotals lane;
+    BroadcastTotals extra;
+    ClampReaderCounters(page->counters, writer, &lane, &extra);
+    sub.seen.KeepMax(lane);
+    sub.seen_broadcast.KeepMax(extra);
+    out.lag_bytes = page->lag_bytes;  // clamped to [0, ring bytes] by ObserveReaderPage
+  } else {
+    sub.seen.broken_lanes = 1;  // its page (or the ring) stopped validating
+  }
+  out.lane = sub.seen;
+  out.broadcast = sub.seen_broadcast;
+  return out;
+}
+
+void Attachments::FoldSubscriber(LiveChannel& channel, const Broadcast& b, const Subscriber& sub) {
+  dataplane::WriterCounters writer;
+  (void)SampleWriter(b, &writer);
+  const SubscriberSample last = SampleSubscriber(b, sub, writer);
+  channel.broadcast_retired.Add(last.lane);
+  channel.broadcast_retired_extra.Add(last.broadcast);
+}
+
+void Attachments::FoldRing(LiveChannel& channel, const Broadcast& b) {
+  dataplane::WriterCounters writer;
+  channel.broadcast_retired.Add(SampleWriter(b, &writer));
+  channel.broadcast_retired_extra.detached_subscribers += b.detached_seen;
+}
+
+void Attachments::SnapshotBroadcast(const LiveChannel& channel, bool per_lane,
+                                    MetricsSnapshot::Channel* c) const {
+  if (!channel.broadcast_seen) return;
+  c->broadcast = true;
+  LaneTotals totals = channel.broadcast_retired;
+  BroadcastTotals extra = channel.broadcast_retired_extra;
+  if (const Broadcast* b = channel.broadcast.get(); b != nullptr) {
+    dataplane::WriterCounters writer;
+    totals.Add(SampleWriter(*b, &writer));
+    extra.detached_subscribers += b->detached_seen;
+    c->subscribers = static_cast<uint32_t>(b->subscribers.size());
+    for (const auto& [slot, sub] : b->subscribers) {
+      const SubscriberSample s = SampleSubscriber(*b, sub, writer);
+      totals.Add(s.lane);
+      extra.Add(s.broadcast);
+      c->max_lag_bytes = std::max(c->max_lag_bytes, s.lag_bytes);
+      if (!per_lane) continue;
+      MetricsSnapshot::Subscriber series;
+      series.attachment_id = sub.attachment;
+      series.slot = slot;
+      series.lag_bytes = s.lag_bytes;
+      series.counters = s.lane;
+      series.broadcast = s.broadcast;
+      c->subscriber_series.push_back(std::move(series));
+    }
+  }
+  c->totals.Add(totals);
+  c->broadcast_totals.Add(extra);
+}
+
+LaneTotals Attachments::FillBroadcastStats(const LiveChannel& channel, bool include_subscribers,
+                                           v1::ChannelStats* out) const {
+  if (!channel.broadcast_seen) return LaneTotals();
+  v1::BroadcastStats* bs = out->mutable_broadcast();
+  LaneTotals totals = channel.broadcast_retired;
+  BroadcastTotals extra = channel.broadcast_retired_extra;
+  uint64_t max_lag = 0;
+  if (const Broadcast* b = channel.broadcast.get(); b != nullptr) {
+    bs->set_publisher_attached(b->publisher != 0);
+    bs->set_subscriber_count(static_cast<uint32_t>(b->subscribers.size()));
+    if (absl::StatusOr<dataplane::BroadcastSnapshot> snap = dataplane::ObserveBroadcast(b->ring);
+        snap.ok()) {
+      bs->set_ring_bytes(snap->ring_bytes);
+    }
+    dataplane::WriterCounters writer;
+    totals.Add(SampleWriter(*b, &writer));
+    extra.detached_subscribers += b->detached_seen;
+    for (const auto& [slot, sub] : b->subscribers) {
+      const SubscriberSample s = SampleSubscriber(*b, sub, writer);
+      totals.Add(s.lane);
+      extra.Add(s.broadcast);
+      max_lag = std::max(max_lag, s.lag_bytes);
+      if (!include_subscribers) continue;
+      v1::SubscriberStats* ss = bs->add_subscribers();
+      ss->set_attachment_id(sub.attachment);
+      ss->set_slot(slot);
+      ss->set_subscriber_name(NameOf(sub.attachment));
+      ss->set_lag_bytes(s.lag_bytes);
+      ss->set_frames_received(s.lane.frames_received);
+      ss->set_bytes_received(s.lane.bytes_received);
+      ss->set_lapped_frames(s.broadcast.lapped_frames);
+      ss->set_laps(s.broadcast.laps);
+      ss->set_parks(s.lane.parks[1]);
+      ss->set_wakeups_received(s.lane.wakeups_received[1]);
+      ss->set_latency_samples(s.lane.latency_count);
+      *ss->mutable_latency_p99() = google::protobuf::util::TimeUtil::NanosecondsToDuration(
+          static_cast<int64_t>(LatencyQuantileNs(s.lane.latency_buckets, 0.99)));
+    }
+  }
+  bs->set_max_lag_bytes(max_lag);
+  bs->set_lapped_frames(extra.lapped_frames);
+  bs->set_laps(extra.laps);
+  bs->set_detached_subscribers(extra.detached_subscribers);
+  return totals;
 }
 
 }  // namespace shmlane::control

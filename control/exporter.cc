@@ -190,6 +190,30 @@ std::vector<MetricFamily> Exporter::Collect() const {
                               "Lanes of the channel: live, or draining (writer gone, the reader "
                               "still consuming what it left).",
                               MetricType::Gauge);
+  // BROADCAST channels (from their first attachment on). Channel series
+  // have no `subscriber` label; per-subscriber series (--per-lane-metrics)
+  // carry subscriber="<attachment id>".
+  MetricFamily bc_subscribers =
+      Family("shmlane_broadcast_subscribers", "Subscribers attached to the BROADCAST channel.",
+             MetricType::Gauge);
+  MetricFamily bc_lag = Family("shmlane_broadcast_lag_bytes",
+                               "Bytes published that a subscriber has not read yet (the slowest "
+                               "one for the channel), at most the ring's size.",
+                               MetricType::Gauge);
+  MetricFamily bc_lapped =
+      Family("shmlane_broadcast_lapped_frames_total",
+             "Frames subscribers missed: overwritten by the publisher before they read them "
+             "(drop-oldest policy); departed subscribers included.",
+             MetricType::Counter);
+  MetricFamily bc_laps = Family("shmlane_broadcast_laps_total",
+                                "Times a subscriber was lapped (each may have missed many frames).",
+                                MetricType::Counter);
+  MetricFamily bc_detached = Family(
+      "shmlane_broadcast_detached_subscribers_total",
+      "Subscribers the publisher detached for lag (disconnect policy).", MetricType::Counter);
+  MetricFamily bc_sub_frames =
+      Family("shmlane_broadcast_subscriber_frames_total",
+             "Frames one subscriber read intact (--per-lane-metrics).", MetricType::Counter);
   MetricFamily channels = Family("shmlane_channels", "Channels defined.", MetricType::Gauge);
   channels.metric.push_back(
       Metric({}, MetricType::Gauge, static_cast<double>(snap.channels.size())));
@@ -242,6 +266,30 @@ std::vector<MetricFamily> Exporter::Collect() const {
     for (const MetricsSnapshot::Lane& l : c.lanes) {
       add_lane_series({{"channel", c.name}, {"lane", absl::StrCat(l.lane_id)}}, l.counters,
                       l.occupancy_bytes, l.capacity_bytes);
+    }
+    if (!c.broadcast) continue;
+    const std::vector<ClientMetric::Label> channel_label = {{"channel", c.name}};
+    bc_subscribers.metric.push_back(
+        Metric(channel_label, MetricType::Gauge, static_cast<double>(c.subscribers)));
+    bc_lag.metric.push_back(
+        Metric(channel_label, MetricType::Gauge, static_cast<double>(c.max_lag_bytes)));
+    bc_lapped.metric.push_back(Metric(channel_label, MetricType::Counter,
+                                      static_cast<double>(c.broadcast_totals.lapped_frames)));
+    bc_laps.metric.push_back(
+        Metric(channel_label, MetricType::Counter, static_cast<double>(c.broadcast_totals.laps)));
+    bc_detached.metric.push_back(
+        Metric(channel_label, MetricType::Counter,
+               static_cast<double>(c.broadcast_totals.detached_subscribers)));
+    for (const MetricsSnapshot::Subscriber& sub : c.subscriber_series) {
+      const std::vector<ClientMetric::Label> l = {{"channel", c.name},
+                                                  {"subscriber", absl::StrCat(sub.attachment_id)}};
+      bc_lag.metric.push_back(Metric(l, MetricType::Gauge, static_cast<double>(sub.lag_bytes)));
+      bc_lapped.metric.push_back(
+          Metric(l, MetricType::Counter, static_cast<double>(sub.broadcast.lapped_frames)));
+      bc_laps.metric.push_back(
+          Metric(l, MetricType::Counter, static_cast<double>(sub.broadcast.laps)));
+      bc_sub_frames.metric.push_back(
+          Metric(l, MetricType::Counter, static_cast<double>(sub.counters.frames_received)));
     }
   }
 
@@ -328,31 +376,14 @@ std::vector<MetricFamily> Exporter::Collect() const {
               ps.max_fds);
 
   std::vector<MetricFamily> out;
-  for (MetricFamily* f : {&build,
-                          &channels,
-                          &frames,
-                          &bytes,
-                          &occupancy,
-                          &capacity,
-                          &backpressure,
-                          &dropped,
-                          &wakeups,
-                          &spin_seconds,
-                          &spins,
-                          &parks,
-                          &wakeups_received,
-                          &latency,
-                          &attached,
-                          &lanes,
-                          &broken,
-                          &attach_total,
-                          &handshakes,
-                          &requests,
-                          &durations,
-                          &deaths,
-                          &quota,
-                          &overflows,
-                          &control_refused}) {
+  for (MetricFamily* f :
+       {&build,          &channels,     &frames,           &bytes,        &occupancy,
+        &capacity,       &backpressure, &dropped,          &wakeups,      &spin_seconds,
+        &spins,          &parks,        &wakeups_received, &latency,      &attached,
+        &lanes,          &broken,       &bc_subscribers,   &bc_lag,       &bc_lapped,
+        &bc_laps,        &bc_detached,  &bc_sub_frames,    &attach_total, &handshakes,
+        &requests,       &durations,    &deaths,           &quota,        &overflows,
+        &control_refused}) {
     out.push_back(std::move(*f));
   }
   for (MetricFamily& f : process) out.push_back(std::move(f));

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/broadcast_layout.h"
 #include "dataplane/lane.h"
 #include "shmlane/v1/control.pb.h"
 
@@ -40,7 +41,35 @@ struct LaneTotals {
 
   void Add(const dataplane::LaneSnapshot& snapshot);
   void Add(const LaneTotals& other);
+  // Field by field, the larger of this and `other`: what a series that must
+  // never go backwards keeps when a peer may rewrite its shared counters.
+  void KeepMax(const LaneTotals& other);
 };
+
+// BROADCAST counters with no STREAM counterpart, summed over subscribers
+// (live and departed) and rings (a channel's ring is recreated when its
+// last attachment ends).
+struct BroadcastTotals {
+  uint64_t lapped_frames = 0;         // frames subscribers missed (overwritten before read)
+  uint64_t laps = 0;                  // times a subscriber was lapped
+  uint64_t detached_subscribers = 0;  // detached for lag by the publisher (disconnect policy)
+
+  void Add(const BroadcastTotals& other);
+  void KeepMax(const BroadcastTotals& other);
+};
+
+// The publisher's counters (its ring's WriterCounters) in channel terms:
+// frames/bytes sent, backpressure, producer-side parks and wake-ups, broken.
+LaneTotals WriterLaneTotals(const dataplane::WriterCounters& writer);
+
+// One subscriber's counters (its cursor page's ReaderCounters), read as
+// untrusted data: a subscriber writes its own page and may write anything,
+// so no count may exceed what the publisher published (`writer`), and laps
+// never exceed lapped frames. Fills the received/consumer-side half of
+// `lane` and the broadcast-only counts.
+void ClampReaderCounters(const dataplane::ReaderCounters& reader,
+                         const dataplane::WriterCounters& writer, LaneTotals* lane,
+                         BroadcastTotals* broadcast);
 
 // What the exporter needs, copied under the Registry's lock at scrape time.
 struct MetricsSnapshot {
@@ -51,6 +80,14 @@ struct MetricsSnapshot {
     uint64_t capacity_bytes = 0;
     bool draining = false;
   };
+  // BROADCAST: one attached subscriber (per-lane metrics only).
+  struct Subscriber {
+    uint64_t attachment_id = 0;
+    uint32_t slot = 0;
+    uint64_t lag_bytes = 0;  // bytes published that it has not released, <= ring bytes
+    LaneTotals counters;     // the received / consumer-side half
+    BroadcastTotals broadcast;
+  };
   struct Channel {
     std::string name;
     LaneTotals totals;             // live + draining + retired
@@ -60,6 +97,14 @@ struct MetricsSnapshot {
     uint32_t live_lanes = 0;
     uint32_t draining_lanes = 0;  // retired, the reader still consuming them
     std::vector<Lane> lanes;      // live and draining lanes
+    // BROADCAST (set once the channel's first ring was created): its
+    // publisher and subscribers are in `totals` as well (frames sent =
+    // published, frames received = delivered to subscribers).
+    bool broadcast = false;
+    uint32_t subscribers = 0;                   // attached now
+    uint64_t max_lag_bytes = 0;                 // the slowest attached subscriber's lag
+    BroadcastTotals broadcast_totals;           // live and departed subscribers
+    std::vector<Subscriber> subscriber_series;  // with per-lane metrics only
   };
   std::vector<Channel> channels;
 };

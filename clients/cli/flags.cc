@@ -391,9 +391,10 @@ void WireQuota(CLI::App& app, Flags& f) {
 }
 
 void WireOthers(CLI::App& app, Flags& f) {
-  CLI::App* stats = app.add_subcommand("stats", "A channel's lane counters and latency");
+  CLI::App* stats = app.add_subcommand(
+      "stats", "A channel's lane counters and latency (BROADCAST: subscribers and their lag)");
   stats->add_option("CHANNEL", f.channel, "Channel name")->required();
-  stats->add_flag("--lanes", f.lanes, "Also show every live lane");
+  stats->add_flag("--lanes", f.lanes, "Also show every live lane (BROADCAST: every subscriber)");
   f.leaves.emplace_back(stats, Command::kStats);
 
   CLI::App* watch = app.add_subcommand("watch", "Print the daemon's events as they happen");

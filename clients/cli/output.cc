@@ -133,7 +133,44 @@ void PrintStats(const v1::ChannelStats& stats) {
   };
   for (const auto& l : stats.lanes()) row(absl::StrCat(l.lane_id()), l);
   row("total", stats.total());
+  if (stats.has_broadcast()) {
+    PrintBroadcastStats(stats.name(), stats.total(), stats.broadcast());
+    return;
+  }
   std::printf("channel %s: %u live lanes\n", stats.name().c_str(), stats.live_lanes());
+  PrintTable(rows);
+}
+
+void PrintBroadcastStats(const std::string& name, const v1::LaneStats& total,
+                         const v1::BroadcastStats& b) {
+  std::printf(
+      "channel %s (broadcast): publisher %s, %u subscribers, ring %llu bytes; slowest lag %llu "
+      "bytes\n",
+      Printable(name).c_str(), b.publisher_attached() ? "attached" : "none", b.subscriber_count(),
+      static_cast<unsigned long long>(b.ring_bytes()),
+      static_cast<unsigned long long>(b.max_lag_bytes()));
+  std::printf(
+      "published %llu frames (%llu bytes), delivered %llu; missed %llu frames in %llu laps, %llu "
+      "subscribers detached; publisher backpressure %llu, latency p50 %s p99 %s\n",
+      static_cast<unsigned long long>(total.frames_sent()),
+      static_cast<unsigned long long>(total.bytes_sent()),
+      static_cast<unsigned long long>(total.frames_received()),
+      static_cast<unsigned long long>(b.lapped_frames()), static_cast<unsigned long long>(b.laps()),
+      static_cast<unsigned long long>(b.detached_subscribers()),
+      static_cast<unsigned long long>(total.backpressure_events()),
+      DurationText(total.latency_p50()).c_str(), DurationText(total.latency_p99()).c_str());
+  if (b.subscribers_size() == 0) return;
+  std::vector<std::vector<std::string>> rows = {{"SUBSCRIBER", "SLOT", "NAME", "LAG_BYTES",
+                                                 "RECEIVED", "BYTES", "MISSED", "LAPS", "PARKS",
+                                                 "P99"}};
+  for (const v1::SubscriberStats& s : b.subscribers()) {
+    rows.push_back({absl::StrCat(s.attachment_id()), absl::StrCat(s.slot()),
+                    s.subscriber_name().empty() ? "-" : s.subscriber_name(),
+                    absl::StrCat(s.lag_bytes()), absl::StrCat(s.frames_received()),
+                    absl::StrCat(s.bytes_received()), absl::StrCat(s.lapped_frames()),
+                    absl::StrCat(s.laps()), absl::StrCat(s.parks()),
+                    DurationText(s.latency_p99())});
+  }
   PrintTable(rows);
 }
 

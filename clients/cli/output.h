@@ -41,6 +41,9 @@ void PrintChannels(const std::vector<v1::Channel>& channels);
 void PrintGrants(const v1::ListGrantsResponse& grants);
 void PrintQuota(const v1::Quota& quota);
 void PrintStats(const v1::ChannelStats& stats);
+// A BROADCAST channel's stats: publisher, subscribers and their lag, laps.
+void PrintBroadcastStats(const std::string& name, const v1::LaneStats& total,
+                         const v1::BroadcastStats& broadcast);
 void PrintEvent(const v1::Event& event);
 
 }  // namespace shmlane::cli

@@ -3,7 +3,13 @@
 //
 //   broadcast_test_peer publish   --dir D --channel C --frames N [--wait-subs K] [--hold]
 //   broadcast_test_peer subscribe --dir D --channel C [--slow-us U] [--delay-ms M]
-//                                 [--stall] [--history N]
+//                                 [--stall] [--history N] [--scribble]
+//
+// --scribble: a hostile subscriber. After attaching it finds its own cursor
+// page among its fds (a read-write memfd that starts with the page magic),
+// fills every counter with all-ones and prints SCRIBBLED; on SIGUSR1 it
+// zeroes the whole page, magic included, and prints ZEROED; then waits to
+// be killed. The daemon must clamp what it reads and never go backwards.
 //
 // Frames: {u64 seq, u32 payload bytes, u32 checksum} then a payload of
 // pseudo-random size and content (FNV-1a checksum). A subscriber checks
@@ -11,10 +17,17 @@
 // seq == previous + 1 + missed, and ends with
 // "CLOSED delivered=D missed=M errors=E" once the publisher is gone.
 // Exit codes: 0 done; 2 usage; 4 write/read failure; else the attach status code.
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -23,6 +36,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "clients/broadcast.h"
+#include "dataplane/broadcast_layout.h"
 
 namespace {
 
@@ -103,6 +117,52 @@ int Publish(int argc, char** argv, shmlane::client::AttachOptions options) {
   return 0;
 }
 
+// This process's own cursor page, mapped read-write (see --scribble), or null.
+std::byte* FindOwnPage() {
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return nullptr;
+  std::byte* found = nullptr;
+  while (const dirent* e = ::readdir(d)) {
+    const int fd = std::atoi(e->d_name);
+    struct stat st {};
+    if (fd <= 2 || ::fstat(fd, &st) != 0 || st.st_size != shmlane::dataplane::kReaderPageBytes ||
+        (::fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR) {
+      continue;
+    }
+    void* m = ::mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) continue;
+    uint64_t magic = 0;
+    std::memcpy(&magic, m, sizeof(magic));
+    if (magic == shmlane::dataplane::kReaderPageMagic) {
+      found = static_cast<std::byte*>(m);
+      break;
+    }
+    ::munmap(m, st.st_size);
+  }
+  ::closedir(d);
+  return found;
+}
+
+int Scribble() {
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+  std::byte* page = FindOwnPage();
+  if (page == nullptr) {
+    Say("NO_PAGE");
+    return 4;
+  }
+  auto* p = reinterpret_cast<shmlane::dataplane::ReaderPage*>(page);
+  std::memset(&p->counters, 0xff, sizeof(p->counters));
+  Say("SCRIBBLED");
+  int sig = 0;
+  sigwait(&usr1, &sig);
+  std::memset(page, 0, shmlane::dataplane::kReaderPageBytes);
+  Say("ZEROED");
+  for (;;) ::pause();  // until killed
+}
+
 int Subscribe(int argc, char** argv, shmlane::client::AttachOptions options) {
   const int64_t slow_us = std::stoll(Flag(argc, argv, "slow-us", "0"));
   const int64_t delay_ms = std::stoll(Flag(argc, argv, "delay-ms", "0"));
@@ -121,6 +181,7 @@ int Subscribe(int argc, char** argv, shmlane::client::AttachOptions options) {
     return static_cast<int>(sub.status().code());
   }
   Say("ATTACHED");
+  if (!Flag(argc, argv, "scribble").empty()) return Scribble();
   if (!Flag(argc, argv, "stall").empty()) {
     for (;;) ::pause();  // never reads: until killed
   }

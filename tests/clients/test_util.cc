@@ -8,15 +8,20 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/common/executable_copy.h"
@@ -199,11 +204,14 @@ absl::StatusOr<int> Child::Wait(absl::Time deadline) {
 
 // -------------------------------- Daemon ----------------------------------
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start() {
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const StartOptions& options) {
   auto dir = TempDir::Make();
   if (!dir.ok()) return dir.status();
-  auto child =
-      Child::Spawn({SHMLANED_PATH, "--runtime-dir", dir->path(), "--metrics-listen", "none"});
+  std::vector<std::string> argv = {
+      SHMLANED_PATH, "--runtime-dir", dir->path(), "--metrics-listen",
+      options.metrics ? "unix:" + dir->path() + "/metrics.sock" : std::string("none")};
+  if (options.per_lane_metrics) argv.push_back("--per-lane-metrics");
+  auto child = Child::Spawn(argv);
   if (!child.ok()) return child.status();
   std::unique_ptr<Daemon> daemon(new Daemon(std::move(*dir), std::move(*child)));
   // Wait for both sockets; the daemon creates them once it is ready.
@@ -254,7 +262,8 @@ absl::Status Daemon::CreateChannel(const std::string& name, v1::ChannelPattern p
   req.mutable_spec()->set_max_frame_bytes(max_frame_bytes);
   req.mutable_spec()->set_backpressure(policy);
   req.mutable_spec()->set_wait_preference(wait);
-  req.mutable_spec()->set_max_producers(64);
+  // BROADCAST has exactly one publisher (max_producers must stay unset).
+  if (pattern != v1::CHANNEL_PATTERN_BROADCAST) req.mutable_spec()->set_max_producers(64);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::Channel out;
@@ -288,16 +297,77 @@ absl::Status Daemon::GrantUid(const std::string& channel_name, uint32_t uid, v1:
   return FromGrpc(stub->AddGrant(&ctx, req, &out));
 }
 
-absl::StatusOr<v1::ChannelStats> Daemon::Stats(const std::string& channel_name) {
+absl::StatusOr<v1::ChannelStats> Daemon::Stats(const std::string& channel_name,
+                                               bool include_lanes) {
   auto channel =
       grpc::CreateChannel("unix:" + dir() + "/control.sock", grpc::InsecureChannelCredentials());
   auto stub = v1::ChannelService::NewStub(channel);
   v1::GetChannelStatsRequest req;
   req.set_name(channel_name);
+  req.set_include_lanes(include_lanes);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::ChannelStats out;
   if (absl::Status s = FromGrpc(stub->GetChannelStats(&ctx, req, &out)); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::string> Daemon::Metrics() {
+  const std::string path = dir() + "/metrics.sock";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return absl::InvalidArgumentError("path too long");
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket");
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return absl::ErrnoToStatus(errno, "connect " + path);
+  }
+  const std::string request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    return absl::ErrnoToStatus(errno, "send");
+  }
+  // The server closes after one response (Connection: close).
+  std::string response;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  for (;;) {
+    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left_ms <= 0) return absl::DeadlineExceededError("no /metrics response within 10 s");
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left_ms)) < 0 && errno != EINTR) {
+      return absl::ErrnoToStatus(errno, "poll");
+    }
+    char buf[65536];
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, "recv");
+    }
+    response.append(buf, static_cast<size_t>(n));
+  }
+  const size_t body = response.find("\r\n\r\n");
+  if (response.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos) {
+    return absl::InternalError("bad /metrics response: " + response.substr(0, 200));
+  }
+  return response.substr(body + 4);
+}
+
+std::map<std::string, double> ParseMetrics(const std::string& text) {
+  std::map<std::string, double> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    if (space == absl::string_view::npos) continue;
+    double v = 0;
+    if (!absl::SimpleAtod(line.substr(space + 1), &v)) continue;
+    out[std::string(line.substr(0, space))] = v;
+  }
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +21,10 @@
 #include "shmlane/v1/control.grpc.pb.h"
 
 namespace shmlane::testing {
+
+// The samples of a Prometheus text exposition: "name{labels}" (labels as
+// exposed, sorted by the exporter) -> value. Comment lines are skipped.
+std::map<std::string, double> ParseMetrics(const std::string& text);
 
 // SHMLANE_TEST_SCALE (default 1) times `n`, at least `min`.
 uint64_t Scaled(uint64_t n, uint64_t min = 1);
@@ -76,7 +81,14 @@ class Child {
 // A real shmlaned on a fresh runtime directory.
 class Daemon {
  public:
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start();
+  struct StartOptions {
+    // Serve /metrics on <dir>/metrics.sock (--metrics-listen unix:PATH);
+    // else no metrics listener.
+    bool metrics = false;
+    bool per_lane_metrics = false;  // --per-lane-metrics
+  };
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start() { return Start(StartOptions()); }
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const StartOptions& options);
   ~Daemon();
 
   const std::string& dir() const { return dir_.path(); }
@@ -89,7 +101,10 @@ class Daemon {
       shmlane::v1::WaitPreference wait = shmlane::v1::WAIT_PREFERENCE_UNSPECIFIED);
   absl::Status DeleteChannel(const std::string& name, bool force);
   absl::Status GrantUid(const std::string& channel, uint32_t uid, shmlane::v1::GrantRole role);
-  absl::StatusOr<shmlane::v1::ChannelStats> Stats(const std::string& channel);
+  absl::StatusOr<shmlane::v1::ChannelStats> Stats(const std::string& channel,
+                                                  bool include_lanes = false);
+  // GET /metrics on the metrics socket (StartOptions::metrics): the body.
+  absl::StatusOr<std::string> Metrics();
 
  private:
   Daemon(TempDir dir, Child child) : dir_(std::move(dir)), child_(std::move(child)) {}
