@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <new>
 #include <optional>
 #include <vector>
@@ -262,8 +263,10 @@ absl::Status ClientLoop(ClientEndpoint& conn, const RunSpec& spec, const RunCloc
 // Reaps `pids` until none is left or `deadline_ns` passes, then kills the
 // rest. SIGCHLD is blocked in the parent, so sigtimedwait sleeps until one
 // exits. Other children (a daemon) are left alone. Returns how many failed.
-// When `abort_on` fails, the others get at most two more seconds.
-int ReapAll(std::vector<pid_t>* pids, int64_t deadline_ns, pid_t abort_on = 0) {
+// When `abort_on` fails, the others get at most two more seconds. With
+// `peak_rss_kb`, records each reaped child's peak RSS (wait4's ru_maxrss).
+int ReapAll(std::vector<pid_t>* pids, int64_t deadline_ns, pid_t abort_on = 0,
+            std::map<pid_t, int64_t>* peak_rss_kb = nullptr) {
   int failures = 0;
   sigset_t chld;
   sigemptyset(&chld);
@@ -272,11 +275,13 @@ int ReapAll(std::vector<pid_t>* pids, int64_t deadline_ns, pid_t abort_on = 0) {
     bool reaped = false;
     for (size_t i = 0; i < pids->size();) {
       int status = 0;
-      const pid_t pid = waitpid((*pids)[i], &status, WNOHANG);
+      rusage usage{};
+      const pid_t pid = wait4((*pids)[i], &status, WNOHANG, &usage);
       if (pid == 0) {
         ++i;
         continue;
       }
+      if (pid > 0 && peak_rss_kb != nullptr) (*peak_rss_kb)[pid] = usage.ru_maxrss;
       if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         ++failures;
         // Without its server a run cannot finish: give the rest a moment.
@@ -543,7 +548,12 @@ absl::StatusOr<RunResult> RunOne(const RunSpec& spec) {
   }
 
   const int64_t reap_deadline = clock.end_ns + 40'000'000'000 + int64_t{spec.clients} * 50'000'000;
-  const int failed_children = ReapAll(&children, reap_deadline, server_pid);
+  std::map<pid_t, int64_t> peak_rss_kb;
+  const int failed_children = ReapAll(&children, reap_deadline, server_pid, &peak_rss_kb);
+  // A process that ended before the sample above (a late wake-up of this
+  // parent on a loaded machine) reports its peak RSS instead.
+  if (res.server_rss_kb == 0) res.server_rss_kb = peak_rss_kb[server_pid];
+  if (res.client_rss_kb == 0) res.client_rss_kb = peak_rss_kb[client_pids[0]];
 
   // The first few errors verbatim, then a count: 512 clients usually fail
   // for one reason.

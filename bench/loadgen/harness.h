@@ -38,7 +38,8 @@ struct Resources {
   CpuUsage daemon;  // zeros when the transport has no daemon
   int64_t daemon_rss_kb = 0;
   int64_t server_rss_kb = 0;
-  int64_t client_rss_kb = 0;       // client 0
+  int64_t client_rss_kb = 0;       // client 0 (server and client: VmRSS near the end of
+                                   // the window, or the peak RSS if it had exited by then)
   int64_t daemon_memfd_bytes = 0;  // memfds the daemon holds (lane segments)
   int64_t shmem_delta_kb = 0;      // system Shmem growth since before setup
   // --cpu-limit: the run's cgroup throttling in the window.
