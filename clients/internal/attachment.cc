@@ -270,10 +270,14 @@ absl::StatusOr<v1::ResumeReply> ReceiveResumeReply(AttachSocket& socket, absl::T
   auto received = socket.Receive(deadline);
   if (!received.ok()) return received.status();
   if (!received->message.has_resume_reply()) {
-    // An AttachReply here is the daemon shedding load at accept: retry.
+    // An AttachReply here is the daemon shedding load at accept (retry), or
+    // a daemon that does not know Resume (final).
     if (received->message.has_attach_reply() && received->message.attach_reply().code() != 0) {
-      return absl::Status(CodeFromRpc(received->message.attach_reply().code()),
-                          received->message.attach_reply().message());
+      const absl::StatusCode code = CodeFromRpc(received->message.attach_reply().code());
+      *refused = code != absl::StatusCode::kResourceExhausted;
+      return absl::Status(
+          code, absl::StrCat("shmlaned did not take the resume of ", ChannelLabel(channel), ": ",
+                             received->message.attach_reply().message()));
     }
     *refused = true;
     return absl::DataLossError(absl::StrCat("shmlaned answered a resume of ", ChannelLabel(channel),

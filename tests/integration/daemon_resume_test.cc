@@ -320,6 +320,9 @@ void StreamThroughRestart(int sig) {
   absl::SleepFor(absl::Milliseconds(300));
   const int64_t before = StatsFrames(d, "lane");
   ASSERT_GT(before, 0) << "no frames counted before the restart";
+  const std::string sent = "shmlane_frames_total{channel=\"lane\",direction=\"sent\"}";
+  const double exported_before = Metric(d, sent);
+  ASSERT_GT(exported_before, 0) << "no exported frames before the restart";
   if (sig == SIGKILL) {
     ASSERT_TRUE(d.Stop(SIGKILL).ok());
   } else {
@@ -338,6 +341,10 @@ void StreamThroughRestart(int sig) {
   // Totals continue from shared memory.
   const int64_t after = StatsFrames(d, "lane");
   EXPECT_GE(after, before) << "the channel's frame total went back after the restart";
+  const double exported_after = Metric(d, sent);
+  EXPECT_GE(exported_after, exported_before) << "the exported frame total went back";
+  std::printf("exported %s: %.0f before, %.0f after\n", sent.c_str(), exported_before,
+              exported_after);
   CommandResult lanes = d.Ctl({"stats", "lane", "--lanes"});
   EXPECT_EQ(lanes.exit_code, 0) << lanes.err;
   std::printf("frames before %ld, after %ld\n%s", static_cast<long>(before),
