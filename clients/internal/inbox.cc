@@ -163,7 +163,8 @@ void Inbox::CheckControl() {
       Hangup(got.status());
       // No Goodbye: the daemon died or stopped with --on-stop=keep. A
       // consumer hands its lanes to the next one.
-      if (role_ == v1::ROLE_CONSUMER && !credential_.empty() && !lanes_.empty()) {
+      if ((role_ == v1::ROLE_CONSUMER || role_ == v1::ROLE_SERVER) && !credential_.empty() &&
+          !lanes_.empty()) {
         resume_pending_ = true;
         resume_next_ns_ = CoarseNowNs();
         resume_delay_ns_ = 5'000'000;
@@ -284,6 +285,7 @@ void Inbox::TryResume(int64_t now) {
                              .producer_bell_fd = info.peer_bell->fd(),
                              .consumer_bell_fd = info.own_bell->fd()});
   }
+  if (hooks_.resume_lanes) hooks_.resume_lanes(&request.lanes);
   bool refused = false;
   auto result = Resume(request, options_, kResumeAttemptTimeout, &refused);
   if (!result.ok()) {

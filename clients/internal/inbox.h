@@ -11,7 +11,8 @@
 // attached keep flowing; only new peers stop coming until a consumer hands
 // its lanes back to the restarted daemon (Resume): from inside Poll/Wait,
 // with backoff (5 ms doubling to 1 s), a parked reader waking for each
-// attempt. (A server does not resume yet; a consumer whose last lane ended
+// attempt (a server hands its reply lanes back too, through its hooks). (A
+// consumer or server whose last lane ended
 // while no daemon ran reports Unavailable as before.) When it says Goodbye
 // (shutdown, channel deleted) the lanes end once what they hold is read.
 //
@@ -47,6 +48,8 @@ class Inbox {
   struct WriteLaneHooks {
     std::function<absl::Status(LaneEnd lane)> add;
     std::function<void(uint64_t lane_id)> remove;
+    // Resume: appends the WRITE lanes to hand back with the READ lanes.
+    std::function<void(std::vector<ResumeLane>* lanes)> resume_lanes;
   };
 
   // Takes the handshake's READ lanes; WRITE lanes go to hooks.add.

@@ -40,6 +40,7 @@
 #include "absl/time/clock.h"
 #include "clients/consumer.h"
 #include "clients/producer.h"
+#include "clients/request_reply.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 
@@ -382,6 +383,79 @@ TEST(DaemonResumeTest, StreamsContinueThroughSigkillAndRestart) { StreamThroughR
 
 TEST(DaemonResumeTest, StreamsContinueThroughPlannedRestartWithOnStopKeep) {
   StreamThroughRestart(SIGTERM);
+}
+
+// REQUEST_REPLY: a client calls a server in a loop through a SIGKILL and
+// restart; both resume, every call is answered, and a client killed after
+// the restart is reported to the server again.
+TEST(DaemonResumeTest, RequestReplyContinuesThroughSigkill) {
+  TestDaemon d;
+  const std::vector<std::string> flags = {"--resume-grace=20s"};
+  ASSERT_TRUE(d.Start(flags).ok()) << d.stderr_text();
+  CommandResult r = d.Ctl({"channels", "create", "rr", "--pattern", "request-reply"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ClientProcess server([&](const ClientProcess::Io& io) {
+    client::Server::Options o;
+    static_cast<client::AttachOptions&>(o) = Options(d, "server");
+    o.on_peer_event = [&](const client::PeerEvent& e) {
+      if (e.kind == client::PeerEvent::Kind::kDetached) io.Say(absl::StrCat("gone ", e.peer.name));
+    };
+    auto s = client::Server::Attach("rr", o);
+    if (!s.ok()) {
+      io.Say(absl::StrCat("failed ", s.status().ToString()));
+      return 10;
+    }
+    io.Say("ready");
+    while (!io.GoPending()) {
+      auto n = s->ServeOnce(
+          [](const client::Server::Request& req, std::string* reply) {
+            reply->assign(req.data_as_string_view());
+            return absl::OkStatus();
+          },
+          absl::Now() + absl::Milliseconds(100));
+      if (!n.ok()) {
+        io.Say(absl::StrCat("failed ", n.status().ToString()));
+        return 12;
+      }
+    }
+    return 0;
+  });
+  ASSERT_EQ(server.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
+  ClientProcess caller([&](const ClientProcess::Io& io) {
+    auto c = client::Client::Attach("rr", Options(d, "caller"));
+    if (!c.ok()) {
+      io.Say(absl::StrCat("failed ", c.status().ToString()));
+      return 10;
+    }
+    io.Say("ready");
+    for (uint64_t i = 0;; ++i) {
+      const std::string request = absl::StrCat("call ", i);
+      auto reply = c->Call(request, absl::Now() + absl::Seconds(10));
+      if (!reply.ok() || *reply != request) {
+        io.Say(absl::StrCat("failed call ", i, ": ", reply.status().ToString()));
+        return 12;
+      }
+      if (c->resumes() > 0 && i % 100 == 0) io.Say(absl::StrCat("resumed at ", i));
+    }
+  });
+  ASSERT_EQ(caller.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
+  absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(d.Stop(SIGKILL).ok());
+  absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(d.Start(flags).ok()) << d.stderr_text();
+  ASSERT_TRUE(AwaitResumed(d, 2, absl::Seconds(10)).has_value())
+      << AttachResult(d, "resumed") << " of 2 resumed";
+  absl::StatusOr<std::string> resumed = caller.ReadLine(absl::Seconds(10));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_TRUE(absl::StartsWith(*resumed, "resumed at")) << *resumed;
+  std::printf("client: %s\n", resumed->c_str());
+  const absl::Time killed = absl::Now();
+  caller.Kill();
+  absl::StatusOr<std::string> gone = server.ReadLineStartingWith("gone caller", absl::Seconds(5));
+  ASSERT_TRUE(gone.ok()) << "the server was not told that its client died: " << gone.status();
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(2));
+  server.Go();
+  EXPECT_EQ(server.Wait(absl::Seconds(10)).value_or(-1), 0);
 }
 
 // ---------------------------------------------------------------------------
