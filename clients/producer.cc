@@ -186,6 +186,7 @@ void Producer::TryResume(int64_t now) {
                                              : result.status().message());
     ended_by_daemon_ = true;
     lane_->Close();
+    lane_.reset();  // every write now returns kClosed
     return;
   }
   socket_ = std::make_unique<internal::AttachSocket>(std::move(result->socket));
@@ -275,6 +276,11 @@ void Producer::Close() {
 bool Producer::PeerClosed() const { return !lane_.has_value() || lane_->PeerClosed(); }
 
 absl::Status Producer::status() const {
+  if (!lane_.has_value() && ended_by_daemon_ && !closed_here_) {
+    return absl::UnavailableError(absl::StrCat(
+        "shmlaned closed the lane to ", internal::ChannelLabel(channel_), ": ", closed_reason_,
+        absl::StrContains(closed_reason_, "attach again") ? "" : "; attach again to write"));
+  }
   if (!lane_.has_value()) {
     return absl::FailedPreconditionError(
         closed_here_ ? absl::StrCat("the producer on ", internal::ChannelLabel(channel_),

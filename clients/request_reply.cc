@@ -183,6 +183,8 @@ void Client::TryResume(int64_t now) {
     resume_refused_ = true;
     requests_->Close();
     replies_->Close();
+    requests_.reset();
+    replies_.reset();
     return;
   }
   socket_ = std::make_unique<internal::AttachSocket>(std::move(result->socket));
@@ -245,11 +247,16 @@ size_t Client::max_request_bytes() const {
 
 absl::Status Client::Call(std::span<const std::byte> request, std::string* reply,
                           absl::Time deadline) {
-  if (!requests_.has_value() || !replies_.has_value()) {
-    return absl::FailedPreconditionError("the client is closed");
-  }
   if (const int64_t now = internal::CoarseNowNs(); now >= next_daemon_check_ns_) {
     CheckDaemon(now);
+  }
+  if (resume_refused_ && !requests_.has_value()) {
+    return absl::UnavailableError(
+        absl::StrCat("call on ", internal::ChannelLabel(channel_),
+                     ": the restarted shmlaned does not know this client's lanes; attach again"));
+  }
+  if (!requests_.has_value() || !replies_.has_value()) {
+    return absl::FailedPreconditionError("the client is closed");
   }
   const std::string context = absl::StrCat("call on ", internal::ChannelLabel(channel_));
   const uint64_t call_id = next_call_id_++;

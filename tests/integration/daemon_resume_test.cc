@@ -458,6 +458,69 @@ TEST(DaemonResumeTest, RequestReplyContinuesThroughSigkill) {
   EXPECT_EQ(server.Wait(absl::Seconds(10)).value_or(-1), 0);
 }
 
+// A daemon restarted without the state file knows none of the lanes: the
+// producer's resume is refused, so it closes its lane (its writes return
+// kClosed, status() says to attach again) and the consumer, whose resume is
+// refused too, reads every frame committed before that, then sees the end.
+TEST(DaemonResumeTest, LanesTheNewDaemonDoesNotKnowAreClosedByTheirHolders) {
+  TestDaemon d;
+  ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
+  CreateStream(d, "lane");
+  ClientProcess consumer([&](const ClientProcess::Io& io) {
+    client::Consumer::Options o;
+    static_cast<client::AttachOptions&>(o) = Options(d, "consumer");
+    auto c = client::Consumer::Attach("lane", o);
+    if (!c.ok()) return 10;
+    io.Say("ready");
+    uint64_t frames = 0;
+    for (;;) {
+      auto f = c->Read(absl::Now() + absl::Seconds(20));
+      if (!f.ok()) {
+        io.Say(absl::StrCat("end after ", frames, " frames: ", f.status().ToString()));
+        return absl::IsUnavailable(f.status()) ? 0 : 12;
+      }
+      ++frames;
+    }
+  });
+  ASSERT_EQ(consumer.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
+  ClientProcess producer([&](const ClientProcess::Io& io) {
+    auto p = client::Producer::Attach("lane", Options(d, "producer"));
+    if (!p.ok()) return 10;
+    io.Say("ready");
+    uint64_t written = 0;
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < until) {
+      const client::WriteResult r = p->Write("frame", absl::Now() + absl::Seconds(10));
+      if (r == client::WriteResult::kClosed) {
+        io.Say(absl::StrCat("closed after ", written, " frames: ", p->status().ToString()));
+        return absl::IsUnavailable(p->status()) ? 0 : 12;
+      }
+      if (r != client::WriteResult::kOk) return 13;
+      ++written;
+      if (written % 64 == 0) absl::SleepFor(absl::Microseconds(100));
+    }
+    return 14;
+  });
+  ASSERT_EQ(producer.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
+  absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(d.Stop(SIGKILL).ok());
+  ASSERT_EQ(::unlink((d.runtime_dir() + "/shmlaned.state").c_str()), 0) << std::strerror(errno);
+  ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
+  CreateStream(d, "lane");
+  absl::StatusOr<std::string> closed = producer.ReadLine(absl::Seconds(10));
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_TRUE(absl::StrContains(*closed, "attach again")) << *closed;
+  EXPECT_EQ(producer.Wait(absl::Seconds(5)).value_or(-1), 0) << *closed;
+  absl::StatusOr<std::string> end = consumer.ReadLine(absl::Seconds(30));
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(consumer.Wait(absl::Seconds(5)).value_or(-1), 0) << *end;
+  // Every frame written was read: "closed after N" and "end after N".
+  const std::string wrote = closed->substr(13, closed->find(' ', 13) - 13);
+  EXPECT_TRUE(absl::StrContains(*end, absl::StrCat("end after ", wrote, " frames")))
+      << *closed << " / " << *end;
+  std::printf("producer: %s\nconsumer: %s\n", closed->c_str(), end->c_str());
+}
+
 // ---------------------------------------------------------------------------
 // Hostile resumes, from a raw attach client in this process.
 
