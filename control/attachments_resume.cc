@@ -135,6 +135,15 @@ void Attachments::RestoreResumable(const v1::DaemonState& state, absl::Time dead
     }
     if (channel->second.pending_lanes.emplace(p.lane_id(), p).second) ++pending_lanes_;
   }
+  // A consumer or server that held no lane has nothing to hand back (the
+  // client library does not resume it): it must not hold the channel's one
+  // place through the grace period.
+  for (auto it = pending_attachments_.begin(); it != pending_attachments_.end();) {
+    const bool reader = !IsClientSide(it->second.role());
+    auto channel = channels_.find(it->second.channel());
+    const bool empty = channel == channels_.end() || channel->second.pending_lanes.empty();
+    it = reader && empty ? pending_attachments_.erase(it) : std::next(it);
+  }
   resume_deadline_ = deadline;
 }
 

@@ -521,6 +521,24 @@ TEST(DaemonResumeTest, LanesTheNewDaemonDoesNotKnowAreClosedByTheirHolders) {
   std::printf("producer: %s\nconsumer: %s\n", closed->c_str(), end->c_str());
 }
 
+// A consumer that held no lane at the crash has nothing to hand back: it
+// keeps no place, and a new consumer may attach at once.
+TEST(DaemonResumeTest, AConsumerWithoutLanesKeepsNoPlace) {
+  TestDaemon d;
+  ASSERT_TRUE(d.Start({"--resume-grace=30s"}).ok()) << d.stderr_text();
+  CreateStream(d, "lane");
+  absl::StatusOr<Attached> old = AttachTo(d.attach_socket(), "lane", v1::ROLE_CONSUMER);
+  ASSERT_TRUE(old.ok());
+  ASSERT_EQ(old->reply.message.attach_reply().code(), 0);
+  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_TRUE(d.Stop(SIGKILL).ok());
+  ASSERT_TRUE(d.Start({"--resume-grace=30s"}).ok()) << d.stderr_text();
+  absl::StatusOr<Attached> fresh = AttachTo(d.attach_socket(), "lane", v1::ROLE_CONSUMER);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->reply.message.attach_reply().code(), 0)
+      << fresh->reply.message.attach_reply().message();
+}
+
 // ---------------------------------------------------------------------------
 // Hostile resumes, from a raw attach client in this process.
 
