@@ -117,6 +117,7 @@ const std::string& Consumer::channel() const {
   static const std::string no_channel;
   return inbox_ == nullptr ? no_channel : inbox_->channel();
 }
+uint64_t Consumer::resumes() const { return inbox_ == nullptr ? 0 : inbox_->resumes(); }
 absl::Status Consumer::attach_status() const {
   return inbox_ == nullptr ? absl::FailedPreconditionError("consumer is moved-from")
                            : inbox_->attach_status();

@@ -17,8 +17,11 @@
 //
 // When the daemon goes away (crash, restart, Goodbye) the lanes already
 // attached keep delivering until their producers close; Read() then returns
-// Unavailable. A producer's death is seen after every frame it committed has
-// been delivered.
+// Unavailable. After a crash or an --on-stop=keep stop (no Goodbye) the
+// consumer hands its lanes back to the restarted daemon by itself, from
+// inside Read/Poll/Wait (reconnecting with backoff), so that producers that
+// die are reported again and new producers arrive. A producer's death is seen after every frame it
+// committed has been delivered.
 //
 // Thread safety: a Consumer is used by one thread at a time, except
 // Interrupt(), which any thread may call while the Consumer lives. Peer events are
@@ -95,8 +98,11 @@ class Consumer {
   std::vector<Peer> peers() const;
   uint64_t attachment_id() const;
   const std::string& channel() const;
-  // OK while attached to the daemon; Unavailable (why) once it is gone.
+  // OK while attached to the daemon; Unavailable (why) once it is gone, OK
+  // again once the lanes were handed to a restarted daemon (Resume).
   absl::Status attach_status() const;
+  // How often the lanes were handed to a restarted daemon.
+  uint64_t resumes() const;
 
   // Makes the blocked (or the next) Read/Wait return Cancelled, once. The
   // only call that may come from another thread (e.g. a signal watcher).

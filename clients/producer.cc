@@ -1,11 +1,13 @@
 #include "clients/producer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "clients/internal/attach_socket.h"
 #include "clients/internal/attachment.h"
+#include "dataplane/deadline.h"
 
 namespace shmlane::client {
 
@@ -56,6 +58,11 @@ absl::StatusOr<Producer> Producer::Attach(std::string_view channel, const Option
   p.own_bell_ = handshake->own_bell;
   p.peer_ = end.peer;
   p.lane_.emplace(std::move(*lane));
+  p.client_name_ = handshake->client_name;
+  p.attach_credential_ = handshake->resume_credential;
+  p.lane_credential_ = end.resume_credential;
+  p.peer_bell_ = end.peer_bell;
+  p.next_daemon_check_ns_ = internal::CoarseNowNs() + kDaemonCheckIntervalNs;
   return p;
 }
 
@@ -74,6 +81,16 @@ Producer& Producer::operator=(Producer&& other) noexcept {
     closed_reason_ = std::move(other.closed_reason_);
     ended_by_daemon_ = other.ended_by_daemon_;
     closed_here_ = other.closed_here_;
+    writes_since_check_ = other.writes_since_check_;
+    client_name_ = std::move(other.client_name_);
+    attach_credential_ = std::move(other.attach_credential_);
+    lane_credential_ = std::move(other.lane_credential_);
+    peer_bell_ = std::move(other.peer_bell_);
+    next_daemon_check_ns_ = other.next_daemon_check_ns_;
+    daemon_gone_ = other.daemon_gone_;
+    resume_next_ns_ = other.resume_next_ns_;
+    resume_delay_ns_ = other.resume_delay_ns_;
+    resumes_ = other.resumes_;
   }
   return *this;
 }
@@ -99,7 +116,86 @@ void Producer::Note() {
   }
 }
 
+void Producer::MaybeCheckDaemon() {
+  const int64_t now = internal::CoarseNowNs();
+  if (now >= next_daemon_check_ns_) CheckDaemon(now);
+}
+
+void Producer::CheckDaemon(int64_t now) {
+  next_daemon_check_ns_ = now + kDaemonCheckIntervalNs;
+  if (!lane_.has_value()) return;
+  if (!daemon_gone_) {
+    if (socket_ == nullptr || !socket_->is_open()) return;
+    for (int i = 0; i < 16; ++i) {
+      auto got = socket_->TryReceive();
+      if (!got.ok()) {
+        // Hung up without a Goodbye: the daemon died or stopped with
+        // --on-stop=keep. The lane flows on; hand it to the next daemon.
+        socket_->Close();
+        daemon_gone_ = true;
+        resume_next_ns_ = now;
+        resume_delay_ns_ = 5'000'000;
+        break;
+      }
+      if (!got->has_value()) break;
+      const v1::AttachMessage& m = (*got)->message;
+      if (m.has_lane_removed()) closed_reason_ = m.lane_removed().reason();
+      if (m.has_goodbye()) {
+        closed_reason_ = m.goodbye().reason();
+        ended_by_daemon_ = true;
+      }
+    }
+  }
+  if (daemon_gone_ && !ended_by_daemon_ && now >= resume_next_ns_) TryResume(now);
+}
+
+void Producer::TryResume(int64_t now) {
+  if (lane_->PeerClosed()) {
+    daemon_gone_ = false;  // nothing left to resume
+    return;
+  }
+  internal::ResumeRequest request;
+  request.channel = channel_;
+  request.role = v1::ROLE_PRODUCER;
+  request.attachment_id = attachment_id_;
+  request.credential = attach_credential_;
+  request.client_name = client_name_;
+  request.lanes.push_back({.lane_id = peer_.lane_id,
+                           .credential = lane_credential_,
+                           .segment_fd = lane_->segment().fd(),
+                           .producer_bell_fd = own_bell_->fd(),
+                           .consumer_bell_fd = peer_bell_->fd()});
+  bool refused = false;
+  auto result = internal::Resume(request, options_, internal::kResumeAttemptTimeout, &refused);
+  if (result.ok()) {
+    for (const auto& [id, status] : result->lanes) {
+      if (!status.ok()) refused = true;
+    }
+  }
+  if (!result.ok() && !refused) {
+    // No daemon yet (or a slow one): try again later.
+    resume_next_ns_ = internal::CoarseNowNs() + resume_delay_ns_;
+    resume_delay_ns_ = std::min<int64_t>(resume_delay_ns_ * 2, 1'000'000'000);
+    return;
+  }
+  daemon_gone_ = false;
+  if (refused) {
+    // The restarted daemon does not know this lane: nobody would supervise
+    // it, so end it (the consumer reads what was committed, then sees us go).
+    closed_reason_ = std::string(result.ok() ? result->lanes.front().second.message()
+                                             : result.status().message());
+    ended_by_daemon_ = true;
+    lane_->Close();
+    lane_.reset();  // every write now returns kClosed
+    return;
+  }
+  socket_ = std::make_unique<internal::AttachSocket>(std::move(result->socket));
+  ++resumes_;
+  (void)now;
+}
+
 WriteResult Producer::TryWrite(std::span<const std::byte> frame) {
+  MaybeCheckDaemon();
   if (!lane_.has_value() || ClosedCheckDue()) return WriteResult::kClosed;
   const WriteResult r = lane_->TryWrite(frame);
   if (r == WriteResult::kClosed) Note();
@@ -107,14 +203,35 @@ WriteResult Producer::TryWrite(std::span<const std::byte> frame) {
 }
 
 WriteResult Producer::Write(std::span<const std::byte> frame, absl::Time deadline) {
+  int64_t now = internal::CoarseNowNs();
+  if (now >= next_daemon_check_ns_) CheckDaemon(now);
   if (!lane_.has_value() || ClosedCheckDue()) return WriteResult::kClosed;
-  const WriteResult r = lane_->Write(frame, deadline);
+  // Blocks (or drops, or fails) per the lane's policy, in slices of at most
+  // kDaemonCheckIntervalNs so that a producer parked on a full ring still
+  // looks at its attach socket (CheckDaemon). The slice is measured on the
+  // coarse clock, which may lag by a few ms: a slightly shorter slice.
+  const dataplane::Deadline end = dataplane::Deadline::FromTime(deadline);
+  WriteResult r;
+  for (;;) {
+    const int64_t slice_end = now + kDaemonCheckIntervalNs;
+    const bool last = end.ns() <= slice_end;
+    r = lane_->Write(frame, last ? end : dataplane::Deadline::AtNs(slice_end));
+    if (r != WriteResult::kTimeout || last) break;
+    now = internal::CoarseNowNs();
+    if (end.ns() <= now) break;
+    CheckDaemon(now);
+    if (lane_->PeerClosed()) {
+      r = WriteResult::kClosed;
+      break;
+    }
+  }
   if (r == WriteResult::kClosed) Note();
   return r;
 }
 
 size_t Producer::TryWriteBatch(std::span<const std::span<const std::byte>> frames,
                                WriteResult* result) {
+  MaybeCheckDaemon();
   if (!lane_.has_value() || ClosedCheckDue()) {
     if (result != nullptr) *result = WriteResult::kClosed;
     return 0;
@@ -127,6 +244,7 @@ size_t Producer::TryWriteBatch(std::span<const std::span<const std::byte>> frame
 }
 
 Reservation Producer::Reserve(size_t n) {
+  MaybeCheckDaemon();
   if (!lane_.has_value() || ClosedCheckDue()) return Reservation{WriteResult::kClosed, {}};
   Reservation r = lane_->Reserve(n);
   if (r.result == WriteResult::kClosed) Note();
@@ -158,6 +276,11 @@ void Producer::Close() {
 bool Producer::PeerClosed() const { return !lane_.has_value() || lane_->PeerClosed(); }
 
 absl::Status Producer::status() const {
+  if (!lane_.has_value() && ended_by_daemon_ && !closed_here_) {
+    return absl::UnavailableError(absl::StrCat(
+        "shmlaned closed the lane to ", internal::ChannelLabel(channel_), ": ", closed_reason_,
+        absl::StrContains(closed_reason_, "attach again") ? "" : "; attach again to write"));
+  }
   if (!lane_.has_value()) {
     return absl::FailedPreconditionError(
         closed_here_ ? absl::StrCat("the producer on ", internal::ChannelLabel(channel_),

@@ -22,7 +22,17 @@
 // lane the same way, with or without a consumer.
 //
 // The daemon is not on the data path: if it dies, or stops with
-// --on-stop=keep, the lane keeps flowing.
+// --on-stop=keep, the lane keeps flowing, and the producer hands its lane
+// back to the restarted daemon by itself (Resume), from inside its normal
+// calls: each call reads the coarse monotonic clock (vDSO, no system call)
+// and at most every kDaemonCheckInterval (50 ms) looks at its attach socket
+// without blocking; once that hung up it reconnects with backoff (5 ms
+// doubling to 1 s). A blocking Write waits in slices of at most that
+// interval so that a producer parked on a full ring resumes too. A producer
+// that makes no call at all for longer than the daemon's --resume-grace
+// loses its lane (it then reads closed). If the restarted daemon refuses the
+// resume (it does not know the lane), the lane is closed here and status()
+// says to attach again.
 //
 // Thread safety: one thread at a time.
 #pragma once
@@ -94,6 +104,10 @@ class Producer {
   // The consumer on the other end (lane id, attachment, name).
   const Peer& peer() const { return peer_; }
   uint64_t attachment_id() const { return attachment_id_; }
+  // How often this producer handed its lane to a restarted daemon.
+  uint64_t resumes() const { return resumes_; }
+  // True while the attach connection is up (not waiting to resume).
+  bool daemon_connected() const { return !daemon_gone_; }
   const std::string& channel() const { return channel_; }
   uint32_t max_frame_bytes() const;
 
@@ -114,6 +128,13 @@ class Producer {
     return true;
   }
   static constexpr uint32_t kClosedCheckEvery = 64;
+  // Looks at the attach socket when kDaemonCheckInterval passed: one coarse
+  // clock read (vDSO) per call otherwise.
+  void MaybeCheckDaemon();
+  // Out of line: the socket check and, once the daemon hung up, the resume.
+  void CheckDaemon(int64_t now_ns);
+  void TryResume(int64_t now_ns);
+  static constexpr int64_t kDaemonCheckIntervalNs = 50'000'000;
 
   std::string channel_;
   uint64_t attachment_id_ = 0;
@@ -126,6 +147,16 @@ class Producer {
   bool ended_by_daemon_ = false;  // a Goodbye came: shutdown, channel deleted, consumer gone
   bool closed_here_ = false;
   uint32_t writes_since_check_ = 0;
+  // Resume.
+  std::string client_name_;
+  std::string attach_credential_;
+  std::string lane_credential_;
+  std::shared_ptr<const dataplane::Doorbell> peer_bell_;
+  int64_t next_daemon_check_ns_ = 0;
+  bool daemon_gone_ = false;  // the attach connection hung up: resuming
+  int64_t resume_next_ns_ = 0;
+  int64_t resume_delay_ns_ = 0;
+  uint64_t resumes_ = 0;
 };
 
 }  // namespace shmlane::client

@@ -1,5 +1,6 @@
 #include "clients/request_reply.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -21,6 +22,14 @@ struct ServerReplies {
   dataplane::WaitOptions wait;
   absl::flat_hash_map<uint64_t, dataplane::Producer> by_client;
   absl::flat_hash_map<uint64_t, uint64_t> client_of_lane;  // reply lane id -> client
+  // What a resume hands back for each reply lane, by client.
+  struct Held {
+    uint64_t lane_id = 0;
+    std::string credential;
+    std::shared_ptr<const dataplane::Doorbell> own;
+    std::shared_ptr<const dataplane::Doorbell> peer;
+  };
+  absl::flat_hash_map<uint64_t, Held> held;
   std::vector<std::byte> scratch;
   uint64_t dropped = 0;
 
@@ -33,13 +42,31 @@ struct ServerReplies {
     by_client.erase(client);  // a replaced lane closes the old one
     by_client.emplace(client, std::move(*producer));
     client_of_lane[lane.peer.lane_id] = client;
+    held[client] = Held{.lane_id = lane.peer.lane_id,
+                        .credential = lane.resume_credential,
+                        .own = lane.own_bell != nullptr ? lane.own_bell : own_bell,
+                        .peer = lane.peer_bell};
     return absl::OkStatus();
   }
   void Remove(uint64_t lane_id) {
     auto it = client_of_lane.find(lane_id);
     if (it == client_of_lane.end()) return;
     by_client.erase(it->second);
+    held.erase(it->second);
     client_of_lane.erase(it);
+  }
+  // A reply lane: the server produces (parks on its own bell), the client
+  // consumes (parks on the peer bell).
+  void ResumeLanes(std::vector<ResumeLane>* out) const {
+    for (const auto& [client, lane] : by_client) {
+      auto h = held.find(client);
+      if (h == held.end()) continue;
+      out->push_back({.lane_id = h->second.lane_id,
+                      .credential = h->second.credential,
+                      .segment_fd = lane.segment().fd(),
+                      .producer_bell_fd = h->second.own->fd(),
+                      .consumer_bell_fd = h->second.peer->fd()});
+    }
   }
 };
 
@@ -61,10 +88,16 @@ absl::StatusOr<Client> Client::Attach(std::string_view channel, const Options& o
       if (!lane.ok()) return lane.status();
       c.requests_.emplace(std::move(*lane));
       c.server_ = end.peer;
+      c.request_lane_id_ = end.peer.lane_id;
+      c.request_credential_ = end.resume_credential;
+      c.request_peer_bell_ = end.peer_bell;
     } else if (end.direction == v1::LANE_DIRECTION_READ && !c.replies_.has_value()) {
       auto lane = dataplane::Consumer::Attach(std::move(end.segment), bells, wait);
       if (!lane.ok()) return lane.status();
       c.replies_.emplace(std::move(*lane));
+      c.reply_lane_id_ = end.peer.lane_id;
+      c.reply_credential_ = end.resume_credential;
+      c.reply_peer_bell_ = end.peer_bell;
     } else {
       return absl::DataLossError(absl::StrCat("shmlaned handed this client an extra lane (",
                                               end.peer.lane_id, ") on ",
@@ -80,7 +113,82 @@ absl::StatusOr<Client> Client::Attach(std::string_view channel, const Options& o
   c.attachment_id_ = handshake->attachment_id;
   c.socket_ = std::make_unique<internal::AttachSocket>(std::move(handshake->socket));
   c.inbound_.resize(4096);
+  c.options_ = options;
+  c.client_name_ = handshake->client_name;
+  c.attach_credential_ = handshake->resume_credential;
+  c.own_bell_ = handshake->own_bell;
+  c.next_daemon_check_ns_ = internal::CoarseNowNs() + 50'000'000;
   return c;
+}
+
+void Client::CheckDaemon(int64_t now) {
+  next_daemon_check_ns_ = now + 50'000'000;
+  if (!requests_.has_value() || resume_refused_) return;
+  if (!daemon_gone_) {
+    if (socket_ == nullptr || !socket_->is_open()) return;
+    for (int i = 0; i < 16; ++i) {
+      auto got = socket_->TryReceive();
+      if (!got.ok()) {
+        socket_->Close();
+        daemon_gone_ = true;
+        resume_next_ns_ = now;
+        resume_delay_ns_ = 5'000'000;
+        break;
+      }
+      if (!got->has_value()) break;
+      if ((*got)->message.has_goodbye()) resume_refused_ = true;  // ended: do not resume
+    }
+  }
+  if (daemon_gone_ && !resume_refused_ && now >= resume_next_ns_) TryResume(now);
+}
+
+void Client::TryResume(int64_t now) {
+  if (requests_->PeerClosed()) {
+    daemon_gone_ = false;
+    return;
+  }
+  internal::ResumeRequest request;
+  request.channel = channel_;
+  request.role = v1::ROLE_CLIENT;
+  request.attachment_id = attachment_id_;
+  request.credential = attach_credential_;
+  request.client_name = client_name_;
+  // Request lane: this side produces and parks on its own bell; reply lane:
+  // the server produces (parks on the peer bell), this side consumes.
+  request.lanes.push_back({.lane_id = request_lane_id_,
+                           .credential = request_credential_,
+                           .segment_fd = requests_->segment().fd(),
+                           .producer_bell_fd = own_bell_->fd(),
+                           .consumer_bell_fd = request_peer_bell_->fd()});
+  request.lanes.push_back({.lane_id = reply_lane_id_,
+                           .credential = reply_credential_,
+                           .segment_fd = replies_->segment().fd(),
+                           .producer_bell_fd = reply_peer_bell_->fd(),
+                           .consumer_bell_fd = own_bell_->fd()});
+  bool refused = false;
+  auto result = internal::Resume(request, options_, internal::kResumeAttemptTimeout, &refused);
+  if (result.ok()) {
+    for (const auto& [id, status] : result->lanes) {
+      if (!status.ok()) refused = true;
+    }
+  }
+  if (!result.ok() && !refused) {
+    resume_next_ns_ = now + resume_delay_ns_;
+    resume_delay_ns_ = std::min<int64_t>(resume_delay_ns_ * 2, 1'000'000'000);
+    return;
+  }
+  daemon_gone_ = false;
+  if (refused) {
+    // Unknown to the new daemon: end the lanes (calls then say Unavailable).
+    resume_refused_ = true;
+    requests_->Close();
+    replies_->Close();
+    requests_.reset();
+    replies_.reset();
+    return;
+  }
+  socket_ = std::make_unique<internal::AttachSocket>(std::move(result->socket));
+  ++resumes_;
 }
 
 Client::Client(Client&&) noexcept = default;
@@ -98,6 +206,22 @@ Client& Client::operator=(Client&& other) noexcept {
     next_call_id_ = other.next_call_id_;
     scratch_ = std::move(other.scratch_);
     inbound_ = std::move(other.inbound_);
+    options_ = std::move(other.options_);
+    client_name_ = std::move(other.client_name_);
+    attach_credential_ = std::move(other.attach_credential_);
+    own_bell_ = std::move(other.own_bell_);
+    request_lane_id_ = other.request_lane_id_;
+    reply_lane_id_ = other.reply_lane_id_;
+    request_credential_ = std::move(other.request_credential_);
+    reply_credential_ = std::move(other.reply_credential_);
+    request_peer_bell_ = std::move(other.request_peer_bell_);
+    reply_peer_bell_ = std::move(other.reply_peer_bell_);
+    next_daemon_check_ns_ = other.next_daemon_check_ns_;
+    daemon_gone_ = other.daemon_gone_;
+    resume_refused_ = other.resume_refused_;
+    resume_next_ns_ = other.resume_next_ns_;
+    resume_delay_ns_ = other.resume_delay_ns_;
+    resumes_ = other.resumes_;
   }
   return *this;
 }
@@ -123,6 +247,14 @@ size_t Client::max_request_bytes() const {
 
 absl::Status Client::Call(std::span<const std::byte> request, std::string* reply,
                           absl::Time deadline) {
+  if (const int64_t now = internal::CoarseNowNs(); now >= next_daemon_check_ns_) {
+    CheckDaemon(now);
+  }
+  if (resume_refused_ && !requests_.has_value()) {
+    return absl::UnavailableError(
+        absl::StrCat("call on ", internal::ChannelLabel(channel_),
+                     ": the restarted shmlaned does not know this client's lanes; attach again"));
+  }
   if (!requests_.has_value() || !replies_.has_value()) {
     return absl::FailedPreconditionError("the client is closed");
   }
@@ -196,6 +328,8 @@ absl::StatusOr<Server> Server::Attach(std::string_view channel, Options options)
   internal::Inbox::WriteLaneHooks hooks{
       .add = [replies](internal::LaneEnd lane) { return replies->Add(std::move(lane)); },
       .remove = [replies](uint64_t lane_id) { replies->Remove(lane_id); },
+      .resume_lanes =
+          [replies](std::vector<internal::ResumeLane>* lanes) { replies->ResumeLanes(lanes); },
   };
   auto inbox = internal::Inbox::Create(std::move(*handshake), v1::ROLE_SERVER, options,
                                        std::move(options.on_peer_event), std::move(hooks));

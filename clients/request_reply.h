@@ -10,6 +10,11 @@
 //
 // (little-endian; the code is a google.rpc.Code value, as absl::StatusCode.)
 //
+// Both ends hand their lanes back to a restarted daemon by themselves
+// (Resume, docs/protocol.md): a Client at the start of a Call once its
+// attach connection hung up (looked at without blocking at most every 50 ms
+// of CLOCK_MONOTONIC_COARSE), a Server from inside ServeOnce/ServeReady.
+//
 //   auto client = shmlane::client::Client::Attach("echo");
 //   auto reply = client->Call("ping", absl::Now() + absl::Milliseconds(100));
 //
@@ -70,6 +75,8 @@ class Client {
   absl::StatusOr<std::string> Call(std::string_view request, absl::Time deadline);
   // As above into `*reply`, reusing its capacity.
   absl::Status Call(std::span<const std::byte> request, std::string* reply, absl::Time deadline);
+  // How often the lanes were handed to a restarted daemon (Resume).
+  uint64_t resumes() const { return resumes_; }
 
   // The server side of the lanes (lane id of the request lane, attachment
   // and name of the server when the daemon knew it).
@@ -94,6 +101,23 @@ class Client {
   uint64_t next_call_id_ = 1;
   std::vector<std::byte> scratch_;  // framing for requests that must wait
   std::vector<std::byte> inbound_;  // reply frames
+  // Resume (as Producer: the attach socket is looked at, without blocking,
+  // at most every 50 ms of coarse clock at the start of a Call).
+  void CheckDaemon(int64_t now_ns);
+  void TryResume(int64_t now_ns);
+  AttachOptions options_;
+  std::string client_name_;
+  std::string attach_credential_;
+  std::shared_ptr<const dataplane::Doorbell> own_bell_;
+  uint64_t request_lane_id_ = 0, reply_lane_id_ = 0;
+  std::string request_credential_, reply_credential_;
+  std::shared_ptr<const dataplane::Doorbell> request_peer_bell_, reply_peer_bell_;
+  int64_t next_daemon_check_ns_ = 0;
+  bool daemon_gone_ = false;
+  bool resume_refused_ = false;
+  int64_t resume_next_ns_ = 0;
+  int64_t resume_delay_ns_ = 0;
+  uint64_t resumes_ = 0;
 };
 
 class Server {

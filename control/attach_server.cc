@@ -48,6 +48,36 @@ std::string ResultLabel(absl::StatusCode code) {
   return absl::AsciiStrToLower(absl::StatusCodeToString(code));
 }
 
+// Most lanes one ResumeLanes packet may carry: three fds each, within
+// kMaxFdsPerPacket.
+constexpr int kMaxResumeLanesPerPacket = 21;
+
+// What a received fd is, from its /proc/self/fd link, before the daemon
+// keeps it: a memfd and an eventfd never block on close, unlike a FUSE file
+// or a lingering socket a hostile client could send instead.
+bool FdLinkStartsWith(int fd, absl::string_view prefix) {
+  char link[128] = {};
+  const std::string path = absl::StrCat("/proc/self/fd/", fd);
+  const ssize_t n = ::readlink(path.c_str(), link, sizeof(link) - 1);
+  return n > 0 &&
+         absl::string_view(link, static_cast<size_t>(n)).substr(0, prefix.size()) == prefix;
+}
+
+// A close-on-exec copy of fds[index] when it is of the expected kind; an
+// invalid fd otherwise (the lane is then refused with a clear message).
+dataplane::UniqueFd TakeCopy(const std::vector<dataplane::UniqueFd>& fds, uint32_t index,
+                             absl::string_view kind) {
+  if (index >= fds.size() || !FdLinkStartsWith(fds[index].get(), kind))
+    return dataplane::UniqueFd();
+  return dataplane::UniqueFd(::fcntl(fds[index].get(), F_DUPFD_CLOEXEC, 0));
+}
+
+void AllowFds(int fd) {
+  const int on = 1;
+  // ENOPROTOOPT before Linux 6.16: fds pass anyway.
+  (void)::setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &on, sizeof(on));
+}
+
 }  // namespace
 
 AttachServer::AttachServer(AttachServerOptions options, Registry* registry, DaemonMetrics* metrics)
@@ -81,6 +111,7 @@ absl::Status AttachServer::Start() {
     if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return Errno("epoll_ctl");
   }
   next_backpressure_check_ = absl::Now() + options_.backpressure_check_interval;
+  resume_deadline_ = registry_->resume_deadline();
   registry_->SetOutboundWaker(this);
   thread_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
@@ -128,7 +159,7 @@ void AttachServer::ServiceOutboundIfDue() {
 }
 
 int AttachServer::NextTimeoutMs() const {
-  absl::Time next = next_backpressure_check_;
+  absl::Time next = std::min(next_backpressure_check_, resume_deadline_);
   if (!handshake_deadlines_.empty()) next = std::min(next, handshake_deadlines_.begin()->first);
   const int64_t due = outbound_due_ns_.load(std::memory_order_acquire);
   if (due != INT64_MAX) next = std::min(next, absl::FromUnixNanos(due));
@@ -174,6 +205,10 @@ void AttachServer::Loop() {
     if (accept) AcceptAll();
     ExpireHandshakes();
     ServiceOutboundIfDue();
+    if (absl::Now() >= resume_deadline_) {
+      registry_->RetireUnclaimed(absl::Now());
+      resume_deadline_ = registry_->resume_deadline();
+    }
     if (absl::Now() >= next_backpressure_check_) {
       registry_->CheckBackpressure();
       next_backpressure_check_ = absl::Now() + options_.backpressure_check_interval;
@@ -235,19 +270,21 @@ void AttachServer::DrainOutbound() {
   }
 }
 
-ssize_t AttachServer::Receive(int fd, bool* had_fds) {
+ssize_t AttachServer::Receive(int fd, bool* had_fds, std::vector<dataplane::UniqueFd>* keep,
+                              bool* truncated) {
   std::string& buffer = receive_buffer_;
   iovec iov{buffer.data(), buffer.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerPacket)];
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
   // MSG_TRUNC: the result is the packet's real size even when it did not fit.
   const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
   if (n < 0) return n;
   *had_fds = (msg.msg_flags & MSG_CTRUNC) != 0;
+  if (truncated != nullptr) *truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -255,7 +292,11 @@ ssize_t AttachServer::Receive(int fd, bool* had_fds) {
       int received;
       std::memcpy(&received, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
       // Never close() a client's fd here: it may block (SO_LINGER, FUSE).
-      closer_.Close(received);
+      if (keep != nullptr) {
+        keep->emplace_back(received);
+      } else {
+        closer_.Close(received);
+      }
       *had_fds = true;
     }
   }
@@ -392,7 +433,10 @@ void AttachServer::OnReadable(int fd) {
     Connection& conn = it->second;
     std::string& buffer = receive_buffer_;
     bool had_fds = false;
-    const ssize_t n = Receive(fd, &had_fds);
+    bool truncated = false;
+    const bool resuming = conn.resume != nullptr;
+    std::vector<dataplane::UniqueFd> fds;
+    const ssize_t n = Receive(fd, &had_fds, resuming ? &fds : nullptr, &truncated);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
       Close(fd, Registry::DetachKind::kDied);
@@ -408,16 +452,31 @@ void AttachServer::OnReadable(int fd) {
                                                          kMaxAttachMessageBytes, " bytes")));
       return;
     }
-    if (had_fds) {
+    if (resuming && truncated) {
+      for (dataplane::UniqueFd& f : fds) closer_.Close(f.Release());
+      RejectResume(fd, absl::InvalidArgumentError(absl::StrCat(
+                           "a ResumeLanes packet may carry at most ", kMaxFdsPerPacket, " fds")));
+      return;
+    }
+    if (had_fds && !resuming) {
       Reject(fd, absl::InvalidArgumentError("clients must not send file descriptors"));
       return;
     }
     v1::AttachMessage message;
     if (!message.ParseFromArray(buffer.data(), static_cast<int>(n))) {
+      for (dataplane::UniqueFd& f : fds) closer_.Close(f.Release());
       Reject(fd, absl::InvalidArgumentError(
                      "attach packet is not a serialized shmlane.v1.AttachMessage; "
                      "is the client speaking the attach protocol?"));
       return;
+    }
+    if (resuming) {
+      if (!OnResumeLanes(fd, conn, message, std::move(fds))) return;
+      continue;
+    }
+    if (conn.attachment_id == 0 && message.body_case() == v1::AttachMessage::kResume) {
+      if (!OnResume(fd, conn, message.resume())) return;
+      continue;
     }
     if (conn.attachment_id == 0) {
       if (message.body_case() != v1::AttachMessage::kAttachRequest) {
@@ -445,6 +504,78 @@ void AttachServer::OnReadable(int fd) {
     }
     return;
   }
+}
+
+bool AttachServer::OnResume(int fd, Connection& conn, const v1::Resume& resume) {
+  if (absl::Status s = registry_->CheckResume(conn.peer, resume); !s.ok()) {
+    RejectResume(fd, s);
+    return false;
+  }
+  conn.resume = std::make_unique<v1::Resume>(resume);
+  if (resume.lanes() == 0) return OnResumeLanes(fd, conn, v1::AttachMessage(), {});
+  // Only now, for this connection, may fds come in: the lanes.
+  AllowFds(fd);
+  v1::AttachMessage ready;
+  ready.mutable_resume_reply()->set_ready(true);
+  if (!SendAttachMessage(fd, ready, {}).ok()) {
+    Close(fd, Registry::DetachKind::kDied);
+    return false;
+  }
+  return true;
+}
+
+bool AttachServer::OnResumeLanes(int fd, Connection& conn, const v1::AttachMessage& message,
+                                 std::vector<dataplane::UniqueFd> fds) {
+  const uint32_t expected = conn.resume->lanes();
+  if (expected > 0) {
+    const auto& lanes = message.resume_lanes().lanes();
+    if (message.body_case() != v1::AttachMessage::kResumeLanes || lanes.empty() ||
+        lanes.size() > kMaxResumeLanesPerPacket ||
+        conn.resumed.size() + static_cast<size_t>(lanes.size()) > expected) {
+      for (dataplane::UniqueFd& f : fds) closer_.Close(f.Release());
+      RejectResume(fd, absl::InvalidArgumentError(absl::StrCat(
+                           "after ResumeReply.ready send the ", expected,
+                           " announced lanes in ResumeLanes packets of 1 to ",
+                           kMaxResumeLanesPerPacket, " lanes each, and nothing else")));
+      return false;
+    }
+    for (const v1::ResumedLane& lane : lanes) {
+      ResumedLaneFds in;
+      in.lane = lane;
+      in.segment = TakeCopy(fds, lane.segment_fd_index(), "/memfd:");
+      in.producer_bell = TakeCopy(fds, lane.producer_doorbell_fd_index(), "anon_inode:[eventfd]");
+      in.consumer_bell = TakeCopy(fds, lane.consumer_doorbell_fd_index(), "anon_inode:[eventfd]");
+      conn.resumed.push_back(std::move(in));
+    }
+    for (dataplane::UniqueFd& f : fds) closer_.Close(f.Release());
+    if (conn.resumed.size() < expected) return true;
+  }
+  absl::StatusOr<uint64_t> id =
+      registry_->FinishResume(fd, conn.peer, *conn.resume, std::move(conn.resumed));
+  conn.resumed.clear();
+  conn.resume.reset();
+  metrics_->ObserveAttachHandshake(id.ok() ? "resumed" : ResultLabel(id.status().code()),
+                                   absl::Now() - (conn.deadline - options_.handshake_timeout));
+  if (!id.ok()) {
+    RejectResume(fd, id.status());
+    return false;
+  }
+  RefuseFds(fd);
+  handshake_deadlines_.erase({conn.deadline, fd});
+  conn.attachment_id = *id;
+  if (auto count = per_uid_.find(conn.peer.uid); count != per_uid_.end()) {
+    count->second.handshaking -= std::min<size_t>(count->second.handshaking, 1);
+  }
+  return true;
+}
+
+void AttachServer::RejectResume(int fd, const absl::Status& status) {
+  metrics_->CountAttach(absl::StrCat("resume_", ResultLabel(status.code())));
+  v1::AttachMessage reply;
+  reply.mutable_resume_reply()->set_code(static_cast<int32_t>(status.code()));
+  reply.mutable_resume_reply()->set_message(std::string(status.message()));
+  (void)SendAttachMessage(fd, reply, {});
+  Close(fd, Registry::DetachKind::kProtocolError);
 }
 
 void AttachServer::Reject(int fd, const absl::Status& status) {

@@ -22,10 +22,12 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -86,6 +88,10 @@ class AttachServer final : private OutboundWaker {
     PeerCredentials peer;
     absl::Time deadline;  // handshake deadline while attachment_id == 0
     uint64_t attachment_id = 0;
+    // A Resume whose identity checked out: its lanes arrive (with fds) in
+    // ResumeLanes packets until `resumed` holds resume->lanes() of them.
+    std::unique_ptr<shmlane::v1::Resume> resume;
+    std::vector<ResumedLaneFds> resumed;
   };
 
   // OutboundWaker, called by OutboundQueues under its lock from any thread:
@@ -105,8 +111,17 @@ class AttachServer final : private OutboundWaker {
   // uid's handshaking connection to make room (fair share).
   bool AdmitLocked(uint32_t uid);
   // Receives one packet without blocking into receive_buffer_; fds that
-  // came along go to closer_. -1 with errno on failure.
-  ssize_t Receive(int fd, bool* had_fds);
+  // came along go to closer_, or into `keep` when given (a resume). -1 with
+  // errno on failure; `truncated` when fds were cut off.
+  ssize_t Receive(int fd, bool* had_fds, std::vector<dataplane::UniqueFd>* keep = nullptr,
+                  bool* truncated = nullptr);
+  // Resume: step 1 (Resume) and the ResumeLanes packets; false when the
+  // connection was closed.
+  bool OnResume(int fd, Connection& conn, const shmlane::v1::Resume& resume);
+  bool OnResumeLanes(int fd, Connection& conn, const shmlane::v1::AttachMessage& message,
+                     std::vector<dataplane::UniqueFd> fds);
+  // Replies with an error ResumeReply (best effort) and closes.
+  void RejectResume(int fd, const absl::Status& status);
   void OnReadable(int fd);
   // Replies with an error AttachReply (best effort) and closes.
   void Reject(int fd, const absl::Status& status);
@@ -134,7 +149,8 @@ class AttachServer final : private OutboundWaker {
   std::map<int, Connection> connections_;
   std::set<std::pair<absl::Time, int>> handshake_deadlines_;
   absl::Time next_backpressure_check_;
-  std::string receive_buffer_;  // one packet
+  absl::Time resume_deadline_ = absl::InfiniteFuture();  // Registry::RetireUnclaimed
+  std::string receive_buffer_;                           // one packet
   struct UidCount {
     size_t open = 0;
     size_t handshaking = 0;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "control/attach_wire.h"
+#include "control/resume_credential.h"
 #include "shmlane/enum_names.h"
 
 namespace shmlane::control {
@@ -43,7 +44,11 @@ void Attachments::AddChannel(const std::string& name,
   channel.consumer_bell = std::move(consumer_bell);
 }
 
-void Attachments::Clear() { channels_.clear(); }
+void Attachments::Clear() {
+  channels_.clear();
+  pending_attachments_.clear();
+  pending_lanes_ = 0;
+}
 
 uint64_t Attachments::BroadcastRingBytes(const v1::ChannelSpec& spec) {
   return dataplane::BroadcastHeaderBytes(spec.max_subscribers()) + spec.ring_bytes();
@@ -90,6 +95,12 @@ uint32_t Attachments::RemoveChannel(absl::string_view name, absl::string_view go
   for (uint64_t id : ended) {
     EndAttachment(id, v1::EVENT_TYPE_DETACHED, "channel deleted", goodbye, /*holder_alive=*/true);
   }
+  // Nothing of a deleted channel may be resumed.
+  pending_lanes_ -= channel.pending_lanes.size();
+  for (auto p = pending_attachments_.begin(); p != pending_attachments_.end();) {
+    p = p->second.channel() == key ? pending_attachments_.erase(p) : std::next(p);
+  }
+  state_changed_ = true;
   channels_.erase(key);
   return static_cast<uint32_t>(ended.size());
 }
@@ -118,6 +129,15 @@ absl::Status Attachments::CheckRoom(const ChannelRecord& record, v1::Role role) 
     }
     return absl::OkStatus();
   }
+  if (!IsClientSide(role) && channel.consumer_attachment == 0) {
+    if (const v1::PersistedAttachment* p = PendingConsumerOf(record.spec.name()); p != nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "channel \"", record.spec.name(), "\" has a ", ShortName(p->role()), " (attachment ",
+          p->attachment_id(),
+          ") that attached before shmlaned restarted and may still hand its "
+          "lanes back (--resume-grace); a channel has exactly one; retry once it is gone"));
+    }
+  }
   if (!IsClientSide(role) && channel.consumer_attachment != 0) {
     const Attachment& current = attachments_.at(channel.consumer_attachment);
     return absl::FailedPreconditionError(
@@ -125,23 +145,28 @@ absl::Status Attachments::CheckRoom(const ChannelRecord& record, v1::Role role) 
                      " (attachment ", current.id, ", pid ", current.peer.pid,
                      "); a channel has exactly one; stop that process first"));
   }
-  if (IsClientSide(role) && channel.client_attachments.size() >= record.spec.max_producers()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "channel \"", record.spec.name(), "\" already has ", channel.client_attachments.size(), " ",
-        ShortName(role), "s attached, its max_producers; wait for one to detach"));
+  const size_t clients = channel.client_attachments.size() + PendingClientsOf(record.spec.name());
+  if (IsClientSide(role) && clients >= record.spec.max_producers()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("channel \"", record.spec.name(), "\" already has ", clients, " ",
+                     ShortName(role), "s attached, its max_producers; wait for one to detach"));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<Attachments::Lane> Attachments::NewLane(const v1::ChannelSpec& spec, Lane::Kind kind,
                                                        uint32_t uid) {
+  absl::StatusOr<std::string> credential = NewResumeCredential();
+  if (!credential.ok()) return credential.status();
   dataplane::LaneOptions options = LaneOptionsFor(spec);
   options.lane_id = next_lane_id_;
   absl::StatusOr<dataplane::Segment> segment = dataplane::CreateLaneSegment(options);
   if (!segment.ok()) return segment.status();
   Lane lane;
-  lane.id = next_lane_id_++;
+  lane.id = NextLaneId();
   lane.kind = kind;
+  lane.credential = *std::move(credential);
+  lane.credential_sha256 = Sha256(lane.credential);
   lane.segment = *std::move(segment);
   lane.charge = ledger_->Charge(uid, dataplane::kLaneHeaderBytes + spec.ring_bytes());
   return lane;
@@ -207,6 +232,7 @@ absl::Status Attachments::DescribeLane(const v1::ChannelSpec& spec, const LiveCh
   }
   out->set_ring_bytes(spec.ring_bytes());
   out->set_max_frame_bytes(spec.max_frame_bytes());
+  out->set_resume_credential(lane.credential);
   return absl::OkStatus();
 }
 
@@ -259,6 +285,9 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     attachment.pidfd = std::make_shared<const dataplane::UniqueFd>(std::move(pidfd));
   }
   if (IsBroadcastRole(role)) return AttachBroadcast(record, channel, std::move(attachment));
+  absl::StatusOr<std::string> credential = NewResumeCredential();
+  if (!credential.ok()) return credential.status();
+  attachment.credential_sha256 = Sha256(*credential);
   std::vector<Lane> new_lanes;
   if (client_side) {
     absl::StatusOr<dataplane::Doorbell> bell = dataplane::Doorbell::Create();
@@ -302,6 +331,7 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   reply->set_max_frame_bytes(spec.max_frame_bytes());
   reply->set_ring_bytes(spec.ring_bytes());
   reply->set_wait_preference(spec.wait_preference());
+  reply->set_resume_credential(*credential);
   // Later packets for a consumer with many peers (each bounded to
   // kMaxFdsPerPacket fds, one client's lanes never split).
   struct Later {
@@ -355,7 +385,8 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     }
     reply->set_lanes_following(following);
   }
-  ++next_attachment_id_;
+  NextAttachmentId();
+  state_changed_ = true;
   for (Lane& lane : new_lanes) {
     const uint64_t id = lane.id;
     channel.lanes.emplace(id, std::move(lane));
@@ -520,6 +551,7 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
     outbound_->SendLast(attachment.id, attachment.fd, message);
   }
   released_.push_back({attachment.peer.uid});
+  state_changed_ = true;
   Publish(event, attachment.channel, &attachment, std::string(why));
 }
 

@@ -22,6 +22,13 @@
 // through TakeReleased() so that the Registry can return it to Access.
 // Packets go out through OutboundQueues, never blocking.
 //
+// Resume (attachments_resume.cc): live STREAM and REQUEST_REPLY attachments
+// and lanes are exported into the state file (credentials as SHA-256). A
+// restarted daemon restores them as *pending* records; a holder that comes
+// back hands its lanes over (Resume), each checked as untrusted input, and
+// the lanes are supervised, counted and charged again. What nobody claims by
+// the grace deadline is retired (RetireUnclaimed).
+//
 // Thread safety: none of its own. The Registry owns the only instance and
 // calls it with Registry::mu_ held (see registry.h); it calls into
 // OutboundQueues and EventBus, which take their own locks after that one.
@@ -31,11 +38,13 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "control/access.h"
 #include "control/channel_catalog.h"
 #include "control/daemon_metrics.h"
@@ -48,6 +57,7 @@
 #include "dataplane/segment.h"
 #include "shmlane/v1/attach.pb.h"
 #include "shmlane/v1/control.pb.h"
+#include "shmlane/v1/state.pb.h"
 
 namespace shmlane::control {
 
@@ -62,6 +72,21 @@ enum class DetachKind { kClean, kDied, kProtocolError };
 // lanes' memory is on the ShmLedger until the daemon lets go of it.)
 struct ReleasedUsage {
   uint32_t uid = 0;
+};
+
+// Lane ids and attachment ids are reserved in blocks of this many: the state
+// file holds the bound, written when half a block is used, so a restarted
+// daemon never hands out an id its predecessor may have used.
+inline constexpr uint64_t kIdBlock = 4096;
+// Most lanes one Resume may hand back (a consumer of max_producers, 4096).
+inline constexpr uint32_t kMaxResumeLanes = 8192;
+
+// One lane handed back in ResumeLanes, with the fds it named.
+struct ResumedLaneFds {
+  shmlane::v1::ResumedLane lane;
+  dataplane::UniqueFd segment;
+  dataplane::UniqueFd producer_bell;
+  dataplane::UniqueFd consumer_bell;
 };
 
 class Attachments {
@@ -133,6 +158,39 @@ class Attachments {
   void FillStats(absl::string_view name, bool include_lanes, shmlane::v1::ChannelStats* out) const;
   void Snapshot(absl::string_view name, bool per_lane, MetricsSnapshot::Channel* out) const;
 
+  // ---- Resume (attachments_resume.cc) ----
+  // Writes the live STREAM/REQUEST_REPLY attachments and lanes, the pending
+  // ones, and the id bounds.
+  void ExportResumable(shmlane::v1::DaemonState* state) const;
+  // Takes the previous daemon's records as pending until `deadline`.
+  // Records of channels that no longer exist are dropped. Only at start.
+  void RestoreResumable(const shmlane::v1::DaemonState& state, absl::Time deadline);
+  // Resume step 1, before any fd is accepted: the attachment is pending, of
+  // this channel and role, recorded for peer.uid, and the credential is right.
+  absl::Status CheckResume(const PeerCredentials& peer, const shmlane::v1::Resume& resume) const;
+  // Resume step 2: validates every lane (credential, lane id known for the
+  // channel and this attachment, sealed memfd of the recorded size whose
+  // header names the lane, eventfds; the same memfd as the other side's when
+  // that side came back first), re-adopts those that pass and sends the
+  // ResumeReply with one result per lane, then (consumer side) LaneAdded for
+  // the channel's lanes it did not hand back. The attachment's memory is on
+  // the ledger again. Error (nothing sent) when step 1 no longer holds.
+  absl::StatusOr<uint64_t> Resume(const ChannelRecord& record, int socket_fd,
+                                  const PeerCredentials& peer, const shmlane::v1::Resume& resume,
+                                  std::vector<ResumedLaneFds> lanes);
+  // After the grace deadline: pending attachments that did not come back are
+  // gone (their lanes held by the other side are closed and retired, as if
+  // the holder died then); pending lanes nobody handed back are dropped.
+  // Counted (DaemonMetrics attach result "resume_unclaimed_lane").
+  void RetireUnclaimed(absl::Time now);
+  // When RetireUnclaimed is next due (InfiniteFuture: nothing pending).
+  absl::Time resume_deadline() const {
+    return pending_attachments_.empty() && pending_lanes_ == 0 ? absl::InfiniteFuture()
+                                                               : resume_deadline_;
+  }
+  // Whether what ExportResumable writes changed since the last call.
+  bool TakeStateChanged() { return std::exchange(state_changed_, false); }
+
  private:
   struct Lane {
     uint64_t id = 0;
@@ -152,6 +210,10 @@ class Attachments {
     LaneTotals last_seen;
     // While draining: the attachment that reads it (0 while live).
     uint64_t reader_attachment = 0;
+    // Resume: the secret both holders got (LaneDescription) and its hash
+    // (persisted). A re-adopted lane's secret is the one its resumer proved.
+    std::string credential;
+    std::string credential_sha256;
   };
   struct Attachment {
     uint64_t id = 0;
@@ -165,7 +227,8 @@ class Attachments {
     // Its pidfd (SO_PEERPIDFD), handed to its peers in lane descriptions;
     // null where the kernel has none.
     std::shared_ptr<const dataplane::UniqueFd> pidfd;
-    uint32_t slot = 0;  // BROADCAST subscriber: its reader slot
+    uint32_t slot = 0;              // BROADCAST subscriber: its reader slot
+    std::string credential_sha256;  // Resume (empty for BROADCAST roles)
   };
   // BROADCAST: one subscriber's reader slot, as the daemon holds it.
   struct Subscriber {
@@ -214,8 +277,23 @@ class Attachments {
     LaneTotals broadcast_retired;
     BroadcastTotals broadcast_retired_extra;
     bool broadcast_seen = false;
+    // Resume: the previous daemon's lanes that no holder handed back yet.
+    std::map<uint64_t, shmlane::v1::PersistedLane> pending_lanes;
   };
 
+  // Takes the next id and reserves another block when half of the current
+  // one is used (state_changed_).
+  uint64_t NextLaneId();
+  uint64_t NextAttachmentId();
+  // A pending attachment of `channel` on the consumer/server side, if any
+  // (the one-consumer rule holds its place during the grace period).
+  const shmlane::v1::PersistedAttachment* PendingConsumerOf(absl::string_view channel) const;
+  size_t PendingClientsOf(absl::string_view channel) const;
+  // Resume helpers (attachments_resume.cc).
+  absl::Status AdoptLane(const std::string& name, LiveChannel& channel, uint64_t attachment_id,
+                         bool client_side, ResumedLaneFds& in, bool* newly_adopted);
+  // The consumer side is gone for good: its lanes close as if it died.
+  void EndConsumerSide(const std::string& name, LiveChannel& channel, absl::string_view why);
   absl::StatusOr<Lane> NewLane(const shmlane::v1::ChannelSpec& spec, Lane::Kind kind, uint32_t uid);
   // Describes `lane` as seen by its client (producer) or consumer side and
   // appends its fds to `fds`; the peer's pidfd only once per packet
@@ -310,6 +388,13 @@ class Attachments {
   std::vector<ReleasedUsage> released_;
   uint64_t next_attachment_id_ = 1;
   uint64_t next_lane_id_ = 1;
+  // Ids below these may be in use (persisted as next_*_id).
+  uint64_t attachment_ids_reserved_ = 1 + kIdBlock;
+  uint64_t lane_ids_reserved_ = 1 + kIdBlock;
+  std::map<uint64_t, shmlane::v1::PersistedAttachment> pending_attachments_;
+  size_t pending_lanes_ = 0;  // over every channel's pending_lanes
+  absl::Time resume_deadline_ = absl::InfinitePast();
+  bool state_changed_ = false;
 };
 
 }  // namespace shmlane::control

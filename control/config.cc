@@ -109,7 +109,11 @@ constexpr FlagDoc kFlagDocs[] = {
      "What SIGTERM does to live lanes. close (default): close every lane and wake every "
      "blocked producer, consumer, client and server with \"closed\" (a pod going away). keep: "
      "leave the lanes open; clients keep streaming over shared memory while no daemon runs "
-     "(an upgrade; a restarted daemon does not supervise them)."},
+     "(an upgrade: the clients hand their lanes back to the next daemon, see --resume-grace)."},
+    {"resume_grace", "DURATION", "Lifecycle",
+     "After a restart, how long lanes found in the state file wait for their holders to hand "
+     "them back (resume) before they are retired, closed for whichever side came back. "
+     "Default 10s (100ms..1h)."},
     {"max_control_connections_per_uid", "N", "Limits",
      "Most control.sock connections of one uid at once (root and the daemon's uid exempt); "
      "more are closed at accept. Default 64 (1..1000000)."},
@@ -264,6 +268,7 @@ void Overlay(const v1::DaemonConfig& top, v1::DaemonConfig* base) {
   base->MergeFrom(top);
   if (top.has_handshake_timeout()) *base->mutable_handshake_timeout() = top.handshake_timeout();
   if (top.has_max_queue_age()) *base->mutable_max_queue_age() = top.max_queue_age();
+  if (top.has_resume_grace()) *base->mutable_resume_grace() = top.resume_grace();
   // A list given again replaces the one below instead of growing it.
   if (top.tls_admins_size() > 0) *base->mutable_tls_admins() = top.tls_admins();
 }
@@ -286,6 +291,7 @@ v1::DaemonConfig Defaults() {
   c.set_max_handshakes_per_uid(64);
   c.set_max_queued_fds(65536);
   *c.mutable_max_queue_age() = TimeUtil::SecondsToDuration(30);
+  *c.mutable_resume_grace() = TimeUtil::SecondsToDuration(10);
   c.set_audit_log_max_bytes(uint64_t{16} << 20);
   c.set_on_stop("close");
   c.set_max_control_connections_per_uid(64);
@@ -366,6 +372,13 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
         absl::FormatDuration(age)));
   }
   out.max_queue_age = age;
+  const absl::Duration grace = absl::Nanoseconds(TimeUtil::DurationToNanoseconds(c.resume_grace()));
+  if (grace < absl::Milliseconds(100) || grace > absl::Hours(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origins.Of("resume_grace"), ": expected a duration between 100ms and 1h, got ",
+                     absl::FormatDuration(grace)));
+  }
+  out.resume_grace = grace;
   out.audit_log = c.audit_log() == "none" ? ""
                   : c.has_audit_log()     ? c.audit_log()
                                           : absl::StrCat(c.runtime_dir(), "/audit.log");

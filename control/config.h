@@ -44,6 +44,9 @@ struct Config {
   std::string declare_file;  // --declare: declarations to reconcile to, empty = none
   // --on-stop: close (true) or keep (false) live lanes on SIGTERM.
   bool close_lanes_on_stop = true;
+  // --resume-grace: how long lanes restored from the state file wait for
+  // their holders to resume before they are retired.
+  absl::Duration resume_grace = absl::Seconds(10);
   uint32_t max_control_connections_per_uid = 64;  // root and the daemon's uid exempt
   std::string metrics_group;                      // unix: metrics socket 0660 with this group
   std::string config_file;                        // the file that was read, if any

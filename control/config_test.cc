@@ -204,3 +204,22 @@ TEST(ConfigTest, EveryConfigFieldHasAFlag) {
 
 }  // namespace
 }  // namespace shmlane::control
+
+namespace shmlane::control {
+namespace {
+
+TEST(ConfigTest, ResumeGrace) {
+  auto defaults = ParseCommandLine({"shmlaned"});
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->config.resume_grace, absl::Seconds(10));
+  auto two = ParseCommandLine({"shmlaned", "--resume-grace=2s"});
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->config.resume_grace, absl::Seconds(2));
+  auto short_grace = ParseCommandLine({"shmlaned", "--resume-grace=50ms"});
+  ASSERT_FALSE(short_grace.ok());
+  EXPECT_NE(short_grace.status().message().find("--resume-grace"), std::string::npos)
+      << short_grace.status();
+}
+
+}  // namespace
+}  // namespace shmlane::control

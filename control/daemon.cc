@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 #include <vector>
 
@@ -98,6 +99,12 @@ struct Daemon::Impl {
   }
   // Waits until the state as it is now is durable.
   absl::Status Save() { return state_writer->PersistAndWait(); }
+
+  // The registry's state-change callback names state_writer, which is
+  // destroyed before the registry and the attach server.
+  ~Impl() {
+    if (registry != nullptr) registry->SetStateChanged(nullptr);
+  }
 };
 
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -146,6 +153,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   registry_options.daemon_uid = ::geteuid();
   registry_options.metrics = &impl->metrics;
   registry_options.events = &impl->events;
+  registry_options.resume_grace = config.resume_grace;
   OutboundLimits outbound_limits;
   outbound_limits.max_total_fds = config.max_queued_fds;
   // Queued fds must never run the daemon out of fds: at most half its limit.
@@ -174,6 +182,25 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   }
 
   impl->StartStateWriter();
+  {
+    // Attachments and lanes go into the state file as they come and go
+    // (group commit, nobody waits), so that a restarted daemon can re-adopt
+    // them. And at once: the id bounds restored above must be durable
+    // before this daemon hands out an id.
+    Impl* raw = impl.get();
+    impl->registry->SetStateChanged([raw] {
+      raw->state_writer->Persist([](absl::Status s) {
+        if (!s.ok()) {
+          std::fprintf(stderr, "shmlaned: cannot save the live lanes to the state file: %s\n",
+                       std::string(s.message()).c_str());
+        }
+      });
+    });
+    if (absl::Status s = impl->Save(); !s.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot write the state file ", config.state_file, ": ", s.message()));
+    }
+  }
   if (!config.declare_file.empty()) {
     DeclarerOptions declare;
     declare.path = config.declare_file;
@@ -369,6 +396,7 @@ absl::Status Daemon::Shutdown() {
     impl_->health_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(50)));
   }
   absl::Status saved = impl_->Save();
+  impl_->registry->SetStateChanged(nullptr);
   impl_->state_writer.reset();  // every reply it held has gone out
   // The metrics listener stays up: civetweb needs about a second to stop, so
   // shmlaned exits without waiting for it (~Daemon stops it when embedded).

@@ -363,6 +363,7 @@ absl::Status Registry::RejectQuotaLocked(absl::string_view channel, uint32_t uid
 
 void Registry::ReleaseUsageLocked() {
   for (const ReleasedUsage& r : attachments_.TakeReleased()) access_.Release(r.uid);
+  if (attachments_.TakeStateChanged() && state_changed_) state_changed_();
 }
 
 absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& peer,
@@ -457,7 +458,48 @@ absl::StatusOr<uint64_t> Registry::Attach(int socket_fd, const PeerCredentials& 
   }
   absl::StatusOr<uint64_t> id = attachments_.Attach(*channel, socket_fd, peer, request);
   if (id.ok()) access_.Charge(peer.uid);
+  ReleaseUsageLocked();
   return id;
+}
+
+absl::Status Registry::CheckResume(const PeerCredentials& peer, const v1::Resume& resume) const {
+  if (resume.protocol_version() != v1::ATTACH_PROTOCOL_VERSION_1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "attach protocol version ", resume.protocol_version(),
+        " is not supported; this shmlaned speaks version 1: upgrade the client library"));
+  }
+  if (absl::Status s = ValidateChannelName(resume.channel()); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  return attachments_.CheckResume(peer, resume);
+}
+
+absl::StatusOr<uint64_t> Registry::FinishResume(int socket_fd, const PeerCredentials& peer,
+                                                const v1::Resume& resume,
+                                                std::vector<ResumedLaneFds> lanes) {
+  absl::MutexLock lock(&mu_);
+  const ChannelRecord* channel = catalog_.Find(resume.channel());
+  if (channel == nullptr) return ChannelCatalog::NotFound(resume.channel());
+  absl::StatusOr<uint64_t> id =
+      attachments_.Resume(*channel, socket_fd, peer, resume, std::move(lanes));
+  if (id.ok()) access_.Charge(peer.uid);
+  ReleaseUsageLocked();
+  return id;
+}
+
+void Registry::RetireUnclaimed(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  attachments_.RetireUnclaimed(now);
+  ReleaseUsageLocked();
+}
+
+absl::Time Registry::resume_deadline() const {
+  absl::MutexLock lock(&mu_);
+  return attachments_.resume_deadline();
+}
+
+void Registry::SetStateChanged(std::function<void()> fn) {
+  absl::MutexLock lock(&mu_);
+  state_changed_ = std::move(fn);
 }
 
 void Registry::Detach(uint64_t attachment_id, DetachKind kind) {
@@ -491,6 +533,7 @@ v1::DaemonState Registry::ExportState() const {
   state.set_format_version(1);
   catalog_.Export(&state);
   access_.Export(&state);
+  attachments_.ExportResumable(&state);
   return state;
 }
 
@@ -516,6 +559,7 @@ absl::Status Registry::RestoreState(const v1::DaemonState& state) {
     attachments_.AddChannel(channel->spec.name(), std::move(bells[i++]));
   }
   access_.Restore(state);
+  attachments_.RestoreResumable(state, absl::Now() + options_.resume_grace);
   return absl::OkStatus();
 }
 

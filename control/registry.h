@@ -25,7 +25,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -51,6 +53,8 @@ struct RegistryOptions {
   uint32_t daemon_uid = 0;
   DaemonMetrics* metrics = nullptr;  // not owned; required
   EventBus* events = nullptr;        // not owned; required
+  // How long lanes restored from the state file wait for their holders.
+  absl::Duration resume_grace = absl::Seconds(10);
 };
 
 class Registry {
@@ -150,6 +154,24 @@ class Registry {
   void CheckBackpressure() ABSL_LOCKS_EXCLUDED(mu_);
   size_t attachments() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // ---- Resume (a restarted daemon; attachments.h) ----
+  // Step 1 of a Resume connection, before any fd is accepted on it.
+  absl::Status CheckResume(const PeerCredentials& peer, const shmlane::v1::Resume& resume) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Step 2: re-adopts the lanes that pass and sends the ResumeReply; the
+  // attachment counts against peer.uid's quota again. On error nothing was
+  // sent: the caller replies with the status and closes the connection.
+  absl::StatusOr<uint64_t> FinishResume(int socket_fd, const PeerCredentials& peer,
+                                        const shmlane::v1::Resume& resume,
+                                        std::vector<ResumedLaneFds> lanes) ABSL_LOCKS_EXCLUDED(mu_);
+  // Retires what nobody resumed once the grace period is over.
+  void RetireUnclaimed(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // When RetireUnclaimed is due (InfiniteFuture: nothing is pending).
+  absl::Time resume_deadline() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Called (under mu_; it must only queue work, e.g. StateWriter::Persist)
+  // whenever attachments or lanes that the state file records changed.
+  void SetStateChanged(std::function<void()> fn) ABSL_LOCKS_EXCLUDED(mu_);
+
   // ---- Outbound queues (called by the attach server; see outbound.h) ----
   void SetOutboundWaker(OutboundWaker* waker) { outbound_.SetWaker(waker); }
   void FlushOutbound(uint64_t attachment_id) { outbound_.Flush(attachment_id); }
@@ -180,7 +202,8 @@ class Registry {
   absl::Status RejectQuotaLocked(absl::string_view channel, uint32_t uid, uint32_t pid,
                                  absl::string_view what, absl::Status quota)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Gives the usage of attachments that ended back to Access.
+  // Gives the usage of attachments that ended back to Access, and asks for
+  // a state write when the attachments changed.
   void ReleaseUsageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RegistryOptions options_;
@@ -192,6 +215,7 @@ class Registry {
   ChannelCatalog catalog_ ABSL_GUARDED_BY(mu_);
   Access access_ ABSL_GUARDED_BY(mu_);
   Attachments attachments_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> state_changed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace shmlane::control

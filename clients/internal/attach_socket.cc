@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -117,7 +118,9 @@ absl::StatusOr<AttachSocket> AttachSocket::Connect(const std::string& path, absl
   return AttachSocket(std::move(fd), path);
 }
 
-absl::Status AttachSocket::Send(const v1::AttachMessage& message) {
+absl::Status AttachSocket::Send(const v1::AttachMessage& message) { return Send(message, {}); }
+
+absl::Status AttachSocket::Send(const v1::AttachMessage& message, std::span<const int> fds) {
   if (!fd_.valid()) {
     return absl::FailedPreconditionError(
         absl::StrCat("attach connection to ", path_, " is closed"));
@@ -131,9 +134,27 @@ absl::Status AttachSocket::Send(const v1::AttachMessage& message) {
                                                    " bytes exceeds the protocol's ",
                                                    kMaxAttachMessageBytes, "-byte limit"));
   }
+  if (fds.size() > kMaxFdsPerMessage) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxFdsPerMessage, " fds a packet"));
+  }
+  iovec iov{bytes.data(), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control;
+  if (!fds.empty()) {
+    control.assign(CMSG_SPACE(sizeof(int) * fds.size()), 0);
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
   ssize_t n;
   do {
-    n = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     const int err = errno;

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,9 @@ class AttachSocket {
 
   // Sends one message in one packet. Never raises SIGPIPE.
   absl::Status Send(const v1::AttachMessage& message);
+  // The same with `fds` as SCM_RIGHTS (a Resume's lanes; the daemon refuses
+  // fds on every other message). The fds stay this process's.
+  absl::Status Send(const v1::AttachMessage& message, std::span<const int> fds);
 
   // Waits for the next packet until `deadline`: DeadlineExceeded on timeout,
   // Unavailable when the daemon hung up (the socket is then closed), DataLoss

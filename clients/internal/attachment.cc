@@ -120,6 +120,7 @@ absl::StatusOr<std::vector<LaneEnd>> TakeLanes(
                      .pidfd = nullptr};
     lane.ring_bytes = d.ring_bytes();
     lane.max_frame_bytes = d.max_frame_bytes();
+    lane.resume_credential = d.resume_credential();
     if (d.has_peer_pidfd()) {
       const uint32_t index = d.peer_pidfd_fd_index();
       if (index == d.segment_fd_index() || index == d.peer_doorbell_fd_index() ||
@@ -234,6 +235,8 @@ absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
   out.max_frame_bytes = reply.max_frame_bytes();
   out.ring_bytes = reply.ring_bytes();
   out.wait_preference = reply.wait_preference();
+  out.client_name = req->client_name();
+  out.resume_credential = reply.resume_credential();
   auto bell_fd = DupAt(received->fds, reply.doorbell_fd_index(), "own doorbell");
   if (!bell_fd.ok()) return bell_fd.status();
   auto bell = dataplane::Doorbell::Adopt(std::move(*bell_fd));
@@ -255,6 +258,95 @@ absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
     out.reply = reply;
     out.reply_fds = std::move(received->fds);
   }
+  return out;
+}
+
+namespace {
+
+constexpr int kMaxResumeLanesPerPacket = 21;  // 63 fds (the daemon takes 64)
+
+absl::StatusOr<v1::ResumeReply> ReceiveResumeReply(AttachSocket& socket, absl::Time deadline,
+                                                   std::string_view channel, bool* refused) {
+  auto received = socket.Receive(deadline);
+  if (!received.ok()) return received.status();
+  if (!received->message.has_resume_reply()) {
+    // An AttachReply here is the daemon shedding load at accept (retry), or
+    // a daemon that does not know Resume (final).
+    if (received->message.has_attach_reply() && received->message.attach_reply().code() != 0) {
+      const absl::StatusCode code = CodeFromRpc(received->message.attach_reply().code());
+      *refused = code != absl::StatusCode::kResourceExhausted;
+      return absl::Status(
+          code, absl::StrCat("shmlaned did not take the resume of ", ChannelLabel(channel), ": ",
+                             received->message.attach_reply().message()));
+    }
+    *refused = true;
+    return absl::DataLossError(absl::StrCat("shmlaned answered a resume of ", ChannelLabel(channel),
+                                            " with something other than a ResumeReply"));
+  }
+  const v1::ResumeReply& reply = received->message.resume_reply();
+  if (reply.code() != 0) {
+    *refused = true;
+    return absl::Status(CodeFromRpc(reply.code()),
+                        absl::StrCat("shmlaned refused to resume the attachment to ",
+                                     ChannelLabel(channel), ": ", reply.message()));
+  }
+  return reply;
+}
+
+}  // namespace
+
+absl::StatusOr<ResumeResult> Resume(const ResumeRequest& request, const AttachOptions& options,
+                                    absl::Duration timeout, bool* refused) {
+  *refused = false;
+  const absl::Time deadline = absl::Now() + timeout;
+  auto socket = AttachSocket::Connect(AttachSocketPath(options.runtime_dir), timeout,
+                                      options.expected_daemon_uid);
+  if (!socket.ok()) return socket.status();
+  v1::AttachMessage message;
+  v1::Resume* r = message.mutable_resume();
+  r->set_protocol_version(v1::ATTACH_PROTOCOL_VERSION_1);
+  r->set_channel(request.channel);
+  r->set_role(request.role);
+  r->set_attachment_id(request.attachment_id);
+  r->set_credential(request.credential);
+  r->set_client_name(request.client_name);
+  r->set_lanes(static_cast<uint32_t>(request.lanes.size()));
+  if (absl::Status s = socket->Send(message); !s.ok()) return s;
+  auto reply = ReceiveResumeReply(*socket, deadline, request.channel, refused);
+  if (!reply.ok()) return reply.status();
+  if (!request.lanes.empty()) {
+    if (!reply->ready()) {
+      *refused = true;
+      return absl::DataLossError("shmlaned did not ask for the lanes of a resume");
+    }
+    for (size_t i = 0; i < request.lanes.size(); i += kMaxResumeLanesPerPacket) {
+      v1::AttachMessage packet;
+      std::vector<int> fds;
+      const size_t end = std::min(request.lanes.size(), i + kMaxResumeLanesPerPacket);
+      for (size_t k = i; k < end; ++k) {
+        const ResumeLane& lane = request.lanes[k];
+        v1::ResumedLane* d = packet.mutable_resume_lanes()->add_lanes();
+        d->set_lane_id(lane.lane_id);
+        d->set_credential(lane.credential);
+        d->set_segment_fd_index(static_cast<uint32_t>(fds.size()));
+        fds.push_back(lane.segment_fd);
+        d->set_producer_doorbell_fd_index(static_cast<uint32_t>(fds.size()));
+        fds.push_back(lane.producer_bell_fd);
+        d->set_consumer_doorbell_fd_index(static_cast<uint32_t>(fds.size()));
+        fds.push_back(lane.consumer_bell_fd);
+      }
+      if (absl::Status s = socket->Send(packet, fds); !s.ok()) return s;
+    }
+    reply = ReceiveResumeReply(*socket, deadline, request.channel, refused);
+    if (!reply.ok()) return reply.status();
+  }
+  ResumeResult out;
+  for (const v1::ResumeLaneResult& lane : reply->lanes()) {
+    out.lanes.emplace_back(
+        lane.lane_id(), lane.code() == 0 ? absl::OkStatus()
+                                         : absl::Status(CodeFromRpc(lane.code()), lane.message()));
+  }
+  out.socket = std::move(*socket);
   return out;
 }
 

@@ -8,10 +8,14 @@
 // Thread safety: free functions on values; no shared state.
 #pragma once
 
+#include <time.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,6 +37,7 @@ struct LaneEnd {
   std::shared_ptr<const dataplane::Doorbell> own_bell;
   uint64_t ring_bytes = 0;
   uint32_t max_frame_bytes = 0;
+  std::string resume_credential;  // LaneDescription.resume_credential
 };
 
 // Maps every lane in `lanes`, taking the fds it refers to from `fds`.
@@ -48,7 +53,9 @@ struct Handshake {
   std::vector<LaneEnd> lanes;
   uint32_t max_frame_bytes = 0;
   uint64_t ring_bytes = 0;
-  int wait_preference = 0;  // AttachReply.wait_preference (see ResolveWait)
+  int wait_preference = 0;        // AttachReply.wait_preference (see ResolveWait)
+  std::string client_name;        // as sent in the AttachRequest
+  std::string resume_credential;  // AttachReply.resume_credential
   // BROADCAST roles only: the AttachReply and its packet's fds, which
   // clients/broadcast.cc maps (clients/internal/broadcast_end.h); what it
   // does not take closes with the Handshake. Empty for the other roles.
@@ -63,6 +70,71 @@ struct Handshake {
 // matching absl status carrying the daemon's message.
 absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
                                  const AttachOptions& options);
+
+// ---- Resume: handing an attachment over to a restarted daemon ----
+
+// One lane to hand back: its id, credential and (borrowed) fds.
+struct ResumeLane {
+  uint64_t lane_id = 0;
+  std::string credential;
+  int segment_fd = -1;
+  int producer_bell_fd = -1;  // the bell the lane's producer parks on
+  int consumer_bell_fd = -1;  // the bell the lane's consumer parks on
+};
+
+struct ResumeRequest {
+  std::string channel;
+  v1::Role role = v1::ROLE_UNSPECIFIED;
+  uint64_t attachment_id = 0;
+  std::string credential;
+  std::string client_name;
+  std::vector<ResumeLane> lanes;
+};
+
+struct ResumeResult {
+  AttachSocket socket;  // the new attach connection
+  // The daemon's verdict per lane handed back (OK: re-adopted).
+  std::vector<std::pair<uint64_t, absl::Status>> lanes;
+};
+
+// Connects to the daemon at options.runtime_dir and hands `request` back
+// (attach.proto, Resume), all within `timeout`. On error, `*refused` says
+// whether the daemon answered and refused (final: retrying cannot help) or
+// there was no daemon to ask yet (retry later).
+absl::StatusOr<ResumeResult> Resume(const ResumeRequest& request, const AttachOptions& options,
+                                    absl::Duration timeout, bool* refused);
+
+// CLOCK_MONOTONIC_COARSE in nanoseconds: read from the vDSO, no system call,
+// a few nanoseconds; its resolution (1-4 ms) is plenty for "has 50 ms passed".
+inline int64_t CoarseNowNs() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+// Backoff between resume attempts: 5 ms, doubling to at most 1 s.
+class ResumeBackoff {
+ public:
+  void Start(int64_t now_ns) {
+    delay_ns_ = kFirstNs;
+    next_ns_ = now_ns;
+  }
+  bool Due(int64_t now_ns) const { return now_ns >= next_ns_; }
+  void Failed(int64_t now_ns) {
+    next_ns_ = now_ns + delay_ns_;
+    delay_ns_ = std::min<int64_t>(delay_ns_ * 2, kMaxNs);
+  }
+  int64_t next_ns() const { return next_ns_; }
+
+ private:
+  static constexpr int64_t kFirstNs = 5'000'000;
+  static constexpr int64_t kMaxNs = 1'000'000'000;
+  int64_t delay_ns_ = kFirstNs;
+  int64_t next_ns_ = 0;
+};
+
+// How long one resume attempt may take (connect, two round trips).
+inline constexpr absl::Duration kResumeAttemptTimeout = absl::Seconds(1);
 
 // Checks that every lane in `lanes` has a direction `role` may receive.
 absl::Status CheckDirections(v1::Role role, const std::vector<LaneEnd>& lanes);

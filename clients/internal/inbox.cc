@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -48,7 +49,9 @@ Inbox::Inbox(Handshake handshake, v1::Role role, const AttachOptions& options, P
       own_bell_(handshake.own_bell),
       set_(handshake.own_bell, /*per_lane_batch=*/64, options_.wait),
       on_event_(std::move(on_event)),
-      hooks_(std::move(hooks)) {}
+      hooks_(std::move(hooks)),
+      client_name_(std::move(handshake.client_name)),
+      credential_(std::move(handshake.resume_credential)) {}
 
 absl::Status Inbox::SetUpWakeFd() {
   wake_fd_.Reset(::epoll_create1(EPOLL_CLOEXEC));
@@ -87,6 +90,11 @@ absl::Status Inbox::AddLanes(std::vector<LaneEnd> lanes) {
   absl::Status first_error;
   for (LaneEnd& lane : lanes) {
     const Peer peer = lane.peer;
+    LaneInfo info{.peer = peer,
+                  .credential = lane.resume_credential,
+                  .segment_fd = lane.segment.fd(),
+                  .own_bell = lane.own_bell != nullptr ? lane.own_bell : own_bell_,
+                  .peer_bell = lane.peer_bell};
     if (lanes_.contains(peer.lane_id)) {
       first_error.Update(absl::DataLossError(
           absl::StrCat("shmlaned added lane ", peer.lane_id, " which is already attached")));
@@ -114,7 +122,7 @@ absl::Status Inbox::AddLanes(std::vector<LaneEnd> lanes) {
       continue;
     }
     set_.Add(peer.lane_id, std::move(*consumer));
-    lanes_.emplace(peer.lane_id, LaneInfo{.peer = peer});
+    lanes_.emplace(peer.lane_id, std::move(info));
     Emit(PeerEvent::Kind::kAttached, peer, absl::OkStatus());
   }
   return first_error;
@@ -153,6 +161,14 @@ void Inbox::CheckControl() {
     auto got = socket_.TryReceive();
     if (!got.ok()) {
       Hangup(got.status());
+      // No Goodbye: the daemon died or stopped with --on-stop=keep. A
+      // consumer hands its lanes to the next one.
+      if ((role_ == v1::ROLE_CONSUMER || role_ == v1::ROLE_SERVER) && !credential_.empty() &&
+          !lanes_.empty()) {
+        resume_pending_ = true;
+        resume_next_ns_ = CoarseNowNs();
+        resume_delay_ns_ = 5'000'000;
+      }
       return;
     }
     if (!got->has_value()) return;
@@ -238,7 +254,64 @@ size_t Inbox::Pass(FrameFn fn) {
   return n;
 }
 
+void Inbox::MaybeResume() {
+  if (!resume_pending_) return;
+  const int64_t now = CoarseNowNs();
+  if (now >= resume_next_ns_) TryResume(now);
+}
+
+absl::Time Inbox::ParkDeadline(absl::Time deadline) const {
+  if (!resume_pending_) return deadline;
+  const int64_t wait_ns = std::max<int64_t>(resume_next_ns_ - CoarseNowNs(), 1'000'000);
+  return std::min(deadline, absl::Now() + absl::Nanoseconds(wait_ns));
+}
+
+void Inbox::TryResume(int64_t now) {
+  if (lanes_.empty()) {
+    resume_pending_ = false;  // nothing to hand back; finished() says so
+    return;
+  }
+  ResumeRequest request;
+  request.channel = channel_;
+  request.role = role_;
+  request.attachment_id = attachment_id_;
+  request.credential = credential_;
+  request.client_name = client_name_;
+  for (const auto& [id, info] : lanes_) {
+    // A READ lane: its producer parks on the peer bell, this side on its own.
+    request.lanes.push_back({.lane_id = id,
+                             .credential = info.credential,
+                             .segment_fd = info.segment_fd,
+                             .producer_bell_fd = info.peer_bell->fd(),
+                             .consumer_bell_fd = info.own_bell->fd()});
+  }
+  if (hooks_.resume_lanes) hooks_.resume_lanes(&request.lanes);
+  bool refused = false;
+  auto result = Resume(request, options_, kResumeAttemptTimeout, &refused);
+  if (!result.ok()) {
+    if (refused) {
+      // Final: the lanes flow on unsupervised until their producers close.
+      resume_pending_ = false;
+      attach_status_ = absl::UnavailableError(result.status().message());
+      return;
+    }
+    resume_next_ns_ = now + resume_delay_ns_;
+    resume_delay_ns_ = std::min<int64_t>(resume_delay_ns_ * 2, 1'000'000'000);
+    return;
+  }
+  resume_pending_ = false;
+  socket_ = std::move(result->socket);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = socket_.fd();
+  (void)::epoll_ctl(wake_fd_.get(), EPOLL_CTL_ADD, socket_.fd(), &ev);
+  attach_status_ = absl::OkStatus();
+  control_maybe_ = true;
+  ++resumes_;
+}
+
 size_t Inbox::Poll(FrameFn fn) {
+  MaybeResume();
   const size_t n = Pass(fn);
   if (++polls_since_check_ >= kControlCheckEvery) CheckControl();
   return n;
@@ -276,7 +349,7 @@ absl::StatusOr<size_t> Inbox::Wait(FrameFn fn, absl::Time deadline) {
     if (set_.empty()) {
       // No lane, so no waiter flag to announce: sleep until the daemon says
       // something or we are interrupted (a stray ring is harmless).
-      own_bell_->Wait(deadline, wake_fd_.get());
+      own_bell_->Wait(ParkDeadline(deadline), wake_fd_.get());
       control_maybe_ = true;
       continue;
     }
@@ -289,7 +362,7 @@ absl::StatusOr<size_t> Inbox::Wait(FrameFn fn, absl::Time deadline) {
         },
         // The socket and the interrupt fd themselves, not the epoll set of
         // both (wake_fd_): a park through a nested epoll fd costs more.
-        deadline, socket_.is_open() ? socket_.fd() : -1, interrupt_fd_.get());
+        ParkDeadline(deadline), socket_.is_open() ? socket_.fd() : -1, interrupt_fd_.get());
     if (n > 0) return n;
     control_maybe_ = true;  // woken by the wake fd (or the deadline): look at the socket
   }
@@ -303,6 +376,7 @@ std::vector<Peer> Inbox::peers() const {
 }
 
 void Inbox::Close() {
+  resume_pending_ = false;
   if (socket_.is_open()) {
     v1::AttachMessage bye;
     bye.mutable_detach();

@@ -8,7 +8,12 @@
 // Control messages are handled from inside the reader's own calls, so the
 // application never has to: at every park, and every kControlCheckEvery
 // polls while busy. When the daemon dies (hang-up) the lanes already
-// attached keep flowing; only new peers stop coming. When it says Goodbye
+// attached keep flowing; only new peers stop coming until a consumer hands
+// its lanes back to the restarted daemon (Resume): from inside Poll/Wait,
+// with backoff (5 ms doubling to 1 s), a parked reader waking for each
+// attempt (a server hands its reply lanes back too, through its hooks). (A
+// consumer or server whose last lane ended
+// while no daemon ran reports Unavailable as before.) When it says Goodbye
 // (shutdown, channel deleted) the lanes end once what they hold is read.
 //
 // Thread safety: one thread at a time, except Interrupt().
@@ -43,6 +48,8 @@ class Inbox {
   struct WriteLaneHooks {
     std::function<absl::Status(LaneEnd lane)> add;
     std::function<void(uint64_t lane_id)> remove;
+    // Resume: appends the WRITE lanes to hand back with the READ lanes.
+    std::function<void(std::vector<ResumeLane>* lanes)> resume_lanes;
   };
 
   // Takes the handshake's READ lanes; WRITE lanes go to hooks.add.
@@ -77,11 +84,20 @@ class Inbox {
   const absl::Status& attach_status() const { return attach_status_; }
   // True when no lane is left and none can come.
   bool finished() const { return lanes_.empty() && !socket_.is_open(); }
+  // How often the lanes were handed to a restarted daemon.
+  uint64_t resumes() const { return resumes_; }
   absl::Status FinishedStatus() const;
 
  private:
   struct LaneInfo {
     Peer peer;
+    // What a resume hands back: the credential, the segment fd (owned by
+    // the lane's dataplane::Consumer in set_, which lives exactly as long as
+    // this entry) and both bells.
+    std::string credential;
+    int segment_fd = -1;
+    std::shared_ptr<const dataplane::Doorbell> own_bell;
+    std::shared_ptr<const dataplane::Doorbell> peer_bell;
   };
   Inbox(Handshake handshake, v1::Role role, const AttachOptions& options, PeerEventFn on_event,
         WriteLaneHooks hooks);
@@ -94,6 +110,11 @@ class Inbox {
   void OnEnd(uint64_t lane_id, dataplane::ReadResult why, const absl::Status& status);
   void Emit(PeerEvent::Kind kind, const Peer& peer, absl::Status status);
   void Hangup(absl::Status why);
+  // Resume: attempts to hand every lane to a restarted daemon when due.
+  void MaybeResume();
+  void TryResume(int64_t now_ns);
+  // `deadline`, or earlier when a resume attempt is due before it.
+  absl::Time ParkDeadline(absl::Time deadline) const;
   absl::Status SetUpWakeFd();
 
   // epoll set {attach socket, interrupt eventfd}: one fd the parked reader
@@ -126,6 +147,13 @@ class Inbox {
   WriteLaneHooks hooks_;
   absl::Status attach_status_;
   uint32_t polls_since_check_ = 0;
+  // Resume.
+  std::string client_name_;
+  std::string credential_;
+  bool resume_pending_ = false;
+  int64_t resume_next_ns_ = 0;
+  int64_t resume_delay_ns_ = 0;
+  uint64_t resumes_ = 0;
 };
 
 }  // namespace shmlane::client::internal
