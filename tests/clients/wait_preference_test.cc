@@ -147,9 +147,8 @@ class BroadcastWaitTest : public WaitPreferenceTest {
   v1::SubscriberStats SubscriberWaitsOnce(const std::string& channel, v1::WaitPreference pref,
                                           std::optional<dataplane::WaitPreference> override_pref,
                                           dataplane::WaitPreference expected) {
-    const absl::Status created = daemon_->CreateChannel(channel, v1::CHANNEL_PATTERN_BROADCAST,
-                                                        65536, 0, v1::BACKPRESSURE_POLICY_BLOCK,
-                                                        pref);
+    const absl::Status created = daemon_->CreateChannel(
+        channel, v1::CHANNEL_PATTERN_BROADCAST, 65536, 0, v1::BACKPRESSURE_POLICY_BLOCK, pref);
     EXPECT_TRUE(created.ok()) << created;
     AttachOptions sopts;
     sopts.runtime_dir = daemon_->dir();
