@@ -18,7 +18,16 @@ absl::StatusOr<Consumer> Consumer::Attach(std::string_view channel, Options opti
 }
 
 Consumer::Consumer(std::unique_ptr<internal::Inbox> inbox) : inbox_(std::move(inbox)) {}
-Consumer::Consumer(Consumer&&) noexcept = default;
+Consumer::Consumer(Consumer&& other) noexcept
+    : inbox_(std::move(other.inbox_)),
+      pending_(std::move(other.pending_)),
+      pending_head_(std::exchange(other.pending_head_, 0)),
+      pending_count_(std::exchange(other.pending_count_, 0)),
+      peeked_(std::exchange(other.peeked_, false)),
+      peeked_from_pending_(std::exchange(other.peeked_from_pending_, false)),
+      release_on_next_call_(std::exchange(other.release_on_next_call_, false)),
+      peeked_view_(other.peeked_view_),
+      last_position_(other.last_position_) {}
 Consumer& Consumer::operator=(Consumer&& other) noexcept {
   if (this != &other) {
     Close();
@@ -26,17 +35,32 @@ Consumer& Consumer::operator=(Consumer&& other) noexcept {
     pending_ = std::move(other.pending_);
     pending_head_ = std::exchange(other.pending_head_, 0);
     pending_count_ = std::exchange(other.pending_count_, 0);
+    peeked_ = std::exchange(other.peeked_, false);
+    peeked_from_pending_ = std::exchange(other.peeked_from_pending_, false);
+    release_on_next_call_ = std::exchange(other.release_on_next_call_, false);
+    peeked_view_ = other.peeked_view_;
+    last_position_ = other.last_position_;
   }
   return *this;
 }
 Consumer::~Consumer() { Close(); }
 
 void Consumer::Close() {
-  if (inbox_ != nullptr) inbox_->Close();
+  if (inbox_ == nullptr) return;
+  ReleaseRead();  // the application called again: done with the last Read
+  peeked_ = false;
+  inbox_->Close();
 }
 
 void Consumer::Interrupt() {
   if (inbox_ != nullptr) inbox_->Interrupt();
+}
+
+bool Consumer::durable() const { return inbox_ != nullptr && inbox_->durable(); }
+
+uint64_t Consumer::position() const {
+  if (inbox_ != nullptr && inbox_->delivering()) return inbox_->delivering_position();
+  return last_position_;
 }
 
 bool Consumer::PopPending(Frame* frame) {
@@ -46,19 +70,91 @@ bool Consumer::PopPending(Frame* frame) {
   // spare capacity.
   std::swap(frame->data, slot.data);
   frame->peer = slot.peer;
+  frame->position = last_position_ = slot.position;
   pending_head_ = (pending_head_ + 1) % pending_.size();
   --pending_count_;
   return true;
 }
 
+absl::StatusOr<FrameView> Consumer::Peek(absl::Time deadline) {
+  if (inbox_ == nullptr) return absl::FailedPreconditionError("consumer is moved-from");
+  ReleaseRead();
+  if (peeked_) return peeked_view_;
+  if (pending_count_ > 0) {
+    const Frame& slot = pending_[pending_head_];
+    peeked_view_ = {&slot.peer, std::as_bytes(std::span(slot.data)), slot.position};
+    last_position_ = slot.position;
+    peeked_ = peeked_from_pending_ = true;
+    return peeked_view_;
+  }
+  auto keep = [&](const Peer& peer, std::span<const std::byte> data) {
+    peeked_view_ = {&peer, data, inbox_->delivering_position()};
+    inbox_->Keep();
+  };
+  for (;;) {
+    auto n = inbox_->Wait(keep, deadline);
+    if (!n.ok()) return n.status();
+    if (*n > 0) {
+      last_position_ = peeked_view_.position;
+      peeked_ = true;
+      peeked_from_pending_ = false;
+      return peeked_view_;
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no frame on ", internal::ChannelLabel(inbox_->channel()), " before the deadline"));
+    }
+  }
+}
+
+void Consumer::Release() {
+  if (!peeked_ || inbox_ == nullptr) return;
+  peeked_ = false;
+  if (peeked_from_pending_) {
+    peeked_from_pending_ = false;
+    pending_head_ = (pending_head_ + 1) % pending_.size();
+    --pending_count_;
+    return;
+  }
+  inbox_->ReleaseKept();
+}
+
+size_t Consumer::FlushPeeked(FrameFn fn) {
+  if (!peeked_) return 0;
+  last_position_ = peeked_view_.position;
+  fn(*peeked_view_.peer, peeked_view_.data);
+  Release();
+  return 1;
+}
+
 absl::Status Consumer::Read(Frame* frame, absl::Time deadline) {
   if (inbox_ == nullptr) return absl::FailedPreconditionError("consumer is moved-from");
+  ReleaseRead();
+  if (peeked_ || inbox_->durable()) {
+    // One frame at a time, kept in its lane: on a durable channel it is
+    // released when the application calls again, so a consumer that dies
+    // while handling it leaves it to the next one.
+    absl::StatusOr<FrameView> view = Peek(deadline);
+    if (!view.ok()) return view.status();
+    frame->data.assign(reinterpret_cast<const char*>(view->data.data()), view->data.size());
+    if (frame->peer.lane_id != view->peer->lane_id || frame->peer.name != view->peer->name) {
+      frame->peer = *view->peer;
+    }
+    frame->position = view->position;
+    if (inbox_->durable()) {
+      release_on_next_call_ = true;
+    } else {
+      Release();
+    }
+    return absl::OkStatus();
+  }
   if (PopPending(frame)) return absl::OkStatus();
   pending_head_ = 0;
   auto copy = [&](const Peer& peer, std::span<const std::byte> data) {
     if (pending_count_ == pending_.size()) pending_.emplace_back();
     Frame& slot = pending_[pending_count_++];
     slot.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+    slot.position = inbox_->delivering_position();
     if (slot.peer.lane_id != peer.lane_id || slot.peer.name != peer.name) slot.peer = peer;
   };
   for (;;) {
@@ -83,7 +179,8 @@ absl::StatusOr<Frame> Consumer::Read(absl::Time deadline) {
 
 size_t Consumer::Poll(FrameFn fn) {
   if (inbox_ == nullptr) return 0;
-  size_t n = 0;
+  ReleaseRead();
+  size_t n = FlushPeeked(fn);
   Frame frame;
   while (PopPending(&frame)) {
     fn(frame.peer, std::as_bytes(std::span(frame.data)));

@@ -11,9 +11,18 @@
 //     Handle(frame->peer.name, frame->data);
 //   }
 //
-// Zero-copy reading is Poll()/Wait()/Drain() with a callback: the bytes live
-// in shared memory, valid only during the callback, and are untrusted input
-// (a hostile producer may change them while you look). Read() copies.
+// Zero-copy reading is Poll()/Wait()/Drain() with a callback, or Peek() and
+// Release(): the bytes live in shared memory, valid only during the callback
+// (until Release), and are untrusted input (a hostile producer may change
+// them while you look). Read() copies.
+//
+// Durable channels (ChannelSpec.durable): when this consumer exits or dies,
+// the producers' lanes stay open and the next consumer continues from the
+// last *released* frame, so a frame is delivered at least once. Released
+// means: a Poll/Wait/Drain callback returned; Release() after Peek(); for
+// Read(), the next call on the Consumer (Read, Peek, Poll, Wait, Drain,
+// Close) began. A frame delivered again after a restart has the same
+// (peer.lane_id, position) as before: deduplicate on that pair.
 //
 // When the daemon goes away (crash, restart, Goodbye) the lanes already
 // attached keep delivering until their producers close; Read() then returns
@@ -53,6 +62,20 @@ class Inbox;
 struct Frame {
   std::string data;
   Peer peer;
+  // The frame's position in its lane (bytes written to the lane before it):
+  // grows with every frame, and (peer.lane_id, position) names one frame
+  // across consumer restarts of a durable channel.
+  uint64_t position = 0;
+};
+
+// A frame returned by Peek(), not yet released: `data` points into shared
+// memory (or into the Consumer's copy of a frame Read() fetched ahead) and
+// `peer` into the Consumer; both are valid until Release() or the next call
+// on the Consumer other than Peek().
+struct FrameView {
+  const Peer* peer = nullptr;
+  std::span<const std::byte> data;
+  uint64_t position = 0;
 };
 
 class Consumer {
@@ -80,6 +103,20 @@ class Consumer {
   absl::StatusOr<Frame> Read(absl::Time deadline = absl::InfiniteFuture());
   // As above into `*frame`, reusing its buffer's capacity.
   absl::Status Read(Frame* frame, absl::Time deadline = absl::InfiniteFuture());
+
+  // The next frame from any producer without consuming it: Peek() again
+  // returns the same frame until Release(). DeadlineExceeded, Cancelled and
+  // Unavailable as for Read. Zero-copy.
+  absl::StatusOr<FrameView> Peek(absl::Time deadline = absl::InfiniteFuture());
+  // Consumes the frame of the last Peek() (on a durable channel: the next
+  // consumer will not see it again). No-op if none is peeked.
+  void Release();
+  // The lane position of the frame being delivered, inside a Poll/Wait/
+  // Drain callback; elsewhere that of the frame the last Read or Peek
+  // returned (see Frame::position).
+  uint64_t position() const;
+  // The channel is durable (its lanes outlive this consumer).
+  bool durable() const;
 
   // Zero-copy callback: `data` points into shared memory, valid during the call.
   using FrameFn = absl::FunctionRef<void(const Peer& peer, std::span<const std::byte> data)>;
@@ -115,6 +152,17 @@ class Consumer {
  private:
   explicit Consumer(std::unique_ptr<internal::Inbox> inbox);
   bool PopPending(Frame* frame);
+  // Releases the frame a durable Read() returned (it is done with once the
+  // application calls again).
+  void ReleaseRead() {
+    if (release_on_next_call_) {
+      release_on_next_call_ = false;
+      Release();
+    }
+  }
+  // Delivers (and releases) a frame the application peeked but did not
+  // release, before a pass could deliver it again; 1 if there was one.
+  size_t FlushPeeked(FrameFn fn);
 
   std::unique_ptr<internal::Inbox> inbox_;
   // Frames copied by Read() ahead of the caller (one fair pass takes up to
@@ -123,6 +171,12 @@ class Consumer {
   std::vector<Frame> pending_;
   size_t pending_head_ = 0;
   size_t pending_count_ = 0;
+  // Peek: the frame held (kept in its lane, or pending_'s head slot).
+  bool peeked_ = false;
+  bool peeked_from_pending_ = false;
+  bool release_on_next_call_ = false;  // durable Read(): peeked_ until the next call
+  FrameView peeked_view_;
+  uint64_t last_position_ = 0;
 };
 
 }  // namespace shmlane::client

@@ -352,6 +352,12 @@ Server& Server::operator=(Server&& other) noexcept {
 Server::~Server() { Close(); }
 
 void Server::Close() {
+  // A durable channel's reply lanes stay open for the next server: what was
+  // committed is published before the daemon learns that this one left.
+  const bool durable = inbox_ != nullptr && inbox_->durable();
+  if (durable && replies_ != nullptr) {
+    for (auto& [client, lane] : replies_->by_client) lane.Leave();
+  }
   if (inbox_ != nullptr) inbox_->Close();
   if (replies_ != nullptr) {
     for (auto& [client, lane] : replies_->by_client) lane.Close();

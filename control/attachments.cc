@@ -39,9 +39,15 @@ uint64_t Attachments::ShmBytesFor(const v1::ChannelSpec& spec, v1::Role role) {
 // Channels.
 
 void Attachments::AddChannel(const std::string& name,
-                             std::shared_ptr<dataplane::Doorbell> consumer_bell) {
+                             std::shared_ptr<dataplane::Doorbell> consumer_bell, bool durable) {
   LiveChannel& channel = channels_[name];
   channel.consumer_bell = std::move(consumer_bell);
+  channel.durable = durable;
+}
+
+void Attachments::SetDurable(absl::string_view name, bool durable) {
+  auto it = channels_.find(name);
+  if (it != channels_.end()) it->second.durable = durable;
 }
 
 void Attachments::Clear() {
@@ -79,6 +85,7 @@ uint32_t Attachments::RemoveChannel(absl::string_view name, absl::string_view go
   if (it == channels_.end()) return 0;
   const std::string key = it->first;
   LiveChannel& channel = it->second;
+  ending_all_ = true;  // a durable channel's lanes end too
   std::vector<uint64_t> lane_ids;
   for (const auto& [id, lane] : channel.lanes) lane_ids.push_back(id);
   for (uint64_t id : lane_ids) {
@@ -100,6 +107,7 @@ uint32_t Attachments::RemoveChannel(absl::string_view name, absl::string_view go
   for (auto p = pending_attachments_.begin(); p != pending_attachments_.end();) {
     p = p->second.channel() == key ? pending_attachments_.erase(p) : std::next(p);
   }
+  ending_all_ = false;
   state_changed_ = true;
   channels_.erase(key);
   return static_cast<uint32_t>(ended.size());
@@ -332,6 +340,7 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
   reply->set_ring_bytes(spec.ring_bytes());
   reply->set_wait_preference(spec.wait_preference());
   reply->set_resume_credential(*credential);
+  reply->set_durable(channel.durable);
   // Later packets for a consumer with many peers (each bounded to
   // kMaxFdsPerPacket fds, one client's lanes never split).
   struct Later {
@@ -357,32 +366,48 @@ absl::StatusOr<uint64_t> Attachments::Attach(const ChannelRecord& record, int so
     OutboundHolds* packet_holds = &reply_holds;
     PidfdIndices* packet_pidfds = &reply_pidfds;
     uint32_t following = 0;
+    // Starts another packet unless `fds_needed` more fit in this one.
+    auto room_for = [&](size_t fds_needed) {
+      if (packet_fds->size() + fds_needed <= kMaxFdsPerPacket) return;
+      more.emplace_back();
+      packet = &more.back().message;
+      packet_fds = &more.back().fds;
+      packet_holds = &more.back().holds;
+      packet_pidfds = &more.back().pidfds;
+      packet->mutable_lane_added();
+    };
+    auto describe = [&](const Lane& lane) {
+      v1::LaneDescription* d =
+          packet == &reply_message ? reply->add_lanes() : packet->mutable_lane_added()->add_lanes();
+      absl::Status s =
+          DescribeLane(spec, channel, lane, true, d, packet_fds, packet_holds, packet_pidfds);
+      if (s.ok() && packet != &reply_message) ++following;
+      return s;
+    };
     for (uint64_t client_id : channel.client_attachments) {
       const Attachment& client = attachments_.at(client_id);
       // Segment, peer bell and own bell per lane, and the client's pidfd.
-      const size_t fds_needed = 3 * client.lanes.size() + (client.pidfd != nullptr ? 1 : 0);
-      if (packet_fds->size() + fds_needed > kMaxFdsPerPacket) {
-        more.emplace_back();
-        packet = &more.back().message;
-        packet_fds = &more.back().fds;
-        packet_holds = &more.back().holds;
-        packet_pidfds = &more.back().pidfds;
-        packet->mutable_lane_added();
-      }
+      room_for(3 * client.lanes.size() + (client.pidfd != nullptr ? 1 : 0));
       for (uint64_t lane_id : client.lanes) {
-        const Lane& lane = channel.lanes.at(lane_id);
-        v1::LaneDescription* d = packet == &reply_message
-                                     ? reply->add_lanes()
-                                     : packet->mutable_lane_added()->add_lanes();
-        absl::Status s =
-            DescribeLane(spec, channel, lane, true, d, packet_fds, packet_holds, packet_pidfds);
-        if (!s.ok()) {
+        if (absl::Status s = describe(channel.lanes.at(lane_id)); !s.ok()) {
           channel.consumer_attachment = 0;
           return s;
         }
-        if (packet != &reply_message) ++following;
       }
     }
+    // Durable: the lanes whose producer ended while no consumer read them,
+    // with the frames it committed (closed; they end once read).
+    std::vector<Lane*> awaited;
+    for (auto& [lane_id, lane] : channel.draining) {
+      if (lane.reader_attachment != 0 || lane.kind != Lane::Kind::kStream) continue;
+      room_for(3);
+      if (absl::Status s = describe(lane); !s.ok()) {
+        channel.consumer_attachment = 0;
+        return s;
+      }
+      awaited.push_back(&lane);
+    }
+    for (Lane* lane : awaited) lane->reader_attachment = attachment.id;
     reply->set_lanes_following(following);
   }
   NextAttachmentId();
@@ -438,7 +463,11 @@ void Attachments::RetireLane(const std::string& name, LiveChannel& channel, uint
   // The reader may still be consuming what the writer left: keep reading
   // the lane until it is done (CheckBackpressure, EndAttachment).
   const uint64_t reader = ReaderOf(channel, lane);
-  if (reader != 0 && attachments_.count(reader) != 0) {
+  // A durable channel's lane that no consumer reads now waits for the next
+  // one (reader 0), so that a producer's last frames are not lost with it.
+  const bool for_next_consumer =
+      reader == 0 && channel.durable && lane.kind == Lane::Kind::kStream && !ending_all_;
+  if ((reader != 0 && attachments_.count(reader) != 0) || for_next_consumer) {
     lane.reader_attachment = reader;
     lane.in_backpressure = false;
     if (channel.draining.size() >= kMaxDrainingLanes) {
@@ -493,8 +522,19 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
   if (cit != channels_.end()) {
     const std::string& name = cit->first;
     LiveChannel& channel = cit->second;
-    // Its mapping is gone, so is every frame it could still have read.
-    FoldDrainingOf(channel, attachment_id);
+    // The consumer side of a durable channel leaves its lanes to the next
+    // one (except at shutdown and deletion, which end everything).
+    const bool keep_lanes = channel.durable && !ending_all_ && !IsClientSide(attachment.role) &&
+                            !IsBroadcastRole(attachment.role) &&
+                            channel.consumer_attachment == attachment_id;
+    if (keep_lanes) {
+      for (auto& [id, lane] : channel.draining) {
+        if (lane.reader_attachment == attachment_id) lane.reader_attachment = 0;
+      }
+    } else {
+      // Its mapping is gone, so is every frame it could still have read.
+      FoldDrainingOf(channel, attachment_id);
+    }
     if (IsBroadcastRole(attachment.role)) {
       EndBroadcastAttachment(name, channel, attachment, why, holder_alive);
     }
@@ -519,6 +559,13 @@ void Attachments::EndAttachment(uint64_t attachment_id, v1::EventType event, abs
       }
       auto& clients = channel.client_attachments;
       clients.erase(std::remove(clients.begin(), clients.end(), attachment_id), clients.end());
+    } else if (keep_lanes) {
+      // Nothing closes: producers keep writing (and block or drop under
+      // their backpressure policy) until the next consumer takes the lanes
+      // over from the last released position. Wake-ups meant for this one
+      // must not reach the next.
+      channel.consumer_attachment = 0;
+      channel.consumer_bell->Clear();
     } else if (channel.consumer_attachment == attachment_id) {
       channel.consumer_attachment = 0;
       std::vector<uint64_t> lane_ids;
@@ -585,10 +632,12 @@ void Attachments::Detach(uint64_t attachment_id, DetachKind kind) {
 }
 
 void Attachments::EndAll(absl::string_view reason) {
+  ending_all_ = true;
   while (!attachments_.empty()) {
     EndAttachment(attachments_.begin()->first, v1::EVENT_TYPE_DETACHED, reason, reason,
                   /*holder_alive=*/true);
   }
+  ending_all_ = false;
 }
 
 std::vector<ReleasedUsage> Attachments::TakeReleased() { return std::exchange(released_, {}); }

@@ -114,7 +114,10 @@ class Attachments {
   // ---- Channels ----
   // Starts tracking a channel. `consumer_bell` is the doorbell of its
   // consumer (STREAM) or server (REQUEST_REPLY), named by every lane.
-  void AddChannel(const std::string& name, std::shared_ptr<dataplane::Doorbell> consumer_bell);
+  void AddChannel(const std::string& name, std::shared_ptr<dataplane::Doorbell> consumer_bell,
+                  bool durable);
+  // ChannelSpec.durable changed (ReplaceChannel of a channel nobody holds).
+  void SetDurable(absl::string_view name, bool durable);
   // Closes every lane of the channel, ends its attachments with `goodbye`
   // and forgets it. Returns how many attachments were ended.
   uint32_t RemoveChannel(absl::string_view name, absl::string_view goodbye);
@@ -265,6 +268,10 @@ class Attachments {
     // outlives consumers so every lane of the channel can name it.
     std::shared_ptr<dataplane::Doorbell> consumer_bell;
     uint64_t consumer_attachment = 0;  // 0 = none
+    // ChannelSpec.durable: the lanes outlive their consumer (server) and are
+    // handed to the next one; lanes whose producer ended meanwhile wait in
+    // `draining` with reader_attachment 0.
+    bool durable = false;
     std::vector<uint64_t> client_attachments;
     std::map<uint64_t, Lane> lanes;
     // Retired lanes whose reader is still attached, by lane id.
@@ -395,6 +402,8 @@ class Attachments {
   size_t pending_lanes_ = 0;  // over every channel's pending_lanes
   absl::Time resume_deadline_ = absl::InfinitePast();
   bool state_changed_ = false;
+  // EndAll or RemoveChannel runs: durable channels end their lanes too.
+  bool ending_all_ = false;
 };
 
 }  // namespace shmlane::control

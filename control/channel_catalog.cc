@@ -46,6 +46,11 @@ absl::Status NormalizeBroadcast(v1::ChannelSpec& spec) {
     }
     return absl::OkStatus();
   }
+  if (spec.durable()) {
+    return absl::InvalidArgumentError(
+        "durable applies to STREAM and REQUEST_REPLY channels; a BROADCAST channel keeps "
+        "history_frames for subscribers that join late instead");
+  }
   if (spec.slow_subscriber_policy() == v1::SLOW_SUBSCRIBER_POLICY_UNSPECIFIED) {
     spec.set_slow_subscriber_policy(v1::SLOW_SUBSCRIBER_POLICY_BLOCK);
   }

@@ -101,7 +101,8 @@ absl::StatusOr<v1::Channel> Registry::CreateChannel(const Caller& caller,
   record.create_unix_ns = absl::GetCurrentTimeNanos();
   const ChannelRecord& stored = catalog_.Add(std::move(record));
   attachments_.AddChannel(stored.spec.name(),
-                          std::make_shared<dataplane::Doorbell>(*std::move(bell)));
+                          std::make_shared<dataplane::Doorbell>(*std::move(bell)),
+                          stored.spec.durable());
   v1::Event event;
   event.set_type(v1::EVENT_TYPE_CHANNEL_CREATED);
   event.set_channel(stored.spec.name());
@@ -307,6 +308,7 @@ absl::StatusOr<v1::Channel> Registry::ReplaceChannel(const v1::CreateChannelRequ
   // The channel's doorbell and grants are keyed by name and stay.
   catalog_.Remove(record.spec.name());
   const ChannelRecord& stored = catalog_.Add(std::move(record));
+  attachments_.SetDurable(stored.spec.name(), stored.spec.durable());
   v1::Event event;
   event.set_type(v1::EVENT_TYPE_CHANNEL_UPDATED);
   event.set_channel(stored.spec.name());
@@ -556,7 +558,7 @@ absl::Status Registry::RestoreState(const v1::DaemonState& state) {
   attachments_.Clear();
   size_t i = 0;
   for (const ChannelRecord* channel : catalog_.All()) {
-    attachments_.AddChannel(channel->spec.name(), std::move(bells[i++]));
+    attachments_.AddChannel(channel->spec.name(), std::move(bells[i++]), channel->spec.durable());
   }
   access_.Restore(state);
   attachments_.RestoreResumable(state, absl::Now() + options_.resume_grace);

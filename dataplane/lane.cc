@@ -216,6 +216,20 @@ absl::StatusOr<Producer> Producer::Attach(Segment segment, LaneBells bells, Wait
   }
   p.tail_ = p.published_tail_ = tail;
   p.cached_head_ = head;
+  // A lane taken over from an earlier producer (a durable channel's server
+  // side) continues its counters; they are statistics only.
+  const ProducerCounters& was = p.geo_.blocks->producer_counters;
+  p.frames_ = Load(was.frames, std::memory_order_relaxed);
+  p.bytes_ = Load(was.bytes, std::memory_order_relaxed);
+  p.backpressure_events_ = Load(was.backpressure_events, std::memory_order_relaxed);
+  p.full_waits_ = Load(was.full_waits, std::memory_order_relaxed);
+  p.dropped_frames_ = Load(was.dropped_frames, std::memory_order_relaxed);
+  p.wakeups_sent_ = Load(was.wakeups_sent, std::memory_order_relaxed);
+  p.wakeups_received_ = Load(was.wakeups_received, std::memory_order_relaxed);
+  p.spin_ns_ = Load(was.spin_ns, std::memory_order_relaxed);
+  p.spin_waits_ = Load(was.spin_waits, std::memory_order_relaxed);
+  p.spin_wins_ = Load(was.spin_wins, std::memory_order_relaxed);
+  p.wakeup_errors_ = Load(was.wakeup_errors, std::memory_order_relaxed);
   // Continue our side's park episodes where the previous endpoint stopped,
   // and say that we are not parked (a predecessor may have died parked).
   ProducerControl& me = p.geo_.blocks->producer_control;
@@ -468,6 +482,13 @@ void Producer::CountSpin(int64_t spun_ns, bool won) {
   Store(c.spin_ns, spin_ns_, std::memory_order_relaxed);
   Store(c.spin_waits, ++spin_waits_, std::memory_order_relaxed);
   if (won) Store(c.spin_wins, ++spin_wins_, std::memory_order_relaxed);
+}
+
+void Producer::Leave() {
+  if (closed_ || !segment_.valid()) return;
+  reservation_open_ = false;  // never published: the next producer overwrites it
+  Publish();
+  closed_ = true;
 }
 
 void Producer::Close() {

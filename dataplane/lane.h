@@ -32,6 +32,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -211,6 +212,11 @@ class Producer {
 
   // Marks the producer side closed; the consumer drains, then sees kClosed.
   void Close();
+  // Lets go of the lane without closing it (a durable channel's server that
+  // exits, for its reply lanes): publishes what was committed, drops an open
+  // reservation, and sets no flag; the next producer attached to the segment
+  // continues from the published tail. The destructor then does nothing more.
+  void Leave();
 
   // True once the consumer or the supervisor closed the lane.
   bool PeerClosed() const;
@@ -262,7 +268,8 @@ class Producer {
   uint64_t park_episode_ = 0;  // our last park episode (resumed from shm at Attach)
   uint64_t last_rung_ = 0;     // consumer waiter word we last rang for
   uint64_t rung_tail_ = 0;     // our published tail when we last rang the consumer
-  // Local copies of our counters: stored to shm, never read back from it.
+  // Local copies of our counters: stored to shm, read back only at Attach
+  // (a lane taken over continues its totals).
   uint64_t frames_ = 0;
   uint64_t bytes_ = 0;
   uint64_t backpressure_events_ = 0;
@@ -312,7 +319,9 @@ class Consumer {
   // Calls fn for up to `max_frames` frames in order, then frees their space
   // with one release store. Returns the count; *result (if given) is kOk when
   // it stopped at max_frames, else why it stopped (kEmpty, kClosed, kBroken).
-  // `fn` is any callable taking std::span<const std::byte>.
+  // `fn` is any callable taking std::span<const std::byte>; one that returns
+  // bool keeps the frame it returns false for (not consumed: it stays
+  // peeked, Release() frees it) and stops the batch (*result kOk).
   template <typename Fn>
   size_t Drain(Fn&& fn, size_t max_frames, ReadResult* result = nullptr);
 
@@ -323,6 +332,17 @@ class Consumer {
 
   // Marks the consumer side closed; a producer blocked on a full ring wakes.
   void Close();
+  // Lets go of the lane without closing it (a durable channel's consumer
+  // that exits): publishes what was released, leaves the frame of the last
+  // Peek() unconsumed, and sets no flag; the next consumer attached to the
+  // segment continues from there. The destructor then does nothing more.
+  void Leave();
+
+  // The lane position (bytes written before it) of the next frame, i.e. of
+  // the one the last Peek() returned, or of the one `Drain`'s fn is given.
+  // Positions grow with every frame and survive a change of consumer, so
+  // (lane, position) names a frame for deduplication.
+  uint64_t position() const { return head_; }
 
   absl::Status status() const;
   // OK, or the first doorbell failure; also counted in
@@ -376,7 +396,8 @@ class Consumer {
   uint64_t rang_at_tail_ = 0;  // the producer's tail when we last rang it
   uint64_t rang_at_head_ = 0;  // our head then
   std::shared_ptr<internal::WakeDebt> debt_;
-  // Local copies of our counters: stored to shm, never read back from it.
+  // Local copies of our counters: stored to shm, read back only at Attach
+  // (a lane taken over continues its totals).
   uint64_t frames_ = 0;
   uint64_t bytes_ = 0;
   uint64_t empty_waits_ = 0;
@@ -581,7 +602,11 @@ size_t Consumer::Drain(Fn&& fn, size_t max_frames, ReadResult* result) {
     PeekResult p = Peek();
     last = p.result;
     if (last != ReadResult::kOk) break;
-    fn(p.data);
+    if constexpr (std::is_same_v<std::invoke_result_t<Fn, std::span<const std::byte>>, bool>) {
+      if (!fn(p.data)) break;  // kept: stays peeked
+    } else {
+      fn(p.data);
+    }
     Advance();
     ++n;
   }

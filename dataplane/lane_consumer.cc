@@ -86,6 +86,24 @@ absl::StatusOr<Consumer> Consumer::Attach(Segment segment, LaneBells bells, Wait
     return absl::DataLossError(absl::StrCat("lane head ", head, " is misaligned"));
   }
   c.head_ = c.published_head_ = c.cached_tail_ = head;
+  // A lane taken over from an earlier consumer (durable channel) continues
+  // its counters, so that exported totals do not go back. They are only
+  // statistics: a hostile predecessor can skew them, not the ring.
+  const ConsumerCounters& was = c.geo_.blocks->consumer_counters;
+  c.frames_ = Load(was.frames, std::memory_order_relaxed);
+  c.bytes_ = Load(was.bytes, std::memory_order_relaxed);
+  c.empty_waits_ = Load(was.empty_waits, std::memory_order_relaxed);
+  c.wakeups_sent_ = Load(was.wakeups_sent, std::memory_order_relaxed);
+  c.wakeups_received_ = Load(was.wakeups_received, std::memory_order_relaxed);
+  c.latency_count_ = Load(was.latency_count, std::memory_order_relaxed);
+  c.latency_sum_ns_ = Load(was.latency_sum_ns, std::memory_order_relaxed);
+  for (uint32_t i = 0; i < kLatencyBuckets; ++i) {
+    c.latency_buckets_[i] = Load(was.latency_buckets[i], std::memory_order_relaxed);
+  }
+  c.spin_ns_ = Load(was.spin_ns, std::memory_order_relaxed);
+  c.spin_waits_ = Load(was.spin_waits, std::memory_order_relaxed);
+  c.spin_wins_ = Load(was.spin_wins, std::memory_order_relaxed);
+  c.wakeup_errors_ = Load(was.wakeup_errors, std::memory_order_relaxed);
   ConsumerControl& me = c.geo_.blocks->consumer_control;
   c.park_episode_ = Load(me.waiting, std::memory_order_relaxed) >> 1;
   Store(me.waiting, c.park_episode_ << 1, std::memory_order_relaxed);
@@ -363,6 +381,14 @@ ReadResult Consumer::WaitReadable(Deadline deadline) {
     if (last != ReadResult::kEmpty) return last;
     if (!woke.ok() || deadline.Expired()) return ReadResult::kTimeout;
   }
+}
+
+void Consumer::Leave() {
+  if (closed_ || !segment_.valid()) return;
+  peeked_bytes_ = 0;  // the next consumer reads it again
+  PublishHead();
+  PayDebt();
+  closed_ = true;
 }
 
 void Consumer::Close() {

@@ -109,6 +109,40 @@ bool LaneSet::Remove(uint64_t id) {
   return true;
 }
 
+void LaneSet::Keep() {
+  if (delivering_ != nullptr) keep_requested_ = true;
+}
+
+bool LaneSet::ReleaseKept() {
+  if (!has_kept_) return false;
+  has_kept_ = false;
+  for (Entry& e : lanes_) {
+    if (e.id != kept_id_ || e.removed) continue;
+    // The kept frame is still the lane's next one (nothing read it since).
+    if (e.consumer.Peek().result != ReadResult::kOk) return false;
+    e.consumer.Release();
+    return true;
+  }
+  return false;
+}
+
+void LaneSet::LeaveAll() {
+  for (Entry& e : lanes_) {
+    e.consumer.Leave();
+    Unregister(e.bell_fd);
+  }
+  for (Entry& e : pending_) {
+    e.consumer.Leave();
+    Unregister(e.bell_fd);
+  }
+  lanes_.clear();
+  pending_.clear();
+  live_ = 0;
+  next_ = 0;
+  has_kept_ = false;
+  has_removed_ = false;
+}
+
 void LaneSet::EraseRemoved() {
   if (has_removed_) {
     has_removed_ = false;
@@ -139,11 +173,25 @@ size_t LaneSet::Poll(FrameFn on_frame, EndFn on_end) {
     Entry& e = lanes_[(next_ + k) % n];
     if (e.removed) continue;
     ReadResult r = ReadResult::kOk;
+    bool kept_now = false;
     delivered += e.consumer.Drain(
-        [&](std::span<const std::byte> frame) {
-          if (!e.removed) on_frame(e.id, frame);
+        [&](std::span<const std::byte> frame) -> bool {
+          if (e.removed) return true;
+          delivering_ = &e.consumer;
+          on_frame(e.id, frame);
+          delivering_ = nullptr;
+          if (!keep_requested_) return true;
+          keep_requested_ = false;
+          kept_now = true;
+          return false;  // stays peeked in its lane
         },
         per_lane_batch_, &r);
+    if (kept_now) {
+      has_kept_ = true;
+      kept_id_ = e.id;
+      ++delivered;
+      break;  // the caller holds a frame: the pass ends with it
+    }
     if (!e.removed && (r == ReadResult::kClosed || r == ReadResult::kBroken)) {
       on_end(e.id, r, e.consumer.status());
       if (!e.removed) {

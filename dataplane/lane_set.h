@@ -75,6 +75,24 @@ class LaneSet {
   void Add(uint64_t id, Consumer consumer);
   // Removes (and closes) a lane; false if the id is unknown.
   bool Remove(uint64_t id);
+  // Lets go of every lane without closing it (Consumer::Leave: a durable
+  // channel's consumer that exits) and empties the set.
+  void LeaveAll();
+
+  // Peek-style delivery. Called from inside on_frame: the frame being
+  // delivered is not consumed (it stays the next frame of its lane) and the
+  // pass ends after it; ReleaseKept() consumes it. A later pass delivers it
+  // again if it was not released.
+  void Keep();
+  // Consumes the frame kept by Keep(); false if none is kept or its lane
+  // was removed since.
+  bool ReleaseKept();
+  // Inside on_frame: the lane position of the frame being delivered
+  // (Consumer::position); 0 outside a callback.
+  bool delivering() const { return delivering_ != nullptr; }
+  uint64_t delivering_position() const {
+    return delivering_ != nullptr ? delivering_->position() : 0;
+  }
   size_t size() const { return live_; }
   bool empty() const { return live_ == 0; }
   const std::shared_ptr<const Doorbell>& doorbell() const { return doorbell_; }
@@ -133,6 +151,10 @@ class LaneSet {
   size_t spin_turn_ = 0;        // lane that carries the next unrewarded spin's counters
   bool in_pass_ = false;
   bool has_removed_ = false;
+  const Consumer* delivering_ = nullptr;  // the lane whose frame on_frame has now
+  bool keep_requested_ = false;           // Keep() during this on_frame
+  bool has_kept_ = false;                 // a frame of lane kept_id_ is kept
+  uint64_t kept_id_ = 0;
   UniqueFd epoll_fd_;                        // created at the first per-lane doorbell
   std::unordered_map<int, int> registered_;  // doorbell fd -> lanes using it
   absl::Status wait_status_;

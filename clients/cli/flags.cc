@@ -158,6 +158,7 @@ struct Flags {
   uint32_t max_subscribers = 0;
   uint32_t latency_sample_every = 0;
   bool no_latency_sampling = false;
+  bool durable = false;
   std::vector<std::string> labels;
   uint32_t owner_uid = 0;
   CLI::Option* owner_uid_option = nullptr;
@@ -295,6 +296,9 @@ void WireChannels(CLI::App& app, Flags& f) {
       ->type_name("N")
       ->capture_default_str();
   create->add_flag("--no-latency-sampling", f.no_latency_sampling, "Turn latency sampling off");
+  create->add_flag("--durable", f.durable,
+                   "Stream or request/reply: the producers' lanes outlive the consumer (server), "
+                   "which continues from its last released frame after a restart (at-least-once)");
   create->add_option("--label", f.labels, "Free-form label; repeat for more (at most 16)")
       ->type_name("KEY=VALUE")
       ->check(LabelCheck())
@@ -487,6 +491,7 @@ void BuildRequest(Flags& f, Command command, Invocation* inv) {
       spec->set_max_subscribers(f.max_subscribers);
       spec->set_latency_sample_every(f.latency_sample_every);
       spec->set_disable_latency_sampling(f.no_latency_sampling);
+      spec->set_durable(f.durable);
       for (const std::string& label : f.labels) {
         std::pair<std::string, std::string> kv = absl::StrSplit(label, absl::MaxSplits('=', 1));
         (*spec->mutable_labels())[kv.first] = kv.second;

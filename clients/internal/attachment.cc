@@ -237,6 +237,7 @@ absl::StatusOr<Handshake> Attach(std::string_view channel, v1::Role role,
   out.wait_preference = reply.wait_preference();
   out.client_name = req->client_name();
   out.resume_credential = reply.resume_credential();
+  out.durable = reply.durable();
   auto bell_fd = DupAt(received->fds, reply.doorbell_fd_index(), "own doorbell");
   if (!bell_fd.ok()) return bell_fd.status();
   auto bell = dataplane::Doorbell::Adopt(std::move(*bell_fd));

@@ -56,6 +56,7 @@ struct Handshake {
   int wait_preference = 0;        // AttachReply.wait_preference (see ResolveWait)
   std::string client_name;        // as sent in the AttachRequest
   std::string resume_credential;  // AttachReply.resume_credential
+  bool durable = false;           // AttachReply.durable
   // BROADCAST roles only: the AttachReply and its packet's fds, which
   // clients/broadcast.cc maps (clients/internal/broadcast_end.h); what it
   // does not take closes with the Handshake. Empty for the other roles.

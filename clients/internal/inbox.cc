@@ -42,6 +42,7 @@ absl::StatusOr<std::unique_ptr<Inbox>> Inbox::Create(Handshake handshake, v1::Ro
 Inbox::Inbox(Handshake handshake, v1::Role role, const AttachOptions& options, PeerEventFn on_event,
              WriteLaneHooks hooks)
     : role_(role),
+      durable_(handshake.durable),
       options_(WithWait(options, ResolveWait(options, handshake.wait_preference))),
       channel_(std::move(handshake.channel)),
       attachment_id_(handshake.attachment_id),
@@ -377,6 +378,10 @@ std::vector<Peer> Inbox::peers() const {
 
 void Inbox::Close() {
   resume_pending_ = false;
+  // A durable channel's lanes stay open for the next reader: let go of them
+  // (what was released is published) before the daemon learns we left, so
+  // that the next one starts from our last release.
+  if (durable_) set_.LeaveAll();
   if (socket_.is_open()) {
     v1::AttachMessage bye;
     bye.mutable_detach();

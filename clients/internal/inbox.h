@@ -71,8 +71,20 @@ class Inbox {
   // Reads and applies every queued control message without blocking.
   void CheckControl();
 
-  // Sends Detach, closes every lane and the socket.
+  // Sends Detach, closes every lane and the socket. On a durable channel
+  // the lanes are left open instead (LaneSet::LeaveAll) for the next reader.
   void Close();
+
+  // Peek-style delivery for durable reading (LaneSet::Keep and friends):
+  // from inside a FrameFn, keep the frame (it stays unconsumed and the call
+  // returns after it); ReleaseKept() consumes it.
+  void Keep() { set_.Keep(); }
+  bool ReleaseKept() { return set_.ReleaseKept(); }
+  // Inside a FrameFn: the lane position of the frame being delivered.
+  uint64_t delivering_position() const { return set_.delivering_position(); }
+  bool delivering() const { return set_.delivering(); }
+  // The channel is durable (AttachReply.durable).
+  bool durable() const { return durable_; }
 
   std::vector<Peer> peers() const;
   size_t lane_count() const { return lanes_.size(); }
@@ -124,6 +136,7 @@ class Inbox {
   std::atomic<bool> interrupted_{false};
 
   v1::Role role_;
+  bool durable_ = false;
   // Wait looks at the attach socket only when it may hold news: at first,
   // and after a park that the wake fd (socket, interrupt) or the deadline
   // ended. Saves a recvmsg per idle period; Poll still looks every

@@ -42,6 +42,7 @@
 #include "clients/producer.h"
 #include "clients/request_reply.h"
 #include "gtest/gtest.h"
+#include "tests/integration/client_process.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace shmlane::testing {
@@ -49,123 +50,11 @@ namespace {
 
 namespace v1 = ::shmlane::v1;
 
-int64_t MonotonicNs() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-// A forked child running `body`, with a line pipe to the parent and a "go"
-// pipe from it. Killed at destruction; alarm(90) is its own safety net.
-class ClientProcess {
- public:
-  struct Io {
-    int report_fd;
-    int command_fd;
-    void Say(const std::string& line) const {
-      const std::string text = line + "\n";
-      (void)!::write(report_fd, text.data(), text.size());
-    }
-    bool GoPending() const {
-      pollfd p{command_fd, POLLIN, 0};
-      return ::poll(&p, 1, 0) == 1;
-    }
-  };
-
-  explicit ClientProcess(const std::function<int(const Io&)>& body) {
-    int report[2], command[2];
-    if (::pipe2(report, O_CLOEXEC) != 0 || ::pipe2(command, O_CLOEXEC) != 0) std::abort();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::alarm(90);
-      ::close(report[0]);
-      ::close(command[1]);
-      std::_Exit(body(Io{report[1], command[0]}));
-    }
-    ::close(report[1]);
-    ::close(command[0]);
-    report_fd_ = report[0];
-    command_fd_ = command[1];
-  }
-  ~ClientProcess() {
-    Kill();
-    ::close(report_fd_);
-    ::close(command_fd_);
-  }
-  ClientProcess(const ClientProcess&) = delete;
-  ClientProcess& operator=(const ClientProcess&) = delete;
-
-  absl::StatusOr<std::string> ReadLine(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    for (;;) {
-      const size_t nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        return line;
-      }
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        return absl::DeadlineExceededError("the client process reported nothing in time");
-      }
-      pollfd p{report_fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1) <= 0) continue;
-      char chunk[512];
-      const ssize_t n = ::read(report_fd_, chunk, sizeof(chunk));
-      if (n <= 0) return absl::UnavailableError("the client process exited without a report");
-      buffer_.append(chunk, static_cast<size_t>(n));
-    }
-  }
-  // The next line that starts with `prefix` (others are skipped).
-  absl::StatusOr<std::string> ReadLineStartingWith(const std::string& prefix,
-                                                   absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    for (;;) {
-      absl::StatusOr<std::string> line = ReadLine(deadline - absl::Now());
-      if (!line.ok() || absl::StartsWith(*line, prefix)) return line;
-    }
-  }
-  void Go() { (void)!::write(command_fd_, "g", 1); }
-  void Kill() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  std::optional<int> Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (pid_ > 0) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (absl::Now() >= deadline) return std::nullopt;
-      absl::SleepFor(absl::Milliseconds(2));
-    }
-    return std::nullopt;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int report_fd_ = -1;
-  int command_fd_ = -1;
-  std::string buffer_;
-};
-
 void RaiseFdLimit(rlim_t want) {
   rlimit r{};
   if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return;
   r.rlim_cur = std::min(want, r.rlim_max);
   (void)::setrlimit(RLIMIT_NOFILE, &r);
-}
-
-client::AttachOptions Options(const TestDaemon& d, const std::string& name) {
-  client::AttachOptions o;
-  o.runtime_dir = d.runtime_dir();
-  o.client_name = name;
-  return o;
 }
 
 void CreateStream(const TestDaemon& d, const std::string& name, const std::string& ring = "65536",
@@ -228,7 +117,7 @@ struct Seq {
 // Child: producer `index` writes 64 B frames (Seq + padding) until told to
 // stop, then an end frame with its count.
 int StreamProducer(const TestDaemon& d, uint32_t index, const ClientProcess::Io& io) {
-  auto p = client::Producer::Attach("lane", Options(d, absl::StrCat("p", index)));
+  auto p = client::Producer::Attach("lane", ClientOptions(d, absl::StrCat("p", index)));
   if (!p.ok()) {
     io.Say(absl::StrCat("failed ", p.status().ToString()));
     return 10;
@@ -258,7 +147,7 @@ int StreamProducer(const TestDaemon& d, uint32_t index, const ClientProcess::Io&
 // sent their end frame: "done frames=F stall_us=S resumes=R".
 int StreamConsumer(const TestDaemon& d, int ends, const ClientProcess::Io& io) {
   client::Consumer::Options o;
-  static_cast<client::AttachOptions&>(o) = Options(d, "consumer");
+  static_cast<client::AttachOptions&>(o) = ClientOptions(d, "consumer");
   o.on_peer_event = [&](const client::PeerEvent& e) {
     if (e.kind == client::PeerEvent::Kind::kDetached) {
       io.Say(absl::StrCat("gone ", e.peer.name, " ", e.status.ToString()));
@@ -396,7 +285,7 @@ TEST(DaemonResumeTest, RequestReplyContinuesThroughSigkill) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ClientProcess server([&](const ClientProcess::Io& io) {
     client::Server::Options o;
-    static_cast<client::AttachOptions&>(o) = Options(d, "server");
+    static_cast<client::AttachOptions&>(o) = ClientOptions(d, "server");
     o.on_peer_event = [&](const client::PeerEvent& e) {
       if (e.kind == client::PeerEvent::Kind::kDetached) io.Say(absl::StrCat("gone ", e.peer.name));
     };
@@ -422,7 +311,7 @@ TEST(DaemonResumeTest, RequestReplyContinuesThroughSigkill) {
   });
   ASSERT_EQ(server.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
   ClientProcess caller([&](const ClientProcess::Io& io) {
-    auto c = client::Client::Attach("rr", Options(d, "caller"));
+    auto c = client::Client::Attach("rr", ClientOptions(d, "caller"));
     if (!c.ok()) {
       io.Say(absl::StrCat("failed ", c.status().ToString()));
       return 10;
@@ -468,7 +357,7 @@ TEST(DaemonResumeTest, LanesTheNewDaemonDoesNotKnowAreClosedByTheirHolders) {
   CreateStream(d, "lane");
   ClientProcess consumer([&](const ClientProcess::Io& io) {
     client::Consumer::Options o;
-    static_cast<client::AttachOptions&>(o) = Options(d, "consumer");
+    static_cast<client::AttachOptions&>(o) = ClientOptions(d, "consumer");
     auto c = client::Consumer::Attach("lane", o);
     if (!c.ok()) return 10;
     io.Say("ready");
@@ -484,7 +373,7 @@ TEST(DaemonResumeTest, LanesTheNewDaemonDoesNotKnowAreClosedByTheirHolders) {
   });
   ASSERT_EQ(consumer.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
   ClientProcess producer([&](const ClientProcess::Io& io) {
-    auto p = client::Producer::Attach("lane", Options(d, "producer"));
+    auto p = client::Producer::Attach("lane", ClientOptions(d, "producer"));
     if (!p.ok()) return 10;
     io.Say("ready");
     uint64_t written = 0;
@@ -741,7 +630,7 @@ TEST(DaemonResumeTest, UnclaimedLanesAreRetiredAfterTheGrace) {
   CreateStream(d, "lonely");
   ClientProcess consumer([&](const ClientProcess::Io& io) {
     client::Consumer::Options o;
-    static_cast<client::AttachOptions&>(o) = Options(d, "consumer");
+    static_cast<client::AttachOptions&>(o) = ClientOptions(d, "consumer");
     o.on_peer_event = [&](const client::PeerEvent& e) {
       io.Say(absl::StrCat(e.kind == client::PeerEvent::Kind::kDetached ? "gone " : "came ",
                           e.peer.name, " ", e.status.ToString()));
@@ -843,7 +732,7 @@ void ReadoptionTime(int n) {
   ClientProcess consumer([&](const ClientProcess::Io& io) {
     RaiseFdLimit(20000);
     client::Consumer::Options o;
-    static_cast<client::AttachOptions&>(o) = Options(d, "consumer");
+    static_cast<client::AttachOptions&>(o) = ClientOptions(d, "consumer");
     auto c = client::Consumer::Attach("lane", o);
     if (!c.ok()) {
       io.Say(absl::StrCat("failed ", c.status().ToString()));
@@ -862,7 +751,7 @@ void ReadoptionTime(int n) {
     RaiseFdLimit(20000);
     std::vector<client::Producer> ps;
     for (int i = 0; i < n; ++i) {
-      auto p = client::Producer::Attach("lane", Options(d, absl::StrCat("p", i)));
+      auto p = client::Producer::Attach("lane", ClientOptions(d, absl::StrCat("p", i)));
       if (!p.ok()) {
         io.Say(absl::StrCat("failed ", i, ": ", p.status().ToString()));
         return 10;

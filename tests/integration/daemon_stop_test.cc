@@ -37,6 +37,7 @@
 #include "clients/producer.h"
 #include "clients/request_reply.h"
 #include "gtest/gtest.h"
+#include "tests/integration/client_process.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace shmlane::testing {
@@ -57,109 +58,6 @@ constexpr absl::Duration kBlockedCallDeadline = absl::Seconds(15);
 // scheduling noise, a missed wake-up adds kBlockedCallDeadline).
 constexpr absl::Duration kWakeBound = absl::Seconds(2);
 
-int64_t MonotonicNs() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-// A client process: `body` runs in a forked child that reports lines on a
-// pipe and reads one-byte commands from another. Killed when destroyed.
-class ClientProcess {
- public:
-  struct Io {
-    int report_fd;
-    int command_fd;
-    void Say(const std::string& line) const {
-      const std::string text = line + "\n";
-      (void)!::write(report_fd, text.data(), text.size());
-    }
-    // Blocks until the parent sends a byte (or closes the pipe).
-    void AwaitGo() const {
-      char c;
-      (void)!::read(command_fd, &c, 1);
-    }
-  };
-
-  explicit ClientProcess(const std::function<int(const Io&)>& body) {
-    int report[2], command[2];
-    if (::pipe2(report, O_CLOEXEC) != 0 || ::pipe2(command, O_CLOEXEC) != 0) std::abort();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::alarm(60);  // a last safety net: no child outlives a broken test
-      ::close(report[0]);
-      ::close(command[1]);
-      std::_Exit(body(Io{report[1], command[0]}));
-    }
-    ::close(report[1]);
-    ::close(command[0]);
-    report_fd_ = report[0];
-    command_fd_ = command[1];
-  }
-  ~ClientProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    ::close(report_fd_);
-    ::close(command_fd_);
-  }
-  ClientProcess(const ClientProcess&) = delete;
-  ClientProcess& operator=(const ClientProcess&) = delete;
-
-  // The next line the child reports; an error on timeout or EOF.
-  absl::StatusOr<std::string> ReadLine(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    for (;;) {
-      const size_t nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        return line;
-      }
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        return absl::DeadlineExceededError("the client process reported nothing in time");
-      }
-      pollfd p{report_fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1) <= 0) continue;
-      char chunk[512];
-      const ssize_t n = ::read(report_fd_, chunk, sizeof(chunk));
-      if (n <= 0) return absl::UnavailableError("the client process exited without a report");
-      buffer_.append(chunk, static_cast<size_t>(n));
-    }
-  }
-  void Go() { (void)!::write(command_fd_, "g", 1); }
-  // The exit code (128+signal if killed), or nullopt if still running at the
-  // timeout.
-  std::optional<int> Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (pid_ > 0) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (absl::Now() >= deadline) return std::nullopt;
-      absl::SleepFor(absl::Milliseconds(2));
-    }
-    return std::nullopt;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int report_fd_ = -1;
-  int command_fd_ = -1;
-  std::string buffer_;
-};
-
-client::AttachOptions Options(const TestDaemon& d, const std::string& name) {
-  client::AttachOptions o;
-  o.runtime_dir = d.runtime_dir();
-  o.client_name = name;
-  return o;
-}
-
 // Reports "ready", then "woke <ns>" (CLOCK_MONOTONIC when the call returned)
 // and `what`, and returns its exit code.
 int Report(const ClientProcess::Io& io, int code, const std::string& what) {
@@ -169,7 +67,7 @@ int Report(const ClientProcess::Io& io, int code, const std::string& what) {
 
 // Child: attaches as a producer, fills the ring, then blocks in Write.
 int BlockedProducer(const TestDaemon& d, const ClientProcess::Io& io) {
-  auto p = client::Producer::Attach("lane", Options(d, "blocked-producer"));
+  auto p = client::Producer::Attach("lane", ClientOptions(d, "blocked-producer"));
   if (!p.ok()) return Report(io, kSetupFailed, p.status().ToString());
   const std::string frame(64, 'x');
   int written = 0;
@@ -197,28 +95,28 @@ int Idle(const TestDaemon& d, const ClientProcess::Io& io, v1::Role role) {
   std::optional<client::Server> server;
   switch (role) {
     case v1::ROLE_PRODUCER: {
-      auto p = client::Producer::Attach("lane", Options(d, "idle"));
+      auto p = client::Producer::Attach("lane", ClientOptions(d, "idle"));
       s = p.status();
       if (p.ok()) producer.emplace(*std::move(p));
       break;
     }
     case v1::ROLE_CONSUMER: {
       client::Consumer::Options o;
-      static_cast<client::AttachOptions&>(o) = Options(d, "idle");
+      static_cast<client::AttachOptions&>(o) = ClientOptions(d, "idle");
       auto c = client::Consumer::Attach("lane", o);
       s = c.status();
       if (c.ok()) consumer.emplace(*std::move(c));
       break;
     }
     case v1::ROLE_CLIENT: {
-      auto c = client::Client::Attach("rr", Options(d, "idle"));
+      auto c = client::Client::Attach("rr", ClientOptions(d, "idle"));
       s = c.status();
       if (c.ok()) rr_client.emplace(*std::move(c));
       break;
     }
     case v1::ROLE_SERVER: {
       client::Server::Options o;
-      static_cast<client::AttachOptions&>(o) = Options(d, "idle");
+      static_cast<client::AttachOptions&>(o) = ClientOptions(d, "idle");
       auto c = client::Server::Attach("rr", o);
       s = c.status();
       if (c.ok()) server.emplace(*std::move(c));
@@ -304,7 +202,7 @@ TEST(DaemonStopTest, ConsumerParkedOnAnEmptyRingWakes) {
   ASSERT_EQ(producer.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
   ClientProcess consumer([&](const ClientProcess::Io& io) {
     client::Consumer::Options o;
-    static_cast<client::AttachOptions&>(o) = Options(d, "parked-consumer");
+    static_cast<client::AttachOptions&>(o) = ClientOptions(d, "parked-consumer");
     auto c = client::Consumer::Attach("lane", o);
     if (!c.ok()) return Report(io, kSetupFailed, c.status().ToString());
     // Its one lane arrives with the reply (the producer attached first).
@@ -326,7 +224,7 @@ TEST(DaemonStopTest, ClientWaitingForAReplyWakes) {
   // The client attaches first (so the daemon ends it first), then a server
   // that never answers.
   ClientProcess caller([&](const ClientProcess::Io& io) {
-    auto c = client::Client::Attach("rr", Options(d, "waiting-client"));
+    auto c = client::Client::Attach("rr", ClientOptions(d, "waiting-client"));
     if (!c.ok()) return Report(io, kSetupFailed, c.status().ToString());
     io.Say("attached");
     io.AwaitGo();
@@ -356,7 +254,7 @@ TEST(DaemonStopTest, ServerWaitingForRequestsWakes) {
   ASSERT_EQ(caller.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
   ClientProcess server([&](const ClientProcess::Io& io) {
     client::Server::Options o;
-    static_cast<client::AttachOptions&>(o) = Options(d, "waiting-server");
+    static_cast<client::AttachOptions&>(o) = ClientOptions(d, "waiting-server");
     auto s = client::Server::Attach("rr", o);
     if (!s.ok()) return Report(io, kSetupFailed, s.status().ToString());
     io.Say("ready");
@@ -386,7 +284,7 @@ TEST(DaemonStopTest, OnStopKeepLeavesLanesStreaming) {
   CreateChannels(d);
   ClientProcess consumer([&](const ClientProcess::Io& io) {
     client::Consumer::Options o;
-    static_cast<client::AttachOptions&>(o) = Options(d, "keep-consumer");
+    static_cast<client::AttachOptions&>(o) = ClientOptions(d, "keep-consumer");
     auto c = client::Consumer::Attach("lane", o);
     if (!c.ok()) return Report(io, kSetupFailed, c.status().ToString());
     io.Say("ready");
@@ -410,7 +308,7 @@ TEST(DaemonStopTest, OnStopKeepLeavesLanesStreaming) {
   });
   ASSERT_EQ(consumer.ReadLine(absl::Seconds(10)).value_or("?"), "ready");
   ClientProcess producer([&](const ClientProcess::Io& io) {
-    auto p = client::Producer::Attach("lane", Options(d, "keep-producer"));
+    auto p = client::Producer::Attach("lane", ClientOptions(d, "keep-producer"));
     if (!p.ok()) return Report(io, kSetupFailed, p.status().ToString());
     io.Say("ready");
     uint64_t seq = 0;
