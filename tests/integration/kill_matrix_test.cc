@@ -89,14 +89,26 @@ constexpr absl::Duration kWriteDeadline = absl::Seconds(20);
 // The bound on every "should happen soon" wait of the parent.
 constexpr absl::Duration kBound = absl::Seconds(10);
 // RssAnon may grow this much above the daemon's own baseline (the first
-// settled point after its start). Why this much: glibc keeps freed heap in
-// its arenas and gRPC grows per-thread caches on first use, so a fresh
-// daemon's anonymous memory rises by a few MiB over its first rounds and
-// then stays flat; a per-attachment leak (a lane's bookkeeping, a handshake
-// buffer, a retired connection) of even 20 KiB over the ~10 attachments a
-// round makes exceeds it within a few dozen rounds of a default run, and
-// long runs (SHMLANE_FAULT_SECONDS=600) catch far smaller ones.
-constexpr int64_t kRssToleranceKib = 8 * 1024;
+// settled point after its start). Why 2 MiB: measured, a daemon's RssAnon
+// (about 2.6 MiB when settled with 9 clients) rises by at most ~200 KiB over
+// 50 rounds as glibc's arenas and gRPC's caches warm up, then stays flat; a
+// leak of one lane's bookkeeping or one handshake's buffers per attachment
+// (>= 4 KiB, ~10 attachments a round) passes 2 MiB within ~50 rounds of the
+// default run, and a long run (SHMLANE_FAULT_SECONDS=600) catches far
+// smaller ones. Under ASan the quarantine keeps freed memory (up to 256 MiB
+// by design), so the bound is not checked there (the fds still are).
+constexpr int64_t kRssToleranceKib = 2 * 1024;
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCheckRss = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kCheckRss = false;
+#else
+constexpr bool kCheckRss = true;
+#endif
+#else
+constexpr bool kCheckRss = true;
+#endif
 
 // ---------------------------------------------------------------------------
 // The frames.
@@ -806,7 +818,7 @@ bool KillMatrix::Settle() {
   const int64_t rss = RssAnonKib(dp);
   if (!rss_baseline_kib_.has_value()) rss_baseline_kib_ = rss;
   report_.max_rss_growth_kib = std::max(report_.max_rss_growth_kib, rss - *rss_baseline_kib_);
-  if (rss > *rss_baseline_kib_ + kRssToleranceKib) {
+  if (kCheckRss && rss > *rss_baseline_kib_ + kRssToleranceKib) {
     Fail(absl::StrCat("shmlaned's RssAnon is ", rss, " KiB, ", rss - *rss_baseline_kib_,
                       " KiB over its baseline (tolerance ", kRssToleranceKib, " KiB)"));
     return false;
