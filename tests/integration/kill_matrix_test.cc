@@ -90,13 +90,16 @@ constexpr absl::Duration kWriteDeadline = absl::Seconds(20);
 constexpr absl::Duration kBound = absl::Seconds(10);
 // RssAnon may grow this much above the daemon's own baseline (the first
 // settled point after its start). Why 2 MiB: measured, a daemon's RssAnon
-// (about 2.6 MiB when settled with 9 clients) rises by at most ~200 KiB over
-// 50 rounds as glibc's arenas and gRPC's caches warm up, then stays flat; a
-// leak of one lane's bookkeeping or one handshake's buffers per attachment
-// (>= 4 KiB, ~10 attachments a round) passes 2 MiB within ~50 rounds of the
-// default run, and a long run (SHMLANE_FAULT_SECONDS=600) catches far
-// smaller ones. Under ASan the quarantine keeps freed memory (up to 256 MiB
-// by design), so the bound is not checked there (the fds still are).
+// (about 2.6 MiB settled with 9 clients) rose by at most ~200 KiB over a
+// run as glibc's arenas and gRPC's caches warm up, then stayed flat. What it
+// catches depends on how long one daemon lives (a daemon kill starts a new
+// baseline; the random rounds kill the daemon one time in four, and the
+// report prints the longest-lived daemon's rounds): growth by a ring or a
+// handshake buffer per attachment (~10 attachments a round) shows within a
+// few rounds; a leak of a few KiB per attachment only in a long run
+// (SHMLANE_FAULT_SECONDS=600). fd leaks are caught exactly, every round.
+// Under ASan the quarantine keeps freed memory (up to 256 MiB by design),
+// so the bound is not checked there (the fds still are).
 constexpr int64_t kRssToleranceKib = 2 * 1024;
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kCheckRss = false;
@@ -540,7 +543,8 @@ struct Report {
   uint64_t max_daemon_stall_ns = 0;
   uint64_t max_consumer_gap_ns = 0;
   int64_t max_rss_growth_kib = 0;
-  int metric_resets = 0;  // shmlane_frames_total lower under a restarted daemon
+  int longest_daemon_rounds = 0;  // settled rounds one daemon lived through
+  int metric_resets = 0;          // shmlane_frames_total lower under a restarted daemon
 };
 
 class KillMatrix {
@@ -605,6 +609,7 @@ class KillMatrix {
     metric_sent_.reset();
     metric_received_.reset();
     rss_baseline_kib_.reset();
+    daemon_started_round_ = report_.rounds;
     return s.ok();
   }
   bool KillDaemon() {
@@ -651,6 +656,7 @@ class KillMatrix {
   std::string current_ = "setup";
   int fd_baseline_ = -1;
   std::optional<int64_t> rss_baseline_kib_;
+  int daemon_started_round_ = 0;
   std::optional<double> metric_sent_, metric_received_;
   std::optional<double> metric_sent_last_daemon_;
   Report report_;
@@ -818,6 +824,8 @@ bool KillMatrix::Settle() {
   const int64_t rss = RssAnonKib(dp);
   if (!rss_baseline_kib_.has_value()) rss_baseline_kib_ = rss;
   report_.max_rss_growth_kib = std::max(report_.max_rss_growth_kib, rss - *rss_baseline_kib_);
+  report_.longest_daemon_rounds =
+      std::max(report_.longest_daemon_rounds, report_.rounds - daemon_started_round_);
   if (kCheckRss && rss > *rss_baseline_kib_ + kRssToleranceKib) {
     Fail(absl::StrCat("shmlaned's RssAnon is ", rss, " KiB, ", rss - *rss_baseline_kib_,
                       " KiB over its baseline (tolerance ", kRssToleranceKib, " KiB)"));
@@ -936,10 +944,19 @@ void KillMatrix::Run() {
   std::shuffle(matrix.begin(), matrix.end(), rng_);
   const absl::Time end = absl::Now() + length_;
   for (size_t k = 0; !Failed() && (k < matrix.size() || absl::Now() < end); ++k) {
-    const auto [v, m] =
-        k < matrix.size()
-            ? matrix[k]
-            : matrix[std::uniform_int_distribution<size_t>(0, matrix.size() - 1)(rng_)];
+    std::pair<Victim, Moment> pick;
+    if (k < matrix.size()) {
+      pick = matrix[k];
+    } else {
+      // The daemon one round in four, so that a daemon lives long enough
+      // for its RssAnon to tell; the clients share the rest.
+      const int roll = std::uniform_int_distribution<int>(0, 3)(rng_);
+      pick.first = roll == 0                     ? Victim::kDaemon
+                   : kKillConsumers && roll == 1 ? Victim::kConsumer
+                                                 : Victim::kProducer;
+      pick.second = static_cast<Moment>(std::uniform_int_distribution<int>(0, 3)(rng_));
+    }
+    const auto [v, m] = pick;
     Round(v, m);
   }
 
@@ -967,13 +984,16 @@ void KillMatrix::Run() {
       kKillConsumers ? "" : " (consumer kills off: kKillConsumers)");
   std::printf(
       "kill matrix: daemon fds %d at every settle; RssAnon baseline %ld KiB, most above "
-      "a daemon's own baseline %ld KiB\n",
-      fd_baseline_, static_cast<long>(baseline_rss), static_cast<long>(report_.max_rss_growth_kib));
+      "a daemon's own baseline %ld KiB (the longest-lived daemon: %d rounds)\n",
+      fd_baseline_, static_cast<long>(baseline_rss), static_cast<long>(report_.max_rss_growth_kib),
+      report_.longest_daemon_rounds);
   std::printf("kill matrix: frame totals reset by a restarted daemon %d times\n",
               report_.metric_resets);
-  if (Failed())
+  if (Failed()) {
     std::printf("kill matrix: FAILED, replay with SHMLANE_FAULT_SEED=%lu\n",
                 static_cast<unsigned long>(seed_));
+  }
+  std::fflush(stdout);
 }
 
 uint64_t SeedFromEnv() {
