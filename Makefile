@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: all deps build run test bench bench-fanout bench-waiting asan tsan fuzz thread-safety format format-check tidy sbom docs clean
+.PHONY: all deps build run test fault bench bench-fanout bench-waiting asan tsan fuzz thread-safety format format-check tidy sbom docs clean
 
 all: build
 
@@ -20,6 +20,13 @@ run: build
 
 test: build
 	ctest --preset release $(CTEST_ARGS)
+
+# The kill matrix (tests/integration/kill_matrix_test.cc) for longer than
+# the CI slice: FAULT_SECONDS of SIGKILL rounds; FAULT_SEED=N replays a run.
+FAULT_SECONDS ?= 600
+fault: build
+	SHMLANE_FAULT_SECONDS=$(FAULT_SECONDS) $(if $(FAULT_SEED),SHMLANE_FAULT_SEED=$(FAULT_SEED)) \
+	  ./build/release/tests/integration/kill_matrix_test
 
 bench: build
 	./build/release/bench/shmlane-bench --suite quick

@@ -11,15 +11,29 @@ namespace shmlane::client {
 absl::StatusOr<Consumer> Consumer::Attach(std::string_view channel, Options options) {
   auto handshake = internal::Attach(channel, v1::ROLE_CONSUMER, options);
   if (!handshake.ok()) return handshake.status();
+  auto gate = std::make_shared<EventGate>();
+  gate->user = std::move(options.on_peer_event);
+  PeerEventFn on_event;
+  if (gate->user) {
+    on_event = [g = gate.get()](const PeerEvent& e) {
+      if (g->copying || !g->deferred.empty()) {
+        g->deferred.emplace_back(g->copying ? g->copied : g->returned, e);
+      } else {
+        g->user(e);
+      }
+    };
+  }
   auto inbox = internal::Inbox::Create(std::move(*handshake), v1::ROLE_CONSUMER, options,
-                                       std::move(options.on_peer_event));
+                                       std::move(on_event));
   if (!inbox.ok()) return inbox.status();
-  return Consumer(std::move(*inbox));
+  return Consumer(std::move(*inbox), std::move(gate));
 }
 
-Consumer::Consumer(std::unique_ptr<internal::Inbox> inbox) : inbox_(std::move(inbox)) {}
+Consumer::Consumer(std::unique_ptr<internal::Inbox> inbox, std::shared_ptr<EventGate> gate)
+    : inbox_(std::move(inbox)), gate_(std::move(gate)) {}
 Consumer::Consumer(Consumer&& other) noexcept
     : inbox_(std::move(other.inbox_)),
+      gate_(std::move(other.gate_)),
       pending_(std::move(other.pending_)),
       pending_head_(std::exchange(other.pending_head_, 0)),
       pending_count_(std::exchange(other.pending_count_, 0)),
@@ -32,6 +46,7 @@ Consumer& Consumer::operator=(Consumer&& other) noexcept {
   if (this != &other) {
     Close();
     inbox_ = std::move(other.inbox_);
+    gate_ = std::move(other.gate_);
     pending_ = std::move(other.pending_);
     pending_head_ = std::exchange(other.pending_head_, 0);
     pending_count_ = std::exchange(other.pending_count_, 0);
@@ -73,7 +88,21 @@ bool Consumer::PopPending(Frame* frame) {
   frame->position = last_position_ = slot.position;
   pending_head_ = (pending_head_ + 1) % pending_.size();
   --pending_count_;
+  ++gate_->returned;
   return true;
+}
+
+void Consumer::DeliverDueEvents() {
+  EventGate& g = *gate_;
+  size_t due = 0;
+  while (due < g.deferred.size() && g.deferred[due].first <= g.returned) ++due;
+  if (due == 0) return;
+  // Taken out first: the callback may not call back into the Consumer, but
+  // a later event may be deferred while these run.
+  std::vector<std::pair<size_t, PeerEvent>> now(std::make_move_iterator(g.deferred.begin()),
+                                                std::make_move_iterator(g.deferred.begin() + due));
+  g.deferred.erase(g.deferred.begin(), g.deferred.begin() + due);
+  for (const auto& [before, event] : now) g.user(event);
 }
 
 absl::StatusOr<FrameView> Consumer::Peek(absl::Time deadline) {
@@ -114,6 +143,7 @@ void Consumer::Release() {
     peeked_from_pending_ = false;
     pending_head_ = (pending_head_ + 1) % pending_.size();
     --pending_count_;
+    ++gate_->returned;
     return;
   }
   inbox_->ReleaseKept();
@@ -148,17 +178,25 @@ absl::Status Consumer::Read(Frame* frame, absl::Time deadline) {
     }
     return absl::OkStatus();
   }
+  DeliverDueEvents();
   if (PopPending(frame)) return absl::OkStatus();
   pending_head_ = 0;
   auto copy = [&](const Peer& peer, std::span<const std::byte> data) {
     if (pending_count_ == pending_.size()) pending_.emplace_back();
     Frame& slot = pending_[pending_count_++];
+    ++gate_->copied;
     slot.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
     slot.position = inbox_->delivering_position();
     if (slot.peer.lane_id != peer.lane_id || slot.peer.name != peer.name) slot.peer = peer;
   };
   for (;;) {
+    // Every frame of the previous pass was returned: its events are all due.
+    gate_->copying = true;
+    gate_->copied = 0;
+    gate_->returned = 0;
     auto n = inbox_->Wait(copy, deadline);
+    gate_->copying = false;
+    DeliverDueEvents();
     if (!n.ok()) return n.status();
     if (*n > 0) {
       PopPending(frame);
@@ -182,9 +220,11 @@ size_t Consumer::Poll(FrameFn fn) {
   ReleaseRead();
   size_t n = FlushPeeked(fn);
   Frame frame;
+  DeliverDueEvents();
   while (PopPending(&frame)) {
     fn(frame.peer, std::as_bytes(std::span(frame.data)));
     ++n;
+    DeliverDueEvents();
   }
   return n + inbox_->Poll(fn);
 }

@@ -44,6 +44,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -150,8 +151,21 @@ class Consumer {
   void Close();
 
  private:
-  explicit Consumer(std::unique_ptr<internal::Inbox> inbox);
+  // Peer events that a Read() pass noticed after it had copied frames ahead:
+  // each waits until the frames copied before it were returned, so that a
+  // producer's death is seen after every frame it committed (shared with the
+  // Inbox's event callback, which outlives moves of the Consumer).
+  struct EventGate {
+    PeerEventFn user;
+    bool copying = false;                                // inside Read()'s pass
+    size_t copied = 0;                                   // frames that pass copied so far
+    size_t returned = 0;                                 // of those, returned by Read()/Poll()
+    std::vector<std::pair<size_t, PeerEvent>> deferred;  // (frames before it, event)
+  };
+  Consumer(std::unique_ptr<internal::Inbox> inbox, std::shared_ptr<EventGate> gate);
   bool PopPending(Frame* frame);
+  // Delivers the deferred events whose preceding frames were all returned.
+  void DeliverDueEvents();
   // Releases the frame a durable Read() returned (it is done with once the
   // application calls again).
   void ReleaseRead() {
@@ -165,6 +179,7 @@ class Consumer {
   size_t FlushPeeked(FrameFn fn);
 
   std::unique_ptr<internal::Inbox> inbox_;
+  std::shared_ptr<EventGate> gate_;
   // Frames copied by Read() ahead of the caller (one fair pass takes up to
   // 64 frames per lane); slots are reused so that a steady stream does not
   // allocate.

@@ -680,6 +680,7 @@ void Attachments::CheckBackpressure() {
       }
       Fold(channel, it->second);
       it = channel.draining.erase(it);
+      state_changed_ = true;  // the ended totals in the state file are final now
     }
     for (auto& [id, lane] : channel.lanes) {
       absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);

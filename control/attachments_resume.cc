@@ -79,6 +79,56 @@ size_t Attachments::PendingClientsOf(absl::string_view channel) const {
 // ---------------------------------------------------------------------------
 // The state file.
 
+namespace {
+
+void ToProto(const LaneTotals& t, v1::PersistedTotals* p) {
+  p->set_frames_sent(t.frames_sent);
+  p->set_bytes_sent(t.bytes_sent);
+  p->set_frames_received(t.frames_received);
+  p->set_bytes_received(t.bytes_received);
+  p->set_backpressure_events(t.backpressure_events);
+  p->set_dropped_frames(t.dropped_frames);
+  p->set_wakeups(t.wakeups);
+  for (int side = 0; side < 2; ++side) {
+    p->add_spin_ns(t.spin_ns[side]);
+    p->add_spin_waits(t.spin_waits[side]);
+    p->add_parks(t.parks[side]);
+    p->add_wakeups_received(t.wakeups_received[side]);
+  }
+  p->set_latency_count(t.latency_count);
+  p->set_latency_sum_ns(t.latency_sum_ns);
+  for (uint64_t b : t.latency_buckets) p->add_latency_buckets(b);
+  p->set_broken_lanes(t.broken_lanes);
+}
+
+// The state file is ours, but read it as if it were not: short arrays are
+// zero-filled, long ones cut.
+LaneTotals FromProto(const v1::PersistedTotals& p) {
+  LaneTotals t;
+  t.frames_sent = p.frames_sent();
+  t.bytes_sent = p.bytes_sent();
+  t.frames_received = p.frames_received();
+  t.bytes_received = p.bytes_received();
+  t.backpressure_events = p.backpressure_events();
+  t.dropped_frames = p.dropped_frames();
+  t.wakeups = p.wakeups();
+  for (int side = 0; side < 2; ++side) {
+    if (side < p.spin_ns_size()) t.spin_ns[side] = p.spin_ns(side);
+    if (side < p.spin_waits_size()) t.spin_waits[side] = p.spin_waits(side);
+    if (side < p.parks_size()) t.parks[side] = p.parks(side);
+    if (side < p.wakeups_received_size()) t.wakeups_received[side] = p.wakeups_received(side);
+  }
+  t.latency_count = p.latency_count();
+  t.latency_sum_ns = p.latency_sum_ns();
+  for (int i = 0; i < p.latency_buckets_size() && i < int{dataplane::kLatencyBuckets}; ++i) {
+    t.latency_buckets[i] = p.latency_buckets(i);
+  }
+  t.broken_lanes = p.broken_lanes();
+  return t;
+}
+
+}  // namespace
+
 void Attachments::ExportResumable(v1::DaemonState* state) const {
   // The broadcast half hands out attachment ids without NextAttachmentId.
   state->set_next_attachment_id(std::max(attachment_ids_reserved_, next_attachment_id_ + kIdBlock));
@@ -108,6 +158,15 @@ void Attachments::ExportResumable(v1::DaemonState* state) const {
       p->set_segment_bytes(lane.segment.size());
     }
     for (const auto& [id, p] : channel.pending_lanes) *state->add_lanes() = p;
+    // Draining lanes are not resumed: count them as ended now.
+    LaneTotals ended = channel.retired;
+    for (const auto& [id, lane] : channel.draining) {
+      absl::StatusOr<dataplane::LaneSnapshot> snap = dataplane::Observe(lane.segment);
+      ended.Add(CountersOf(lane, snap.ok() ? &*snap : nullptr));
+    }
+    v1::PersistedTotals* totals = state->add_retired_totals();
+    totals->set_channel(name);
+    ToProto(ended, totals);
   }
 }
 
@@ -117,6 +176,10 @@ void Attachments::RestoreResumable(const v1::DaemonState& state, absl::Time dead
   lane_ids_reserved_ = next_lane_id_ + kIdBlock;
   attachment_ids_reserved_ = next_attachment_id_ + kIdBlock;
   state_changed_ = true;  // the new bounds must reach the file before ids are used
+  for (const v1::PersistedTotals& p : state.retired_totals()) {
+    auto channel = channels_.find(p.channel());
+    if (channel != channels_.end()) channel->second.retired.Add(FromProto(p));
+  }
   for (const v1::PersistedAttachment& p : state.attachments()) {
     if (!IsResumableRole(p.role()) || p.credential_sha256().size() != 32 ||
         channels_.count(p.channel()) == 0) {
