@@ -43,6 +43,9 @@ class Frame:
     def data(self) -> bytes: ...
     @property
     def peer(self) -> Peer: ...
+    @property
+    def position(self) -> int:
+        """Its position in the lane: (peer.lane_id, position) names it across consumer restarts."""
 
 class Producer:
     """The writing end of a STREAM channel. One thread at a time."""
@@ -86,12 +89,23 @@ class Consumer:
     def read_frame(self, timeout: Optional[float] = ...) -> Frame: ...
     def drain(self, max: int = ..., timeout: Optional[float] = ...) -> List[bytes]: ...
     def peek(self, timeout: Optional[float] = ...) -> memoryview:
-        """A read-only view of the next frame, valid until release()."""
-    def release(self) -> None: ...
+        """Zero-copy: a read-only view of the next frame in the ring, valid until release()."""
+    def release(self) -> None:
+        """Consumes the peeked frame; BufferError (frame kept) while a slice of the view lives."""
     @property
     def peeked_peer(self) -> Peer: ...
+    @property
+    def peeked_position(self) -> int:
+        """The lane position of the peeked frame (see Frame.position)."""
+    @property
+    def position(self) -> int:
+        """The lane position of the frame the last read/read_frame/drain/peek returned."""
+    @property
+    def durable(self) -> bool:
+        """Frames not yet released go to the next consumer (release(); for read(), the next call)."""
     def interrupt(self) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Detaches; a frame peeked and not released goes to the next consumer if durable."""
     def __enter__(self: _Self) -> _Self: ...
     def __exit__(self, t: Optional[Type[BaseException]], v: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None: ...

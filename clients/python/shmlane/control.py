@@ -122,10 +122,13 @@ class ControlClient:
                        owner_uid: Optional[int] = None,
                        slow_subscriber_policy: Union[str, int, None] = None,
                        history_frames: int = 0,
-                       max_subscribers: int = 0) -> control_pb2.Channel:
+                       max_subscribers: int = 0,
+                       durable: bool = False) -> control_pb2.Channel:
         """Creates a channel; 0 means the daemon's default. BROADCAST channels
         (pattern="broadcast") take slow_subscriber_policy ("block",
         "drop-oldest", "disconnect"), history_frames and max_subscribers.
+        durable=True (stream and request_reply): the lanes outlive the consumer
+        or server, and the next one continues from its last released frame.
         Raises AlreadyExists, InvalidArgument, ResourceExhausted (quota),
         PermissionDenied."""
         spec = control_pb2.ChannelSpec(
@@ -134,7 +137,7 @@ class ControlClient:
             backpressure=_enum(backpressure, _BACKPRESSURE, "backpressure"),
             latency_sample_every=latency_sample_every,
             disable_latency_sampling=disable_latency_sampling, labels=labels or {},
-            history_frames=history_frames, max_subscribers=max_subscribers)
+            history_frames=history_frames, max_subscribers=max_subscribers, durable=durable)
         if slow_subscriber_policy is not None:
             spec.slow_subscriber_policy = _enum(slow_subscriber_policy, _SLOW_SUBSCRIBER,
                                                 "slow_subscriber_policy")

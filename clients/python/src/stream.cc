@@ -21,7 +21,6 @@
 #include "clients/producer.h"
 #include "clients/python/src/common.h"
 #include "clients/python/src/ring_view.h"
-#include "clients/python/src/view.h"
 
 namespace shmlane::python {
 namespace {
@@ -169,6 +168,7 @@ class PyProducer {
 struct PyFrame {
   py::bytes data;
   client::Peer peer;
+  uint64_t position = 0;
 };
 
 class PyConsumer {
@@ -202,7 +202,7 @@ class PyConsumer {
     BusyGuard busy(&busy_, "Consumer");
     NoPeek();
     ReadInto(&frame_, DeadlineFrom(timeout), true);
-    return PyFrame{py::bytes(frame_.data), frame_.peer};
+    return PyFrame{py::bytes(frame_.data), frame_.peer, frame_.position};
   }
 
   py::list Drain(size_t max_frames, std::optional<double> timeout) {
@@ -218,57 +218,48 @@ class PyConsumer {
     return out;
   }
 
-  py::object Peek(std::optional<double> timeout) {
+  // Zero-copy: a read-only memoryview over the frame where the library keeps
+  // it (the lane's ring; or the Consumer's copy when an earlier read()
+  // fetched it ahead), revoked at release()/close().
+  py::object Peek(py::object self, std::optional<double> timeout) {
     BusyGuard busy(&busy_, "Consumer");
-    if (peeked_) return memview_;
-    auto* view = reinterpret_cast<FrameView*>(peek_exporter_.ptr());
-    if (peek_exporter_.is_none() || Py_REFCNT(peek_exporter_.ptr()) > 1) {
-      // First peek, or a buffer of the last one is still held: a fresh copy.
-      view = NewOwningFrameView();
-      if (view == nullptr) throw py::error_already_set();
-      peek_exporter_ = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(view));
+    if (view_.open()) return view_.Current();
+    client::Consumer& c = get();
+    const absl::Time deadline = DeadlineFrom(timeout);
+    // A frame already there (or copied ahead) without giving up the GIL.
+    absl::StatusOr<client::FrameView> v = c.Peek(absl::InfinitePast());
+    while (absl::IsDeadlineExceeded(v.status()) && absl::Now() < deadline) {
+      {
+        py::gil_scoped_release nogil;
+        v = c.Peek(Slice(deadline));
+      }
+      if (absl::IsDeadlineExceeded(v.status())) CheckSignals();
     }
-    peek_frame_.data.swap(*view->storage);
-    const bool got = ReadInto(&peek_frame_, DeadlineFrom(timeout), true);
-    peek_frame_.data.swap(*view->storage);
-    if (!got) return py::none();
-    view->data = view->storage->data();
-    view->size = static_cast<Py_ssize_t>(view->storage->size());
-    view->valid = 1;
-    memview_ = py::reinterpret_steal<py::object>(MemoryViewOf(view));
-    if (!memview_) throw py::error_already_set();
-    peeked_ = true;
-    return memview_;
+    if (!v.ok()) RaiseStatus(v.status());
+    peeked_ = *v;
+    return view_.Open(const_cast<char*>(reinterpret_cast<const char*>(v->data.data())),
+                      v->data.size(), /*readonly=*/true, self);
   }
 
   void Release() {
     BusyGuard busy(&busy_, "Consumer");
-    if (!peeked_) Raise("FailedPrecondition", "nothing is peeked: call peek() first");
-    peeked_ = false;
-    py::object memview = std::move(memview_);
-    memview_ = py::none();
-    if (!Revoke(memview.ptr(), reinterpret_cast<FrameView*>(peek_exporter_.ptr()))) {
-      // A buffer taken from the view (e.g. numpy.frombuffer) is still held;
-      // it keeps its own copy alive. The frame is released all the same.
-      reinterpret_cast<FrameView*>(peek_exporter_.ptr())->valid = 0;
-      throw py::error_already_set();
-    }
+    client::Consumer& c = get();
+    if (!view_.open()) Raise("FailedPrecondition", "nothing is peeked: call peek() first");
+    view_.Revoke("release()/close()");  // refuses while a slice is alive, frame still held
+    c.Release();
   }
 
-  const client::Peer& PeekedPeer() {
-    if (!peeked_) Raise("FailedPrecondition", "nothing is peeked: call peek() first");
-    return peek_frame_.peer;
-  }
+  const client::Peer& PeekedPeer() { return *Peeked().peer; }
+  uint64_t PeekedPosition() { return Peeked().position; }
 
   void Close() {
     BusyGuard busy(&busy_, "Consumer");
-    if (peeked_) {
-      peeked_ = false;
-      Revoke(memview_.ptr(), reinterpret_cast<FrameView*>(peek_exporter_.ptr()));
-      PyErr_Clear();
-      memview_ = py::none();
-    }
-    if (consumer_) consumer_->Close();
+    if (!consumer_) return;
+    // Refuses while a slice is alive: closing unmaps the ring it points into.
+    // A peeked frame is not released: on a durable channel the next
+    // consumer gets it again.
+    view_.Revoke("release()/close()");
+    consumer_->Close();
     consumer_.reset();
   }
 
@@ -278,7 +269,12 @@ class PyConsumer {
 
  private:
   void NoPeek() {
-    if (peeked_) Raise("FailedPrecondition", "a peeked frame is held: release() it first");
+    if (view_.open()) Raise("FailedPrecondition", "a peeked frame is held: release() it first");
+  }
+  // The peeked frame; its peer lives in the library until Release().
+  const client::FrameView& Peeked() {
+    if (!view_.open()) Raise("FailedPrecondition", "nothing is peeked: call peek() first");
+    return peeked_;
   }
   // The next frame into *frame. False at the deadline unless raise_timeout.
   bool ReadInto(client::Frame* frame, absl::Time deadline, bool raise_timeout) {
@@ -299,11 +295,9 @@ class PyConsumer {
 
   std::optional<client::Consumer> consumer_;
   bool busy_ = false;
-  client::Frame frame_;       // read()/drain() buffer, capacity reused
-  client::Frame peek_frame_;  // peer of the peeked frame; data lives in the exporter
-  bool peeked_ = false;
-  py::object peek_exporter_ = py::none();  // FrameView owning the peeked bytes
-  py::object memview_ = py::none();        // the memoryview peek() returned
+  client::Frame frame_;  // read()/drain() buffer, capacity reused
+  RingView view_;        // the peeked frame's memoryview
+  client::FrameView peeked_;
 };
 
 }  // namespace
@@ -311,7 +305,10 @@ class PyConsumer {
 void BindStream(py::module_& m) {
   py::class_<PyFrame>(m, "Frame", "A copied frame and the producer it came from.")
       .def_readonly("data", &PyFrame::data, "The frame's bytes.")
-      .def_readonly("peer", &PyFrame::peer, "The producer that wrote it.");
+      .def_readonly("peer", &PyFrame::peer, "The producer that wrote it.")
+      .def_readonly("position", &PyFrame::position,
+                    "Its position in the producer's lane: (peer.lane_id, position) names the "
+                    "frame across consumer restarts of a durable channel.");
 
   py::class_<PyProducer>(m, "Producer", R"doc(
 The writing end of a STREAM channel.
@@ -399,16 +396,37 @@ One thread at a time, except interrupt().)doc")
       .def("drain", &PyConsumer::Drain, py::arg("max") = 1024, py::arg("timeout") = 0.0,
            "Up to `max` frames as a list of bytes: waits up to `timeout` seconds for the first, "
            "then takes what is there without blocking. [] when nothing came.")
-      .def("peek", &PyConsumer::Peek, py::arg("timeout") = py::none(),
-           "The next frame as a read-only memoryview, valid until release(); using it after "
-           "release() raises ValueError. Raises DeadlineExceeded as read().")
-      .def("release", &PyConsumer::Release, "Consumes the peeked frame; its view stops working.")
+      .def(
+          "peek",
+          [](py::object self, std::optional<double> timeout) {
+            return self.cast<PyConsumer&>().Peek(self, timeout);
+          },
+          py::arg("timeout") = py::none(),
+          "Zero-copy: the next frame in place as a read-only memoryview, valid until "
+          "release(); using it after release() or close() raises ValueError. peek() again "
+          "returns the same frame. Waits with the GIL released; raises as read().")
+      .def("release", &PyConsumer::Release,
+           "Consumes the peeked frame (on a durable channel the next consumer will not get it "
+           "again); its view stops working. Raises BufferError, keeping the frame, while a "
+           "slice or buffer of the view is alive.")
       .def_property_readonly("peeked_peer", &PyConsumer::PeekedPeer,
                              "The producer of the peeked frame.")
+      .def_property_readonly("peeked_position", &PyConsumer::PeekedPosition,
+                             "The lane position of the peeked frame (see Frame.position).")
+      .def_property_readonly(
+          "position", [](PyConsumer& c) { return c.get().position(); },
+          "The lane position of the frame the last read, read_frame, drain or peek returned.")
+      .def_property_readonly(
+          "durable", [](PyConsumer& c) { return c.get().durable(); },
+          "The channel is durable: frames not yet released go to the next consumer. Released "
+          "means release() after peek(); for read(), read_frame() and drain(), the next call.")
       .def("interrupt", &PyConsumer::Interrupt,
            "Makes the blocked (or the next) read return Cancelled, once. Any thread.")
       .def("close", &PyConsumer::Close,
-           "Detaches; producers blocked on this consumer see Closed. Idempotent.")
+           "Detaches; producers blocked on this consumer see Closed (on a durable channel "
+           "they keep writing for the next consumer, which gets a frame peeked and not "
+           "released again). Ends a peeked view; raises BufferError while a slice of it is "
+           "alive. Idempotent.")
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__", [](PyConsumer& c, py::args) { c.Close(); })
       .def_property_readonly(

@@ -1,7 +1,5 @@
 #include "clients/python/src/view.h"
 
-#include <new>
-
 namespace shmlane::python {
 namespace {
 
@@ -28,8 +26,6 @@ void Dealloc(PyObject* self) {
   auto* v = reinterpret_cast<FrameView*>(self);
   if (v->clear_on_free != nullptr && *v->clear_on_free == v) *v->clear_on_free = nullptr;
   Py_CLEAR(v->owner);
-  delete v->storage;
-  v->storage = nullptr;
   PyTypeObject* type = Py_TYPE(self);
   type->tp_free(self);
   Py_DECREF(type);  // heap types are referenced by their instances
@@ -75,20 +71,7 @@ FrameView* NewFrameView(char* data, Py_ssize_t size, bool readonly, PyObject* ow
   v->exports = 0;
   Py_XINCREF(owner);
   v->owner = owner;
-  v->storage = nullptr;
   v->clear_on_free = nullptr;
-  return v;
-}
-
-FrameView* NewOwningFrameView() {
-  FrameView* v = NewFrameView(nullptr, 0, /*readonly=*/true, nullptr);
-  if (v == nullptr) return nullptr;
-  v->storage = new (std::nothrow) std::string();
-  if (v->storage == nullptr) {
-    Py_DECREF(v);
-    PyErr_NoMemory();
-    return nullptr;
-  }
   return v;
 }
 

@@ -1,13 +1,14 @@
 // FrameView: the buffer exporter behind every memoryview the extension hands
-// out (Producer.reserve(), Consumer.peek()). A memoryview over it can be
-// revoked: the owner calls memoryview.release() on the view it returned and
-// then Invalidate(), after which the view raises ValueError on use and no new
+// out (reserve() and peek() of Producer, Consumer, Publisher, Subscriber),
+// all over shared memory. A memoryview over it can be revoked: the owner
+// calls memoryview.release() on the view it returned and then Invalidate(),
+// after which the view raises ValueError on use and no new
 // buffer can be taken from the exporter. exports() counts the buffers still
 // taken from it (slices of the view keep one), so that the owner can refuse
 // to commit or close while a slice could still reach shared memory.
 //
-// An exporter over shared memory holds a reference to its owner (the Python
-// Producer), so the mapping outlives every buffer taken from it.
+// An exporter holds a reference to its owner (the Python Producer,
+// Consumer, ...), so the mapping outlives every buffer taken from it.
 //
 // Thread safety: the GIL guards everything.
 #pragma once
@@ -15,18 +16,16 @@
 #include <Python.h>
 
 #include <cstddef>
-#include <string>
 
 namespace shmlane::python {
 
 struct FrameView {
-  PyObject_HEAD char* data;  // the bytes the buffer shows (shm, or `storage`)
+  PyObject_HEAD char* data;  // the bytes the buffer shows (shared memory)
   Py_ssize_t size;
   int readonly;
-  int valid;             // 0: getbuffer refuses (released)
-  Py_ssize_t exports;    // buffers taken and not yet released
-  PyObject* owner;       // strong reference or nullptr
-  std::string* storage;  // owned copy (Consumer.peek), or nullptr
+  int valid;           // 0: getbuffer refuses (released)
+  Py_ssize_t exports;  // buffers taken and not yet released
+  PyObject* owner;     // strong reference or nullptr
   // Set to nullptr when this exporter is freed (the owner's borrowed
   // pointer to it); lives in the owner, which outlives the exporter.
   FrameView** clear_on_free;
@@ -38,8 +37,6 @@ bool InitFrameViewType(PyObject* module);
 // A new exporter over [data, data+size) (new reference), or nullptr with an
 // error set. `owner` (may be null) is kept alive while the exporter lives.
 FrameView* NewFrameView(char* data, Py_ssize_t size, bool readonly, PyObject* owner);
-// A new exporter owning a std::string (new reference).
-FrameView* NewOwningFrameView();
 
 // memoryview(view): a new reference or nullptr with an error set.
 PyObject* MemoryViewOf(FrameView* view);

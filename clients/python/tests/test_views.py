@@ -89,14 +89,18 @@ def test_peek_release(pair):
     with pytest.raises(shmlane.FailedPrecondition):
         c.release()
     kept = c.peek(timeout=5)
-    part = kept[:3]                    # a slice outlives release() safely (own copy)
+    part = kept[:3]                    # points into the ring: release() refuses
+    with pytest.raises(BufferError, match="still alive"):
+        c.release()
+    assert bytes(part) == b"sec" and bytes(kept) == b"second"
+    copied = bytes(part)               # what outlives release(): a copy
+    del part
     c.release()
-    assert bytes(part) == b"sec"
     with pytest.raises(ValueError):
         kept[0]
     p.write(b"third")
     v3 = c.peek(timeout=5)
-    assert bytes(v3) == b"third" and bytes(part) == b"sec"
+    assert bytes(v3) == b"third" and copied == b"sec"
     c.release()
 
 
