@@ -6,6 +6,8 @@
 //   ends' lanes are resumed by the new daemon, which also has the old one's
 //   channels. Figures: the stream's longest stall and the time until every
 //   lane is re-adopted.
+// - The successor binds the old daemon's fixed metrics port (it waits for
+//   the old process's exit, not only for its lock).
 // - An old daemon that does not stop within --replace-timeout: the new one
 //   exits 2 with a message saying so and starts nothing.
 // - A lock held by a process that is not a shmlaned, or whose lock file
@@ -15,9 +17,12 @@
 //   nobody, and refuses when the wait ends first.
 // (The plain start that refuses at once is daemon_lifecycle_test's
 // SecondDaemonOnSameDirIsRefused.)
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -266,6 +271,45 @@ TEST(DaemonHandoverTest, StreamFlowsWhileReplaceTakesOver) {
       stream.stall_ns / 1e6, stream.baseline_stall_ns / 1e6,
       absl::FormatDuration(until_ready).c_str(), absl::FormatDuration(until_resumed).c_str(),
       absl::FormatDuration(*resumed).c_str());
+}
+
+// A port nobody listens on now (bound to port 0 and closed again).
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// The successor binds the very ports the old daemon served on: --replace
+// waits for the old process's exit, by which its listeners are closed (the
+// metrics server is never stopped gracefully: the process exits under it).
+TEST(DaemonHandoverTest, ReplaceTakesOverTheOldDaemonsMetricsPort) {
+  SetTestTimeLimit(absl::Seconds(60));
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  const std::vector<std::string> flags = {"--metrics-listen", absl::StrCat("127.0.0.1:", port)};
+  TestDaemon d;
+  ASSERT_TRUE(d.Start(flags).ok()) << d.stderr_text();
+  ASSERT_EQ(d.metrics_port(), port);
+  for (int i = 0; i < 3; ++i) {
+    Child old(d.pid());
+    ASSERT_TRUE(d.Start(With(flags, {"--replace"})).ok())
+        << "replacement " << i << ": " << d.stderr_text();
+    EXPECT_EQ(old.Wait(absl::Seconds(5)).value_or(-1), 0);
+    EXPECT_EQ(d.metrics_port(), port);
+    absl::StatusOr<std::string> body = HttpGet(port, "/metrics");
+    ASSERT_TRUE(body.ok()) << body.status();
+    EXPECT_TRUE(absl::StrContains(*body, "shmlane_")) << "not the new daemon's metrics";
+  }
 }
 
 TEST(DaemonHandoverTest, ReplaceGivesUpCleanlyWhenTheOldDaemonDoesNotStop) {
