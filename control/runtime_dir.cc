@@ -324,6 +324,7 @@ absl::Status ReplaceHolder(int fd, const std::string& path, absl::Time deadline,
         absl::StrCat("cannot send SIGTERM to shmlaned pid ", pid, ": ", Err()));
   }
   const std::string timeout = absl::FormatDuration(options.wait);
+  const absl::Time signalled = absl::Now();
   if (options.note) {
     options.note(absl::StrCat("replacing shmlaned pid ", pid, ": sent it SIGTERM, waiting up to ",
                               timeout, " for it to save its state and exit"));
@@ -337,6 +338,11 @@ absl::Status ReplaceHolder(int fd, const std::string& path, absl::Time deadline,
         " after --replace sent it SIGTERM (it is still stopping, or stuck); nothing was started. "
         "It will still stop when it can: wait for it and start again, or raise "
         "--replace-timeout"));
+  }
+  if (options.note) {
+    options.note(absl::StrCat("shmlaned pid ", pid, " exited ",
+                              absl::FormatDuration(absl::Now() - signalled),
+                              " after SIGTERM; taking over ", path));
   }
   absl::StatusOr<bool> got = TryLock(fd, path);
   if (!got.ok()) return got.status();
