@@ -62,7 +62,8 @@ absl::StatusOr<Producer> Producer::Attach(std::string_view channel, const Option
   p.attach_credential_ = handshake->resume_credential;
   p.lane_credential_ = end.resume_credential;
   p.peer_bell_ = end.peer_bell;
-  p.next_daemon_check_ns_ = internal::CoarseNowNs() + kDaemonCheckIntervalNs;
+  p.daemon_ = std::make_unique<internal::DaemonWatch>();
+  p.next_daemon_check_ns_ = internal::CoarseNowNs() + internal::kDaemonCheckIntervalNs;
   return p;
 }
 
@@ -87,9 +88,7 @@ Producer& Producer::operator=(Producer&& other) noexcept {
     lane_credential_ = std::move(other.lane_credential_);
     peer_bell_ = std::move(other.peer_bell_);
     next_daemon_check_ns_ = other.next_daemon_check_ns_;
-    daemon_gone_ = other.daemon_gone_;
-    resume_next_ns_ = other.resume_next_ns_;
-    resume_delay_ns_ = other.resume_delay_ns_;
+    daemon_ = std::move(other.daemon_);
     resumes_ = other.resumes_;
   }
   return *this;
@@ -122,36 +121,21 @@ void Producer::MaybeCheckDaemon() {
 }
 
 void Producer::CheckDaemon(int64_t now) {
-  next_daemon_check_ns_ = now + kDaemonCheckIntervalNs;
+  next_daemon_check_ns_ = now + internal::kDaemonCheckIntervalNs;
   if (!lane_.has_value()) return;
-  if (!daemon_gone_) {
-    if (socket_ == nullptr || !socket_->is_open()) return;
-    for (int i = 0; i < 16; ++i) {
-      auto got = socket_->TryReceive();
-      if (!got.ok()) {
-        // Hung up without a Goodbye: the daemon died or stopped with
-        // --on-stop=keep. The lane flows on; hand it to the next daemon.
-        socket_->Close();
-        daemon_gone_ = true;
-        resume_next_ns_ = now;
-        resume_delay_ns_ = 5'000'000;
-        break;
-      }
-      if (!got->has_value()) break;
-      const v1::AttachMessage& m = (*got)->message;
-      if (m.has_lane_removed()) closed_reason_ = m.lane_removed().reason();
-      if (m.has_goodbye()) {
-        closed_reason_ = m.goodbye().reason();
-        ended_by_daemon_ = true;
-      }
+  const bool resume_due = daemon_->Check(now, socket_.get(), [this](const v1::AttachMessage& m) {
+    if (m.has_lane_removed()) closed_reason_ = m.lane_removed().reason();
+    if (m.has_goodbye()) {
+      closed_reason_ = m.goodbye().reason();
+      ended_by_daemon_ = true;
     }
-  }
-  if (daemon_gone_ && !ended_by_daemon_ && now >= resume_next_ns_) TryResume(now);
+  });
+  if (resume_due && !ended_by_daemon_) TryResume(now);
 }
 
 void Producer::TryResume(int64_t now) {
   if (lane_->PeerClosed()) {
-    daemon_gone_ = false;  // nothing left to resume
+    daemon_->Reconnected();  // nothing left to resume
     return;
   }
   internal::ResumeRequest request;
@@ -174,11 +158,10 @@ void Producer::TryResume(int64_t now) {
   }
   if (!result.ok() && !refused) {
     // No daemon yet (or a slow one): try again later.
-    resume_next_ns_ = internal::CoarseNowNs() + resume_delay_ns_;
-    resume_delay_ns_ = std::min<int64_t>(resume_delay_ns_ * 2, 1'000'000'000);
+    daemon_->RetryLater(internal::CoarseNowNs());
     return;
   }
-  daemon_gone_ = false;
+  daemon_->Reconnected();
   if (refused) {
     // The restarted daemon does not know this lane: nobody would supervise
     // it, so end it (the consumer reads what was committed, then sees us go).
@@ -207,13 +190,13 @@ WriteResult Producer::Write(std::span<const std::byte> frame, absl::Time deadlin
   if (now >= next_daemon_check_ns_) CheckDaemon(now);
   if (!lane_.has_value() || ClosedCheckDue()) return WriteResult::kClosed;
   // Blocks (or drops, or fails) per the lane's policy, in slices of at most
-  // kDaemonCheckIntervalNs so that a producer parked on a full ring still
+  // internal::kDaemonCheckIntervalNs so that a producer parked on a full ring still
   // looks at its attach socket (CheckDaemon). The slice is measured on the
   // coarse clock, which may lag by a few ms: a slightly shorter slice.
   const dataplane::Deadline end = dataplane::Deadline::FromTime(deadline);
   WriteResult r;
   for (;;) {
-    const int64_t slice_end = now + kDaemonCheckIntervalNs;
+    const int64_t slice_end = now + internal::kDaemonCheckIntervalNs;
     const bool last = end.ns() <= slice_end;
     r = lane_->Write(frame, last ? end : dataplane::Deadline::AtNs(slice_end));
     if (r != WriteResult::kTimeout || last) break;
@@ -272,6 +255,8 @@ void Producer::Close() {
     socket_->Close();
   }
 }
+
+bool Producer::daemon_connected() const { return daemon_ == nullptr || !daemon_->gone(); }
 
 bool Producer::PeerClosed() const { return !lane_.has_value() || lane_->PeerClosed(); }
 

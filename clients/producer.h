@@ -25,7 +25,7 @@
 // --on-stop=keep, the lane keeps flowing, and the producer hands its lane
 // back to the restarted daemon by itself (Resume), from inside its normal
 // calls: each call reads the coarse monotonic clock (vDSO, no system call)
-// and at most every kDaemonCheckInterval (50 ms) looks at its attach socket
+// and at most every internal::kDaemonCheckIntervalNs (50 ms) looks at its attach socket
 // without blocking; once that hung up it reconnects with backoff (5 ms
 // doubling to 1 s). A blocking Write waits in slices of at most that
 // interval so that a producer parked on a full ring resumes too. A producer
@@ -59,6 +59,7 @@ using dataplane::WriteResult;
 
 namespace internal {
 class AttachSocket;
+class DaemonWatch;
 }  // namespace internal
 
 // A status for a write outcome that is not kOk: kClosed is Unavailable,
@@ -107,7 +108,7 @@ class Producer {
   // How often this producer handed its lane to a restarted daemon.
   uint64_t resumes() const { return resumes_; }
   // True while the attach connection is up (not waiting to resume).
-  bool daemon_connected() const { return !daemon_gone_; }
+  bool daemon_connected() const;
   const std::string& channel() const { return channel_; }
   uint32_t max_frame_bytes() const;
 
@@ -128,13 +129,13 @@ class Producer {
     return true;
   }
   static constexpr uint32_t kClosedCheckEvery = 64;
-  // Looks at the attach socket when kDaemonCheckInterval passed: one coarse
+  // Looks at the attach socket when kDaemonCheckIntervalNs passed: one coarse
   // clock read (vDSO) per call otherwise.
   void MaybeCheckDaemon();
-  // Out of line: the socket check and, once the daemon hung up, the resume.
+  // Out of line: the socket check (internal::DaemonWatch, shared with
+  // Client) and, once the daemon hung up, the resume.
   void CheckDaemon(int64_t now_ns);
   void TryResume(int64_t now_ns);
-  static constexpr int64_t kDaemonCheckIntervalNs = 50'000'000;
 
   std::string channel_;
   uint64_t attachment_id_ = 0;
@@ -152,10 +153,11 @@ class Producer {
   std::string attach_credential_;
   std::string lane_credential_;
   std::shared_ptr<const dataplane::Doorbell> peer_bell_;
+  // When CheckDaemon is next due (every internal::kDaemonCheckIntervalNs).
   int64_t next_daemon_check_ns_ = 0;
-  bool daemon_gone_ = false;  // the attach connection hung up: resuming
-  int64_t resume_next_ns_ = 0;
-  int64_t resume_delay_ns_ = 0;
+  // The hang-up check and resume backoff (clients/internal/attachment.h);
+  // null only when moved-from.
+  std::unique_ptr<internal::DaemonWatch> daemon_;
   uint64_t resumes_ = 0;
 };
 

@@ -117,34 +117,23 @@ absl::StatusOr<Client> Client::Attach(std::string_view channel, const Options& o
   c.client_name_ = handshake->client_name;
   c.attach_credential_ = handshake->resume_credential;
   c.own_bell_ = handshake->own_bell;
-  c.next_daemon_check_ns_ = internal::CoarseNowNs() + 50'000'000;
+  c.daemon_ = std::make_unique<internal::DaemonWatch>();
+  c.next_daemon_check_ns_ = internal::CoarseNowNs() + internal::kDaemonCheckIntervalNs;
   return c;
 }
 
 void Client::CheckDaemon(int64_t now) {
-  next_daemon_check_ns_ = now + 50'000'000;
+  next_daemon_check_ns_ = now + internal::kDaemonCheckIntervalNs;
   if (!requests_.has_value() || resume_refused_) return;
-  if (!daemon_gone_) {
-    if (socket_ == nullptr || !socket_->is_open()) return;
-    for (int i = 0; i < 16; ++i) {
-      auto got = socket_->TryReceive();
-      if (!got.ok()) {
-        socket_->Close();
-        daemon_gone_ = true;
-        resume_next_ns_ = now;
-        resume_delay_ns_ = 5'000'000;
-        break;
-      }
-      if (!got->has_value()) break;
-      if ((*got)->message.has_goodbye()) resume_refused_ = true;  // ended: do not resume
-    }
-  }
-  if (daemon_gone_ && !resume_refused_ && now >= resume_next_ns_) TryResume(now);
+  const bool resume_due = daemon_->Check(now, socket_.get(), [this](const v1::AttachMessage& m) {
+    if (m.has_goodbye()) resume_refused_ = true;  // ended: do not resume
+  });
+  if (resume_due && !resume_refused_) TryResume(now);
 }
 
 void Client::TryResume(int64_t now) {
   if (requests_->PeerClosed()) {
-    daemon_gone_ = false;
+    daemon_->Reconnected();
     return;
   }
   internal::ResumeRequest request;
@@ -173,11 +162,10 @@ void Client::TryResume(int64_t now) {
     }
   }
   if (!result.ok() && !refused) {
-    resume_next_ns_ = now + resume_delay_ns_;
-    resume_delay_ns_ = std::min<int64_t>(resume_delay_ns_ * 2, 1'000'000'000);
+    daemon_->RetryLater(now);
     return;
   }
-  daemon_gone_ = false;
+  daemon_->Reconnected();
   if (refused) {
     // Unknown to the new daemon: end the lanes (calls then say Unavailable).
     resume_refused_ = true;
@@ -217,10 +205,8 @@ Client& Client::operator=(Client&& other) noexcept {
     request_peer_bell_ = std::move(other.request_peer_bell_);
     reply_peer_bell_ = std::move(other.reply_peer_bell_);
     next_daemon_check_ns_ = other.next_daemon_check_ns_;
-    daemon_gone_ = other.daemon_gone_;
+    daemon_ = std::move(other.daemon_);
     resume_refused_ = other.resume_refused_;
-    resume_next_ns_ = other.resume_next_ns_;
-    resume_delay_ns_ = other.resume_delay_ns_;
     resumes_ = other.resumes_;
   }
   return *this;

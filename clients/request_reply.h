@@ -49,6 +49,7 @@ namespace shmlane::client {
 
 namespace internal {
 class AttachSocket;
+class DaemonWatch;
 class Inbox;
 struct ServerReplies;
 }  // namespace internal
@@ -102,7 +103,8 @@ class Client {
   std::vector<std::byte> scratch_;  // framing for requests that must wait
   std::vector<std::byte> inbound_;  // reply frames
   // Resume (as Producer: the attach socket is looked at, without blocking,
-  // at most every 50 ms of coarse clock at the start of a Call).
+  // at most every internal::kDaemonCheckIntervalNs (50 ms) of coarse clock
+  // at the start of a Call, by internal::DaemonWatch).
   void CheckDaemon(int64_t now_ns);
   void TryResume(int64_t now_ns);
   AttachOptions options_;
@@ -113,10 +115,8 @@ class Client {
   std::string request_credential_, reply_credential_;
   std::shared_ptr<const dataplane::Doorbell> request_peer_bell_, reply_peer_bell_;
   int64_t next_daemon_check_ns_ = 0;
-  bool daemon_gone_ = false;
+  std::unique_ptr<internal::DaemonWatch> daemon_;  // null only when moved-from
   bool resume_refused_ = false;
-  int64_t resume_next_ns_ = 0;
-  int64_t resume_delay_ns_ = 0;
   uint64_t resumes_ = 0;
 };
 

@@ -114,6 +114,20 @@ constexpr FlagDoc kFlagDocs[] = {
      "After a restart, how long lanes found in the state file wait for their holders to hand "
      "them back (resume) before they are retired, closed for whichever side came back. "
      "Default 10s (100ms..1h)."},
+    {"replace", nullptr, "Lifecycle",
+     "Planned restart: if another shmlaned holds <runtime-dir>/shmlaned.lock, send it SIGTERM "
+     "and start once it has saved its state and exited (at most --replace-timeout). It is "
+     "signalled only if it is a shmlaned of this uid that has the lock file open; anything "
+     "else holding the lock is refused, unsignalled. With --on-stop=keep on the old daemon, "
+     "clients' lanes stream on and resume with this one."},
+    {"replace_timeout", "DURATION", "Lifecycle",
+     "With --replace: how long to wait for the old daemon to exit. Past it shmlaned exits 2 "
+     "and starts nothing (the old daemon has been sent SIGTERM and still stops). Default 30s "
+     "(100ms..1h)."},
+    {"lock_wait", "DURATION", "Lifecycle",
+     "Without --replace: wait up to this long for another process to release "
+     "<runtime-dir>/shmlaned.lock, signalling nobody (a supervisor stops the old daemon). "
+     "Default 0s: refuse at once, exit 2 (0..1h)."},
     {"max_control_connections_per_uid", "N", "Limits",
      "Most control.sock connections of one uid at once (root and the daemon's uid exempt); "
      "more are closed at accept. Default 64 (1..1000000)."},
@@ -269,6 +283,8 @@ void Overlay(const v1::DaemonConfig& top, v1::DaemonConfig* base) {
   if (top.has_handshake_timeout()) *base->mutable_handshake_timeout() = top.handshake_timeout();
   if (top.has_max_queue_age()) *base->mutable_max_queue_age() = top.max_queue_age();
   if (top.has_resume_grace()) *base->mutable_resume_grace() = top.resume_grace();
+  if (top.has_replace_timeout()) *base->mutable_replace_timeout() = top.replace_timeout();
+  if (top.has_lock_wait()) *base->mutable_lock_wait() = top.lock_wait();
   // A list given again replaces the one below instead of growing it.
   if (top.tls_admins_size() > 0) *base->mutable_tls_admins() = top.tls_admins();
 }
@@ -292,6 +308,9 @@ v1::DaemonConfig Defaults() {
   c.set_max_queued_fds(65536);
   *c.mutable_max_queue_age() = TimeUtil::SecondsToDuration(30);
   *c.mutable_resume_grace() = TimeUtil::SecondsToDuration(10);
+  c.set_replace(false);
+  *c.mutable_replace_timeout() = TimeUtil::SecondsToDuration(30);
+  *c.mutable_lock_wait() = TimeUtil::SecondsToDuration(0);
   c.set_audit_log_max_bytes(uint64_t{16} << 20);
   c.set_on_stop("close");
   c.set_max_control_connections_per_uid(64);
@@ -379,6 +398,30 @@ absl::StatusOr<Config> ToConfig(const v1::DaemonConfig& c, const Origins& origin
                      absl::FormatDuration(grace)));
   }
   out.resume_grace = grace;
+  out.replace = c.replace();
+  const absl::Duration replace_timeout =
+      absl::Nanoseconds(TimeUtil::DurationToNanoseconds(c.replace_timeout()));
+  if (replace_timeout < absl::Milliseconds(100) || replace_timeout > absl::Hours(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origins.Of("replace_timeout"), ": expected a duration between 100ms and 1h, got ",
+        absl::FormatDuration(replace_timeout)));
+  }
+  out.replace_timeout = replace_timeout;
+  const absl::Duration lock_wait =
+      absl::Nanoseconds(TimeUtil::DurationToNanoseconds(c.lock_wait()));
+  if (lock_wait < absl::ZeroDuration() || lock_wait > absl::Hours(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(origins.Of("lock_wait"),
+                                                   ": expected a duration between 0s and 1h, got ",
+                                                   absl::FormatDuration(lock_wait)));
+  }
+  // Two waits for one lock would leave an operator guessing which applies.
+  if (out.replace && lock_wait > absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origins.Of("lock_wait"),
+                     " does not apply with --replace; use --replace-timeout to say how long "
+                     "--replace waits"));
+  }
+  out.lock_wait = lock_wait;
   out.audit_log = c.audit_log() == "none" ? ""
                   : c.has_audit_log()     ? c.audit_log()
                                           : absl::StrCat(c.runtime_dir(), "/audit.log");
@@ -468,7 +511,8 @@ std::unique_ptr<FlagSet> MakeFlags() {
   app.footer(
       "Environment: SHMLANE_RUNTIME_DIR, XDG_RUNTIME_DIR (see --runtime-dir).\n"
       "Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 runtime failure,\n"
-      "2 bad configuration or unsafe runtime directory, or another daemon holds it.\n"
+      "2 bad configuration or unsafe runtime directory, or another daemon holds it\n"
+      "(still, after --lock-wait or --replace-timeout).\n"
       "See docs/operations.md and docs/security.md.");
   return flags;
 }

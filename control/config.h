@@ -47,6 +47,13 @@ struct Config {
   // --resume-grace: how long lanes restored from the state file wait for
   // their holders to resume before they are retired.
   absl::Duration resume_grace = absl::Seconds(10);
+  // --replace: SIGTERM the shmlaned that holds the runtime directory's lock
+  // and take over once it exited, waiting at most replace_timeout.
+  bool replace = false;
+  absl::Duration replace_timeout = absl::Seconds(30);
+  // --lock-wait: without --replace, wait this long for the lock (0: refuse
+  // at once).
+  absl::Duration lock_wait = absl::ZeroDuration();
   uint32_t max_control_connections_per_uid = 64;  // root and the daemon's uid exempt
   std::string metrics_group;                      // unix: metrics socket 0660 with this group
   std::string config_file;                        // the file that was read, if any

@@ -223,3 +223,40 @@ TEST(ConfigTest, ResumeGrace) {
 
 }  // namespace
 }  // namespace shmlane::control
+
+namespace shmlane::control {
+namespace {
+
+TEST(ConfigTest, ReplaceAndLockWait) {
+  auto defaults = ParseCommandLine({"shmlaned"});
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_FALSE(defaults->config.replace);
+  EXPECT_EQ(defaults->config.replace_timeout, absl::Seconds(30));
+  EXPECT_EQ(defaults->config.lock_wait, absl::ZeroDuration());
+  auto replace = ParseCommandLine({"shmlaned", "--replace", "--replace-timeout=5s"});
+  ASSERT_TRUE(replace.ok()) << replace.status();
+  EXPECT_TRUE(replace->config.replace);
+  EXPECT_EQ(replace->config.replace_timeout, absl::Seconds(5));
+  auto wait = ParseCommandLine({"shmlaned", "--lock-wait", "2s"});
+  ASSERT_TRUE(wait.ok()) << wait.status();
+  EXPECT_FALSE(wait->config.replace);
+  EXPECT_EQ(wait->config.lock_wait, absl::Seconds(2));
+  // One wait per start: --lock-wait with --replace would be ambiguous.
+  auto both = ParseCommandLine({"shmlaned", "--replace", "--lock-wait=2s"});
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("--replace-timeout"), std::string::npos) << both.status();
+  auto tiny = ParseCommandLine({"shmlaned", "--replace", "--replace-timeout=1ms"});
+  ASSERT_FALSE(tiny.ok());
+  EXPECT_NE(tiny.status().message().find("--replace-timeout"), std::string::npos) << tiny.status();
+  auto long_wait = ParseCommandLine({"shmlaned", "--lock-wait=2h"});
+  ASSERT_FALSE(long_wait.ok());
+  EXPECT_NE(long_wait.status().message().find("--lock-wait"), std::string::npos)
+      << long_wait.status();
+  const std::string help = HelpText();
+  for (const char* flag : {"--replace", "--replace-timeout", "--lock-wait"}) {
+    EXPECT_NE(help.find(flag), std::string::npos) << flag;
+  }
+}
+
+}  // namespace
+}  // namespace shmlane::control

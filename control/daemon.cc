@@ -119,7 +119,20 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   absl::StatusOr<dataplane::UniqueFd> dir = OpenRuntimeDir(config.runtime_dir);
   if (!dir.ok()) return dir.status();
   impl->dir_fd = *std::move(dir);
-  absl::StatusOr<dataplane::UniqueFd> lock = LockRuntimeDir(impl->dir_fd.get(), config.runtime_dir);
+  // The lock hand-over (--replace, --lock-wait): the flags and the config
+  // file were checked before this point, so a daemon that cannot start for a
+  // reason it could know up front never stops the one it would replace. The
+  // old daemon releases the lock only as its process ends (the lock fd is
+  // never closed before; see Shutdown), after its last state write, so what
+  // this one reads below is the final state.
+  LockOptions lock_options;
+  lock_options.replace = config.replace;
+  lock_options.wait = config.replace ? config.replace_timeout : config.lock_wait;
+  lock_options.note = [](const std::string& line) {
+    std::fprintf(stderr, "shmlaned: %s\n", line.c_str());
+  };
+  absl::StatusOr<dataplane::UniqueFd> lock =
+      LockRuntimeDir(impl->dir_fd.get(), config.runtime_dir, lock_options);
   if (!lock.ok()) return lock.status();
   impl->lock_fd = *std::move(lock);
   impl->control_path = config.runtime_dir + "/control.sock";
@@ -398,6 +411,11 @@ absl::Status Daemon::Shutdown() {
   absl::Status saved = impl_->Save();
   impl_->registry->SetStateChanged(nullptr);
   impl_->state_writer.reset();  // every reply it held has gone out
+  // The runtime directory's lock stays held: it is released when lock_fd
+  // closes, at the process's exit (shmlaned) or at destruction (embedded),
+  // so a successor waiting for it (--replace, --lock-wait) reads the state
+  // saved above and finds our sockets gone. Nothing writes the state after
+  // this point.
   // The metrics listener stays up: civetweb needs about a second to stop, so
   // shmlaned exits without waiting for it (~Daemon stops it when embedded).
   return saved;

@@ -7,10 +7,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "dataplane/unique_fd.h"
 
 namespace shmlane::control {
@@ -25,10 +27,30 @@ absl::StatusOr<dataplane::UniqueFd> OpenRuntimeDir(const std::string& path);
 // directory renamed or swapped for a symlink after the checks cannot send
 // the daemon's files elsewhere. `shown` is the path used in messages only.
 
+// How LockRuntimeDir treats a lock that another process holds.
+struct LockOptions {
+  // Zero: refuse at once. Otherwise wait up to this long for the holder to
+  // release it (with `replace`: after signalling it).
+  absl::Duration wait = absl::ZeroDuration();
+  // Send the holder SIGTERM first, but only if it is a shmlaned process of
+  // this uid that has this very lock file open (checked through /proc and
+  // signalled through a pidfd, so a pid reused by an unrelated process is
+  // never signalled). Then wait for it to exit, not only for the lock: the
+  // old daemon holds the lock until its process ends, after its last state
+  // write and the removal of its sockets, and its TCP listeners are closed
+  // by then too.
+  bool replace = false;
+  // Progress lines ("replacing shmlaned pid N ..."); null: none.
+  std::function<void(const std::string&)> note;
+};
+
 // Takes an exclusive flock on DIR/shmlaned.lock (0600) and writes our pid in
 // it. FailedPrecondition "another shmlaned (pid N) holds DIR/shmlaned.lock"
-// if a live daemon holds it. Keep the fd open for the daemon's lifetime.
-absl::StatusOr<dataplane::UniqueFd> LockRuntimeDir(int dir_fd, const std::string& dir);
+// if a live daemon holds it (past `options.wait`); with `options.replace`,
+// also if the holder is not a shmlaned of ours that may be signalled. Keep
+// the fd open for the daemon's lifetime: the lock goes with the process.
+absl::StatusOr<dataplane::UniqueFd> LockRuntimeDir(int dir_fd, const std::string& dir,
+                                                   const LockOptions& options = {});
 
 // Removes a stale socket `name` in `dir_fd` left by a dead daemon (only while
 // holding the lock). Refuses to remove anything that is not a socket.

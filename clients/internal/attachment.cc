@@ -351,4 +351,25 @@ absl::StatusOr<ResumeResult> Resume(const ResumeRequest& request, const AttachOp
   return out;
 }
 
+bool DaemonWatch::Check(int64_t now_ns, AttachSocket* socket,
+                        absl::FunctionRef<void(const v1::AttachMessage&)> on_message) {
+  if (!gone_) {
+    if (socket == nullptr || !socket->is_open()) return false;
+    for (int i = 0; i < 16; ++i) {
+      auto got = socket->TryReceive();
+      if (!got.ok()) {
+        // Hung up without a Goodbye: the daemon died or stopped with
+        // --on-stop=keep. The lanes flow on; they go to the next daemon.
+        socket->Close();
+        gone_ = true;
+        backoff_.Start(now_ns);
+        break;
+      }
+      if (!got->has_value()) break;
+      on_message((*got)->message);
+    }
+  }
+  return gone_ && backoff_.Due(now_ns);
+}
+
 }  // namespace shmlane::client::internal

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "clients/attach_options.h"
 #include "clients/internal/attach_socket.h"
@@ -136,6 +137,38 @@ class ResumeBackoff {
 
 // How long one resume attempt may take (connect, two round trips).
 inline constexpr absl::Duration kResumeAttemptTimeout = absl::Seconds(1);
+
+// How often an endpoint without a thread of its own (Producer, Client) looks
+// at its attach socket from inside its calls: a daemon's hang-up is noticed
+// within this much of coarse clock, at the caller's next call.
+inline constexpr int64_t kDaemonCheckIntervalNs = 50'000'000;
+
+// The daemon-hang-up check that Producer and Client run every
+// kDaemonCheckIntervalNs: reads what the daemon sent without blocking, notices
+// the hang-up (a crash, or a stop with --on-stop=keep), and paces the resume
+// attempts that follow (ResumeBackoff). The caller keeps the time of its next
+// check itself (one compare per call on its hot path) and does the resume,
+// which differs per role.
+class DaemonWatch {
+ public:
+  // Unless the hang-up was seen already, looks at `socket` (null or closed:
+  // nothing to look at) without blocking: each pending message, at most 16,
+  // goes to `on_message`; a hang-up closes the socket and starts the backoff.
+  // Returns true when the daemon is gone and a resume attempt is due now (the
+  // caller decides whether one still makes sense, e.g. after a Goodbye).
+  bool Check(int64_t now_ns, AttachSocket* socket,
+             absl::FunctionRef<void(const v1::AttachMessage&)> on_message);
+  // The attach connection hung up and no resume has succeeded since.
+  bool gone() const { return gone_; }
+  // A resume succeeded, or nothing is left to resume: watching again.
+  void Reconnected() { gone_ = false; }
+  // A resume attempt found no daemon (yet): the next one after the backoff.
+  void RetryLater(int64_t now_ns) { backoff_.Failed(now_ns); }
+
+ private:
+  bool gone_ = false;
+  ResumeBackoff backoff_;
+};
 
 // Checks that every lane in `lanes` has a direction `role` may receive.
 absl::Status CheckDirections(v1::Role role, const std::vector<LaneEnd>& lanes);

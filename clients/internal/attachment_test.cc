@@ -452,5 +452,58 @@ TEST(AttachTest, NoDaemonIsUnavailableWithAdvice) {
   ::rmdir(dir.c_str());
 }
 
+// DaemonWatch, the hang-up check Producer and Client share: messages go to
+// the caller, a hang-up closes the socket and starts the resume backoff (5 ms,
+// doubling), and nothing is looked at without a socket.
+TEST(DaemonWatchTest, MessagesHangUpAndBackoff) {
+  char tmpl[] = "/tmp/shmlane-attach-test-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string path = dir + "/attach.sock";
+  const int listen_fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listen_fd, 1), 0);
+  auto socket = AttachSocket::Connect(path, absl::Seconds(5));
+  ASSERT_TRUE(socket.ok()) << socket.status();
+  const int daemon = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(daemon, 0);
+
+  DaemonWatch watch;
+  std::vector<std::string> seen;
+  auto note = [&](const v1::AttachMessage& m) {
+    seen.push_back(m.has_goodbye() ? m.goodbye().reason() : "other");
+  };
+  const int64_t t = 1'000'000'000;
+  EXPECT_FALSE(watch.Check(t, nullptr, note));   // nothing to look at
+  EXPECT_FALSE(watch.Check(t, &*socket, note));  // nothing pending
+  EXPECT_FALSE(watch.gone());
+  v1::AttachMessage goodbye;
+  goodbye.mutable_goodbye()->set_reason("bye");
+  SendPacket(daemon, goodbye.SerializeAsString(), {});
+  EXPECT_FALSE(watch.Check(t, &*socket, note));
+  EXPECT_EQ(seen, std::vector<std::string>{"bye"});
+  EXPECT_FALSE(watch.gone());
+
+  ::close(daemon);  // the daemon hangs up
+  EXPECT_TRUE(watch.Check(t, &*socket, note)) << "a resume is due at once after the hang-up";
+  EXPECT_TRUE(watch.gone());
+  EXPECT_FALSE(socket->is_open());
+  watch.RetryLater(t);  // no daemon yet: 5 ms
+  EXPECT_FALSE(watch.Check(t + 4'999'999, &*socket, note));
+  EXPECT_TRUE(watch.Check(t + 5'000'000, &*socket, note));
+  watch.RetryLater(t + 5'000'000);  // then 10 ms
+  EXPECT_FALSE(watch.Check(t + 14'999'999, nullptr, note));
+  EXPECT_TRUE(watch.Check(t + 15'000'000, nullptr, note));
+  watch.Reconnected();
+  EXPECT_FALSE(watch.gone());
+  EXPECT_FALSE(watch.Check(t + 15'000'000, &*socket, note));  // closed: nothing to look at
+  EXPECT_EQ(seen.size(), 1u);
+  ::close(listen_fd);
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+}
+
 }  // namespace
 }  // namespace shmlane::client::internal

@@ -203,12 +203,18 @@ TEST(DaemonLifecycleTest, RefusesRuntimeDirOwnedByAnotherUser) {
 TEST(DaemonLifecycleTest, SecondDaemonOnSameDirIsRefused) {
   TestDaemon d;
   ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
+  // Without --replace or --lock-wait: refused at once, the running daemon
+  // not signalled (the hand-over is daemon_handover_test's).
+  const absl::Time start = absl::Now();
   auto r = d.RunExpectingExit({"--runtime-dir", d.runtime_dir(), "--metrics-listen", "none"});
   ASSERT_TRUE(r.ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << "refused only after waiting";
   EXPECT_EQ(r->exit_code, 2);
   EXPECT_TRUE(absl::StrContains(r->err, absl::StrCat("another shmlaned (pid ", d.pid(), ") holds ",
                                                      d.runtime_dir(), "/shmlaned.lock")))
       << r->err;
+  EXPECT_TRUE(absl::StrContains(r->err, "--replace")) << r->err;
+  EXPECT_TRUE(d.running());
   // The first daemon is unaffected.
   EXPECT_EQ(d.Ctl({"channels", "list"}).exit_code, 0);
 }
