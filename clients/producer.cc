@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "clients/internal/attach_socket.h"
 #include "clients/internal/attachment.h"
 #include "dataplane/deadline.h"
@@ -90,6 +91,7 @@ Producer& Producer::operator=(Producer&& other) noexcept {
     next_daemon_check_ns_ = other.next_daemon_check_ns_;
     daemon_ = std::move(other.daemon_);
     resumes_ = other.resumes_;
+    reattaches_ = other.reattaches_;
   }
   return *this;
 }
@@ -253,6 +255,29 @@ void Producer::Close() {
     detach.mutable_detach();
     (void)socket_->Send(detach);  // best effort: the hang-up says the same
     socket_->Close();
+  }
+}
+
+absl::Status Producer::Reattach(absl::Time deadline) {
+  if (channel_.empty()) return absl::FailedPreconditionError("producer is moved-from");
+  const std::string channel = channel_;
+  const AttachOptions options = options_;
+  const uint64_t resumes = resumes_, reattaches = reattaches_;
+  Close();
+  absl::Duration backoff = absl::Milliseconds(5);
+  for (;;) {
+    absl::StatusOr<Producer> fresh = Attach(channel, options);
+    if (fresh.ok()) {
+      *this = *std::move(fresh);
+      resumes_ = resumes;
+      reattaches_ = reattaches + 1;
+      return absl::OkStatus();
+    }
+    if (!absl::IsUnavailable(fresh.status()) || absl::Now() + backoff > deadline) {
+      return fresh.status();
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(1));
   }
 }
 

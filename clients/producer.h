@@ -17,7 +17,7 @@
 // for it. When the consumer detaches or dies, the daemon closes the lane: a
 // blocked Write returns kClosed within milliseconds, and any write returns it
 // within kClosedCheckEvery (64) calls even while the ring has room; status()
-// then says why. Attach again to write to the next consumer. A daemon that
+// then says why. Reattach() (one call) to write to the next consumer. A daemon that
 // stops with --on-stop=close (the default) or deletes the channel closes the
 // lane the same way, with or without a consumer.
 //
@@ -98,6 +98,17 @@ class Producer {
   // this producer go) and detaches. Idempotent; the destructor calls it.
   void Close();
 
+  // After kClosed (the consumer of a non-durable channel went away): closes
+  // this lane and attaches again with the same channel and options, in one
+  // call; frames then wait in the new lane for the next consumer. Retries
+  // while the daemon is unavailable (5 ms doubling to 1 s) until `deadline`;
+  // other errors (PermissionDenied, NotFound, ...) return at once, and leave
+  // this producer closed. On a durable channel the lane never closes for a
+  // consumer's sake, so this is not needed there.
+  absl::Status Reattach(absl::Time deadline = absl::InfiniteFuture());
+  // How often Reattach() succeeded.
+  uint64_t reattaches() const { return reattaches_; }
+
   // OK; or why writes fail (consumer gone, lane corrupt, closed here).
   absl::Status status() const;
   // True once the consumer or the daemon closed the lane.
@@ -159,6 +170,7 @@ class Producer {
   // null only when moved-from.
   std::unique_ptr<internal::DaemonWatch> daemon_;
   uint64_t resumes_ = 0;
+  uint64_t reattaches_ = 0;
 };
 
 }  // namespace shmlane::client

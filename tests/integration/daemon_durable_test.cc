@@ -359,6 +359,54 @@ TEST(DaemonDurableTest, ProducersOfANonDurableChannelStillSeeTheLaneClose) {
   EXPECT_EQ(producer.Wait(kStep).value_or(-1), 11);
 }
 
+// The non-durable way back: one call re-attaches a producer whose consumer
+// went away, and its frames reach the next consumer.
+TEST(DaemonDurableTest, AProducerOfANonDurableChannelReattachesInOneCall) {
+  TestDaemon d;
+  ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
+  CommandResult r = d.Ctl({"channels", "create", "plain", "--ring-bytes", "4KiB"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ClientProcess first([&](const ClientProcess::Io& io) {
+    return ReadingConsumer(d, "plain", 10, /*close_at_end=*/false, io);
+  });
+  ClientProcess producer([&](const ClientProcess::Io& io) {
+    auto p = client::Producer::Attach("plain", ClientOptions(d, "reattaching-producer"));
+    if (!p.ok()) return 10;
+    io.Say("attached");
+    uint64_t seq = 0;
+    client::WriteResult w = client::WriteResult::kOk;
+    while (w == client::WriteResult::kOk) {
+      const Payload payload{seq++, MonotonicNs()};
+      w = p->Write(Bytes(payload), absl::Now() + kStep);
+    }
+    if (w != client::WriteResult::kClosed) return 11;
+    if (absl::Status s = p->Reattach(absl::Now() + kStep); !s.ok()) {
+      io.Say(absl::StrCat("reattach failed: ", s.ToString()));
+      return 12;
+    }
+    io.Say(absl::StrCat("reattached ", p->reattaches()));
+    for (uint64_t i = 0; i < 100; ++i) {
+      const Payload payload{i, MonotonicNs()};
+      if (p->Write(Bytes(payload), absl::Now() + kStep) != client::WriteResult::kOk) return 13;
+    }
+    io.AwaitGo();
+    return 0;
+  });
+  ASSERT_EQ(producer.ReadLine(kStep).value_or("?"), "attached");
+  ASSERT_TRUE(first.ReadLine(kStep).ok());
+  first.Kill();
+  EXPECT_EQ(producer.ReadLine(kStep).value_or("?"), "reattached 1");
+  ClientProcess next([&](const ClientProcess::Io& io) {
+    return NextConsumer(d, "plain", 99, /*expect_end=*/false, io);
+  });
+  absl::StatusOr<std::string> seen = next.ReadLine(kStep);
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_TRUE(absl::StartsWith(*seen, "first 0 0 ")) << *seen;
+  EXPECT_EQ(next.Wait(kStep).value_or(-1), 0);
+  producer.Go();
+  EXPECT_EQ(producer.Wait(kStep).value_or(-1), 0);
+}
+
 TEST(DaemonDurableTest, ARequestWaitsForTheNextServer) {
   TestDaemon d;
   ASSERT_TRUE(d.Start().ok()) << d.stderr_text();
