@@ -5,8 +5,8 @@
 // killed when the ClientProcess is destroyed, and alarm(`alarm_seconds`) is
 // its own safety net should the test itself hang.
 //
-// Also: MonotonicNs() (CLOCK_MONOTONIC, comparable across the processes) and
-// ClientOptions() (attach options for a TestDaemon).
+// OwnedChild owns any other child pid the same way. Also: MonotonicNs() (CLOCK_MONOTONIC,
+// comparable across the processes) and ClientOptions() (attach options for a TestDaemon).
 //
 // Thread safety: test-thread only.
 #pragma once
@@ -46,6 +46,54 @@ inline client::AttachOptions ClientOptions(const TestDaemon& d, const std::strin
   return o;
 }
 
+// A child process this test owns: waited for with a deadline, killed (and
+// reaped) at destruction if it is still there.
+class OwnedChild {
+ public:
+  explicit OwnedChild(pid_t pid = -1) : pid_(pid) {}
+  ~OwnedChild() { Kill(); }
+  OwnedChild(const OwnedChild&) = delete;
+  OwnedChild& operator=(const OwnedChild&) = delete;
+
+  // Takes over `pid` (killing the one owned before, if any).
+  void Adopt(pid_t pid) {
+    Kill();
+    pid_ = pid;
+  }
+  void Kill() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  // The exit code (128+signal if killed), or nullopt if still running at the
+  // timeout (or not ours to wait for).
+  std::optional<int> Wait(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (pid_ > 0) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      if (r < 0 || absl::Now() >= deadline) return std::nullopt;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    return std::nullopt;
+  }
+  // Still running (neither exited nor killed).
+  bool Alive() {
+    int status = 0;
+    return pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == 0;
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_;
+};
+
 class ClientProcess {
  public:
   struct Io {
@@ -70,13 +118,14 @@ class ClientProcess {
   explicit ClientProcess(const std::function<int(const Io&)>& body, unsigned alarm_seconds = 90) {
     int report[2], command[2];
     if (::pipe2(report, O_CLOEXEC) != 0 || ::pipe2(command, O_CLOEXEC) != 0) std::abort();
-    pid_ = ::fork();
-    if (pid_ == 0) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
       ::alarm(alarm_seconds);
       ::close(report[0]);
       ::close(command[1]);
       std::_Exit(body(Io{report[1], command[0]}));
     }
+    child_.Adopt(pid);
     ::close(report[1]);
     ::close(command[0]);
     report_fd_ = report[0];
@@ -122,32 +171,14 @@ class ClientProcess {
     }
   }
   void Go() { (void)!::write(command_fd_, "g", 1); }
-  void Kill() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  pid_t pid() const { return pid_; }
+  void Kill() { child_.Kill(); }
+  pid_t pid() const { return child_.pid(); }
   // The exit code (128+signal if killed), or nullopt if still running at the
   // timeout.
-  std::optional<int> Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (pid_ > 0) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (absl::Now() >= deadline) return std::nullopt;
-      absl::SleepFor(absl::Milliseconds(2));
-    }
-    return std::nullopt;
-  }
+  std::optional<int> Wait(absl::Duration timeout) { return child_.Wait(timeout); }
 
  private:
-  pid_t pid_ = -1;
+  OwnedChild child_;
   int report_fd_ = -1;
   int command_fd_ = -1;
   std::string buffer_;

@@ -45,64 +45,11 @@
 #include "clients/producer.h"
 #include "gtest/gtest.h"
 #include "tests/dataplane/watchdog.h"
+#include "tests/integration/client_process.h"
 #include "tests/integration/daemon_harness.h"
 
 namespace shmlane::testing {
 namespace {
-
-int64_t MonotonicNs() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-// A process the test started outside TestDaemon (the replaced daemon after
-// TestDaemon moved on to its successor, or a fake lock holder): reaped with a
-// deadline, killed at destruction if still there.
-class Child {
- public:
-  explicit Child(pid_t pid) : pid_(pid) {}
-  ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  // The exit code (128+signal when killed), or nullopt at the deadline.
-  std::optional<int> Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (pid_ > 0) {
-      int status = 0;
-      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (r < 0 || absl::Now() >= deadline) return std::nullopt;
-      absl::SleepFor(absl::Milliseconds(2));
-    }
-    return std::nullopt;
-  }
-  // Still running (neither exited nor killed).
-  bool Alive() {
-    int status = 0;
-    return pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == 0;
-  }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_;
-};
-
-client::AttachOptions Options(const TestDaemon& d, const std::string& name) {
-  client::AttachOptions o;
-  o.runtime_dir = d.runtime_dir();
-  o.client_name = name;
-  return o;
-}
 
 double Metric(const TestDaemon& d, const std::string& series) {
   absl::StatusOr<std::string> body = HttpGet(d.metrics_port(), "/metrics");
@@ -140,10 +87,10 @@ class Stream {
 
   absl::Status Start() {
     client::Consumer::Options o;
-    static_cast<client::AttachOptions&>(o) = Options(d_, "consumer");
+    static_cast<client::AttachOptions&>(o) = ClientOptions(d_, "consumer");
     auto c = client::Consumer::Attach("lane", o);
     if (!c.ok()) return c.status();
-    auto p = client::Producer::Attach("lane", Options(d_, "producer"));
+    auto p = client::Producer::Attach("lane", ClientOptions(d_, "producer"));
     if (!p.ok()) return p.status();
     consumer_ =
         std::thread([this, c = std::make_shared<client::Consumer>(*std::move(c))] { Consume(*c); });
@@ -236,7 +183,7 @@ TEST(DaemonHandoverTest, StreamFlowsWhileReplaceTakesOver) {
   ASSERT_TRUE(stream.Start().ok());
   absl::SleepFor(absl::Milliseconds(300));
   const pid_t a_pid = d.pid();
-  Child a(a_pid);
+  OwnedChild a(a_pid);
   stream.MarkHandover();
   const absl::Time replace = absl::Now();
   ASSERT_TRUE(d.Start(With(kKeep, {"--replace"})).ok()) << d.stderr_text();
@@ -301,7 +248,7 @@ TEST(DaemonHandoverTest, ReplaceTakesOverTheOldDaemonsMetricsPort) {
   ASSERT_TRUE(d.Start(flags).ok()) << d.stderr_text();
   ASSERT_EQ(d.metrics_port(), port);
   for (int i = 0; i < 3; ++i) {
-    Child old(d.pid());
+    OwnedChild old(d.pid());
     ASSERT_TRUE(d.Start(With(flags, {"--replace"})).ok())
         << "replacement " << i << ": " << d.stderr_text();
     EXPECT_EQ(old.Wait(absl::Seconds(5)).value_or(-1), 0);
@@ -371,7 +318,7 @@ TEST(DaemonHandoverTest, ReplaceRefusesALockHeldByAnotherProgramWithoutSignallin
   SetTestTimeLimit(absl::Seconds(60));
   TestDaemon d;
   ASSERT_EQ(::mkdir(d.runtime_dir().c_str(), 0755), 0);
-  Child holder(HoldLock(d.runtime_dir()));
+  OwnedChild holder(HoldLock(d.runtime_dir()));
   ASSERT_GT(holder.pid(), 0);
   WritePid(d.runtime_dir(), holder.pid());
   const absl::Time start = absl::Now();
@@ -428,7 +375,7 @@ TEST(DaemonHandoverTest, LockWaitWaitsWithoutSignallingAndRefusesAtItsEnd) {
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(300));
   EXPECT_EQ(d.Ctl({"channels", "list"}).exit_code, 0) << "the running daemon was disturbed";
   // Stopped by someone else while the new one waits: the new one starts.
-  Child a(d.pid());
+  OwnedChild a(d.pid());
   std::thread stopper([pid = a.pid()] {
     absl::SleepFor(absl::Milliseconds(300));
     ::kill(pid, SIGTERM);
