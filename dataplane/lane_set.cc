@@ -174,18 +174,19 @@ size_t LaneSet::Poll(FrameFn on_frame, EndFn on_end) {
     if (e.removed) continue;
     ReadResult r = ReadResult::kOk;
     bool kept_now = false;
+    delivering_ = &e.consumer;  // once per lane: no user code runs between its frames
     delivered += e.consumer.Drain(
         [&](std::span<const std::byte> frame) -> bool {
           if (e.removed) return true;
-          delivering_ = &e.consumer;
           on_frame(e.id, frame);
-          delivering_ = nullptr;
-          if (!keep_requested_) return true;
+          if (!keep_requested_) [[likely]]
+            return true;
           keep_requested_ = false;
           kept_now = true;
           return false;  // stays peeked in its lane
         },
         per_lane_batch_, &r);
+    delivering_ = nullptr;
     if (kept_now) {
       has_kept_ = true;
       kept_id_ = e.id;
