@@ -238,9 +238,9 @@ int64_t Waiter::SpinBudgetNs(int64_t now_ns) {
   const int64_t budget =
       std::min({cap, backlog_ ? cap : max_grown_ns_, std::max(kBreakEvenNs, 2 * won_spin_ns_)});
   if (hit_ >= kOne / 2) return budget;
-  // Parking regime: one probe spin in kProbeEvery waits notices traffic
-  // that sped up; it costs at most kBreakEvenNs / kProbeEvery per wait.
-  if (++since_probe_ >= kProbeEvery) {
+  // Parking regime: one probe spin in probe_every_ waits notices traffic
+  // that sped up; it costs at most kBreakEvenNs / probe_every_ per wait.
+  if (++since_probe_ >= probe_every_) {
     since_probe_ = 0;
     return budget;
   }
@@ -252,6 +252,10 @@ void Waiter::Learn(int64_t budget_ns, const SpinOutcome& outcome) {
   if (budget_ns <= 0) return;
   // An exponentially weighted hit ratio (weight 1/4): three misses in a row
   // from a perfect record switch to parking, three probe hits switch back.
+  // A spin in the parking regime was a probe: back off while probes miss.
+  if (hit_ < kOne / 2) {
+    probe_every_ = outcome.ready ? kProbeEvery : std::min(2 * probe_every_, kMaxProbeEvery);
+  }
   if (outcome.ready) {
     won_spin_ns_ += (outcome.spun_ns - won_spin_ns_) / 4;
     hit_ += (kOne - hit_) / 4;

@@ -24,8 +24,9 @@
 // stream keep spinning), and only while the recent spins of this endpoint
 // mostly succeeded (a hit
 // ratio, like glibc's adaptive mutexes learning their spin count); while
-// they fail it parks at once and re-tests with one spin in kProbeEvery waits,
-// so a lane whose traffic speeds up is noticed. It never spins when spinning
+// they fail it parks at once and re-tests with one spin in kProbeEvery waits
+// (backing off to one in kMaxProbeEvery while the probes keep missing), so
+// a lane whose traffic speeds up is noticed. It never spins when spinning
 // cannot help or burns a quota (CpuPressure): fewer than two CPUs online, or
 // a cgroup CPU quota below two CPUs (read from cpu.max or cpu.cfs_quota_us up
 // the hierarchy), the cgroup was throttled in the last
@@ -81,8 +82,13 @@ inline constexpr int64_t kBreakEvenNs = 10'000;
 // at 20 k frames/s (a budget that covered those learned to spin every gap
 // and cost what kLatency costs).
 inline constexpr int64_t kMaxGrownSpinNs = 2 * kBreakEvenNs;
-// kBalanced re-tests spinning once in this many waits while it parks.
+// kBalanced re-tests spinning once in this many waits while it parks; each
+// probe that misses doubles the interval up to kMaxProbeEvery, a probe that
+// wins resets it (rare traffic then pays kBreakEvenNs / 64, 0.16 us, per
+// wait for the probes instead of 1.25 us: the binary exponential backoff of
+// Ethernet and Aeron's BackoffIdleStrategy, applied to probing).
 inline constexpr uint32_t kProbeEvery = 8;
+inline constexpr uint32_t kMaxProbeEvery = 64;
 
 // The CPU a process may use, from its affinity mask and the cgroup CPU
 // controller (v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us), the
@@ -223,6 +229,8 @@ class Waiter {
   // Hit ratio of recent spins, 0..kOne (for tests and docs).
   static constexpr uint32_t kOne = 1024;
   uint32_t hit_ratio() const { return hit_; }
+  // Waits between probes in the parking regime (kProbeEvery..kMaxProbeEvery).
+  uint32_t probe_every() const { return probe_every_; }
   bool stop_on_long_yield() const { return options_.preference == WaitPreference::kBalanced; }
 
  private:
@@ -232,6 +240,7 @@ class Waiter {
   bool backlog_ = false;
   int64_t won_spin_ns_ = 0;  // mean length of recent winning spins (weight 1/4)
   uint32_t since_probe_ = 0;
+  uint32_t probe_every_ = kProbeEvery;
 };
 
 }  // namespace shmlane::dataplane

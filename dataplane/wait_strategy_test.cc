@@ -207,6 +207,40 @@ TEST(WaiterTest, BalancedLearnsToParkAndProbesBack) {
   EXPECT_EQ(w.SpinBudgetNs(now), kBreakEvenNs) << "three probe hits switch back to spinning";
 }
 
+// Rare traffic: every probe misses, so probing backs off from one in
+// kProbeEvery waits to one in kMaxProbeEvery; a probe that wins resets it.
+TEST(WaiterTest, ProbesThatKeepMissingBackOff) {
+  CpuPressure::Get().ResetForTest();
+  if (CpuPressure::Get().High(Deadline::NowNs())) {
+    GTEST_SKIP() << "this process is under CPU pressure (one CPU, a quota, or throttled): "
+                    "balanced never spins here";
+  }
+  Waiter w({.spin = absl::Microseconds(50)});
+  const int64_t now = Deadline::NowNs();
+  const SpinOutcome miss{.ready = false, .spun_ns = kBreakEvenNs};
+  const SpinOutcome hit{.ready = true, .spun_ns = 500};
+  for (int i = 0; i < 3; ++i) w.Learn(kBreakEvenNs, miss);
+  ASSERT_EQ(w.probe_every(), kProbeEvery);
+  // 8 + 16 + 32 waits back off to 64; then five more intervals of 64.
+  int probes = 0;
+  const uint32_t waits = 8 + 16 + 32 + 5 * kMaxProbeEvery;
+  for (uint32_t i = 0; i < waits; ++i) {
+    const int64_t budget = w.SpinBudgetNs(now);
+    if (budget > 0) {
+      ++probes;
+      w.Learn(budget, miss);
+    }
+  }
+  EXPECT_EQ(probes, 8) << "one probe in 8, 16, 32, then 64 waits";
+  EXPECT_EQ(w.probe_every(), kMaxProbeEvery);
+  // The next probe wins: probing is back to one in kProbeEvery.
+  int64_t budget = 0;
+  for (uint32_t i = 0; i < kMaxProbeEvery && budget == 0; ++i) budget = w.SpinBudgetNs(now);
+  ASSERT_GT(budget, 0);
+  w.Learn(budget, hit);
+  EXPECT_EQ(w.probe_every(), kProbeEvery);
+}
+
 struct Lane {
   Segment observer;
   std::shared_ptr<const Doorbell> pbell = std::make_shared<Doorbell>(*Doorbell::Create());
