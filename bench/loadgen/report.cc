@@ -15,11 +15,12 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "bench/loadgen/plots_gp.h"
+#include "bench/loadgen/report_format.h"
 
 namespace shmlane::bench {
 namespace {
 
-constexpr const char* kTransportOrder[] = {"shm", "uds", "pipe", "tcp", "grpc"};
+using namespace report_format;  // NOLINT(build/namespaces): the shared helpers
 
 // Quantiles stored for the CDF plot.
 constexpr double kCdfQuantiles[] = {0.001, 0.01,  0.05,   0.1,    0.2,     0.3,  0.4,
@@ -39,45 +40,6 @@ Json LatencyJson(const Histogram& h) {
 }
 
 double Seconds(int64_t ns) { return ns / 1e9; }
-
-std::string Si(double v) {
-  if (v >= 1e9) return absl::StrFormat("%.2fG", v / 1e9);
-  if (v >= 1e6) return absl::StrFormat("%.2fM", v / 1e6);
-  if (v >= 1e3) return absl::StrFormat("%.1fk", v / 1e3);
-  return absl::StrFormat("%.0f", v);
-}
-
-std::string Ns(double ns) {
-  if (ns >= 1e9) return absl::StrFormat("%.2f s", ns / 1e9);
-  if (ns >= 1e6) return absl::StrFormat("%.2f ms", ns / 1e6);
-  if (ns >= 1e3) return absl::StrFormat("%.1f us", ns / 1e3);
-  return absl::StrFormat("%.0f ns", ns);
-}
-
-std::string Kb(int64_t kb) {
-  if (kb >= 1024) return absl::StrFormat("%.1f MiB", kb / 1024.0);
-  return absl::StrCat(kb, " KiB");
-}
-
-double Num(const Json& run, std::string_view path) { return NumberAt(run, path); }
-std::string Str(const Json& run, std::string_view key) { return StringAt(run, key); }
-
-// What a run's fields say, with the defaults of files written before
-// batching and touch existed (one write per frame, counting-only receiver).
-int BatchOf(const Json& run) {
-  const double b = Num(run, "batch");
-  return std::isnan(b) ? 1 : static_cast<int>(b);
-}
-std::string TouchOf(const Json& run) {
-  const std::string t = Str(run, "touch");
-  return t.empty() ? "none" : t;
-}
-bool IsKernel(const std::string& transport) {
-  return transport == "uds" || transport == "pipe" || transport == "tcp";
-}
-bool LowerIsBetter(std::string_view metric) {
-  return metric.rfind("latency", 0) == 0 || metric.find("cpu") != std::string_view::npos;
-}
 
 // The channel wait preference the shm transport uses for a wait mode.
 const char* ShmPreference(WaitMode w) {
@@ -100,18 +62,6 @@ double CpuPerMillion(const Json& run, std::string_view field) {
   const double cpu = Num(run, "resources." + std::string(field));
   if (!(frames > 0) || std::isnan(cpu)) return std::nan("");
   return cpu / (frames / 1e6);
-}
-
-// The run among `candidates` with the best `metric` (NaN-valued runs never win).
-const Json* Best(const std::vector<const Json*>& candidates, std::string_view metric) {
-  const Json* best = nullptr;
-  const bool lower = LowerIsBetter(metric);
-  for (const Json* run : candidates) {
-    const double v = Num(*run, metric);
-    if (!(v > 0)) continue;
-    if (best == nullptr || (lower ? v < Num(*best, metric) : v > Num(*best, metric))) best = run;
-  }
-  return best;
 }
 
 // A row of a table: touch, pattern, frame_bytes, clients, batch.
@@ -147,28 +97,10 @@ std::vector<std::string> TransportsIn(const std::vector<Json>& runs) {
   return out;
 }
 
-std::string Ratio(double num, double den) {
-  if (!(num > 0) || !(den > 0)) return "-";
-  return absl::StrFormat("%.2fx", num / den);
-}
-
-std::string Cpu(double v) {
-  if (std::isnan(v)) return "-";
-  if (v >= 10) return absl::StrFormat("%.0f", v);
-  if (v >= 1) return absl::StrFormat("%.1f", v);
-  return absl::StrFormat("%.2f", v);
-}
-
 // "0.05 / 0.04": clients / server CPU seconds per million frames.
 std::string CpuPair(const Json& run) {
   return absl::StrCat(Cpu(CpuPerMillion(run, "clients_cpu_s")), " / ",
                       Cpu(CpuPerMillion(run, "server_cpu_s")));
-}
-
-// "uds b256" (or "uds" for pingpong, which never batches).
-std::string RunName(const Json& run) {
-  if (Str(run, "pattern") == "pingpong") return Str(run, "transport");
-  return absl::StrCat(Str(run, "transport"), " b", BatchOf(run));
 }
 
 }  // namespace
@@ -664,356 +596,11 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<GateCheck>> EvaluateTargets(const Json& targets,
-                                                       const std::vector<Json>& runs,
-                                                       std::string_view suite) {
-  const bool smoke_only = suite == "smoke";
-  const Json* list = FindPath(targets, "targets");
-  if (list == nullptr || !list->is_array()) {
-    return absl::InvalidArgumentError("targets file: expected {\"targets\": [...]}");
-  }
-  std::vector<GateCheck> checks;
-  for (const auto& t : *list) {
-    const Json* smoke = FindPath(t, "smoke");
-    if (smoke_only && (smoke == nullptr || !smoke->is_boolean() || !smoke->get<bool>())) continue;
-    const std::string target_suite = Str(t, "suite");
-    // Targets of a named suite (waiting, fanout) are checked only there.
-    const bool own = suite == "waiting" || suite == "fanout";
-    if (!smoke_only && target_suite != (own ? std::string(suite) : std::string())) continue;
-    const double rate = Num(t, "rate");
-    const double cpu_limit = Num(t, "cpu_limit");
-    GateCheck check;
-    check.name = Str(t, "name");
-    check.description = Str(t, "description");
-    const std::string metric = Str(t, "metric");
-    const std::string pattern = Str(t, "pattern");
-    const std::string numerator = Str(t, "numerator");
-    const std::string denominator = Str(t, "denominator");
-    const double clients = Num(t, "clients");
-    const double frame = Num(t, "frame_bytes");
-    const std::string touch = Str(t, "touch").empty() ? "read" : Str(t, "touch");
-    check.min_ratio = Num(t, "min_ratio");
-    if (check.name.empty() || metric.empty() || pattern.empty() || numerator.empty() ||
-        denominator.empty() || std::isnan(clients) || std::isnan(frame) ||
-        std::isnan(check.min_ratio)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "targets file: target '", check.name,
-          "' needs name, metric, pattern, clients, frame_bytes, numerator, denominator, "
-          "min_ratio"));
-    }
-    if (touch != "read" && touch != "none") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("targets file: target '", check.name, "': touch is read or none"));
-    }
-    // A side is a transport, or best-kernel (uds, pipe, tcp); among its runs
-    // the best over the batch settings wins, unless SIDE_batch names one.
-    auto pick = [&](const std::string& side, const char* batch_key,
-                    const char* wait_key) -> const Json* {
-      const double batch = Num(t, batch_key);
-      const std::string wait = Str(t, wait_key);
-      std::vector<const Json*> candidates;
-      for (const auto& run : runs) {
-        const std::string transport = Str(run, "transport");
-        if (side == "best-kernel" ? !IsKernel(transport) : transport != side) continue;
-        if (Str(run, "pattern") != pattern || Num(run, "clients") != clients ||
-            Num(run, "frame_bytes") != frame || TouchOf(run) != touch)
-          continue;
-        if (!std::isnan(batch) && BatchOf(run) != batch) continue;
-        if (!wait.empty() && Str(run, "wait") != wait) continue;
-        if (!std::isnan(rate) && Num(run, "rate") != rate) continue;
-        if (!std::isnan(cpu_limit)) {
-          const double limit = Num(run, "cpu_limit");
-          if ((std::isnan(limit) ? 0.0 : limit) != cpu_limit) continue;
-        }
-        candidates.push_back(&run);
-      }
-      if (candidates.empty()) return nullptr;
-      const Json* best = Best(candidates, metric);
-      return best != nullptr ? best : candidates.front();
-    };
-    const Json* num = pick(numerator, "numerator_batch", "numerator_wait");
-    const Json* den = pick(denominator, "denominator_batch", "denominator_wait");
-    if (num != nullptr && den != nullptr) {
-      check.found = true;
-      check.numerator_run = suite == "waiting" ? VariantOf(*num) : RunName(*num);
-      check.denominator_run = suite == "waiting" ? VariantOf(*den) : RunName(*den);
-      const double a = Num(*num, metric);
-      const double b = Num(*den, metric);
-      check.ratio = b > 0 ? a / b : 0;
-      check.passed = check.ratio >= check.min_ratio;
-    }
-    checks.push_back(std::move(check));
-  }
-  return checks;
-}
-
-Json GateJson(const std::vector<GateCheck>& checks) {
-  Json list = Json::array();
-  for (const auto& c : checks) {
-    Json v = Json::object();
-    v["name"] = c.name;
-    v["result"] = !c.found ? "missing" : c.passed ? "pass" : "fail";
-    if (c.found) {
-      v["ratio"] = JsonNumber(std::round(c.ratio * 1000) / 1000);
-      v["runs"] = absl::StrCat(c.numerator_run, " / ", c.denominator_run);
-    }
-    v["min_ratio"] = JsonNumber(c.min_ratio);
-    list.push_back(std::move(v));
-  }
-  return list;
-}
-
-void PrintGate(std::FILE* out, const std::vector<GateCheck>& checks) {
-  absl::FPrintF(out, "gate (ratios within this run, bench/targets.json):\n");
-  for (const auto& c : checks) {
-    if (!c.found) {
-      absl::FPrintF(out, "  MISSING %-34s (its runs are not in this set)\n", c.name);
-    } else {
-      absl::FPrintF(out, "  %-7s %-34s %8.2fx (target >= %.2fx, %s / %s)  %s\n",
-                    c.passed ? "PASS" : "FAIL", c.name, c.ratio, c.min_ratio, c.numerator_run,
-                    c.denominator_run, c.description);
-    }
-  }
-}
-
 Json LoadAverage() {
   std::ifstream in("/proc/loadavg");
   double a = 0, b = 0, c = 0;
   in >> a >> b >> c;
   return Json::array({JsonNumber(a), JsonNumber(b), JsonNumber(c)});
-}
-
-std::string VariantOf(const Json& run) {
-  const std::string t = Str(run, "transport");
-  const std::string pref = Str(run, "wait_preference");
-  return absl::StrCat(t, " ", t == "shm" && !pref.empty() ? pref : Str(run, "wait"));
-}
-
-namespace {
-
-double CpuLimitOf(const Json& run) {
-  const double l = Num(run, "cpu_limit");
-  return std::isnan(l) ? 0.0 : l;
-}
-
-// A cell of the waiting suite: variant, pattern, clients, rate, limit, batch.
-using WaitKey = std::tuple<double, std::string, double, int, std::string, int>;
-WaitKey WaitKeyOf(const Json& run) {
-  const double rate = Num(run, "rate");
-  return {CpuLimitOf(run),
-          Str(run, "pattern"),
-          std::isnan(rate) ? 0.0 : rate,
-          static_cast<int>(Num(run, "clients")),
-          VariantOf(run),
-          BatchOf(run)};
-}
-
-void SetPath(Json* v, std::string_view dotted, double value) {
-  Json* at = v;
-  for (absl::string_view part :
-       absl::StrSplit(absl::string_view(dotted.data(), dotted.size()), '.')) {
-    at = &(*at)[std::string(part)];
-  }
-  *at = JsonNumber(value);
-}
-
-}  // namespace
-
-std::vector<Json> MedianRuns(const std::vector<Json>& runs) {
-  std::map<WaitKey, std::vector<const Json*>> cells;
-  std::vector<WaitKey> order;
-  for (const Json& run : runs) {
-    auto& cell = cells[WaitKeyOf(run)];
-    if (cell.empty()) order.push_back(WaitKeyOf(run));
-    cell.push_back(&run);
-  }
-  std::vector<Json> out;
-  for (const WaitKey& key : order) {
-    const std::vector<const Json*>& cell = cells[key];
-    Json m = *cell.front();
-    m["repeats"] = cell.size();
-    for (const char* path : {"frames_per_s", "latency_ns.p50", "latency_ns.p99",
-                             "server_cpu_s_per_mframe", "throttle.share"}) {
-      std::vector<double> v;
-      for (const Json* r : cell) {
-        const double x = Num(*r, path);
-        if (!std::isnan(x)) v.push_back(x);
-      }
-      if (v.empty()) continue;
-      std::sort(v.begin(), v.end());
-      const double median =
-          v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-      SetPath(&m, path, median);
-      m[absl::StrReplaceAll(path, {{".", "_"}}) + std::string("_range")] =
-          Json::array({JsonNumber(v.front()), JsonNumber(v.back())});
-    }
-    out.push_back(std::move(m));
-  }
-  return out;
-}
-
-std::string WaitingTables(const std::vector<Json>& runs) {
-  // Variants in a fixed order; columns only for those present.
-  const std::vector<std::string> order = {"shm balanced", "shm latency", "shm efficiency",
-                                          "uds park", "uds adaptive"};
-  std::set<std::string> present;
-  for (const Json& r : runs) present.insert(VariantOf(r));
-  std::vector<std::string> variants;
-  for (const auto& v : order) {
-    if (present.count(v)) variants.push_back(v);
-  }
-  std::map<WaitKey, const Json*> by_key;
-  std::set<std::tuple<double, std::string>> sections;
-  std::map<std::tuple<double, std::string>, std::set<std::pair<double, int>>> rows;
-  for (const Json& r : runs) {
-    const WaitKey k = WaitKeyOf(r);
-    by_key[k] = &r;
-    sections.insert({std::get<0>(k), std::get<1>(k)});
-    rows[{std::get<0>(k), std::get<1>(k)}].insert({std::get<2>(k), std::get<3>(k)});
-  }
-  auto find = [&](double limit, const std::string& pattern, double rate, int clients,
-                  const std::string& variant) -> const Json* {
-    for (int batch : {1, 64}) {
-      auto it = by_key.find({limit, pattern, rate, clients, variant, batch});
-      if (it != by_key.end()) return it->second;
-    }
-    return nullptr;
-  };
-  std::string md;
-  // Sections: no limit first, then tighter limits.
-  std::vector<std::tuple<double, std::string>> ordered(sections.begin(), sections.end());
-  std::sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) {
-    const double la = std::get<0>(a) == 0 ? 1e9 : std::get<0>(a);
-    const double lb = std::get<0>(b) == 0 ? 1e9 : std::get<0>(b);
-    if (la != lb) return la > lb;
-    return std::get<1>(a) < std::get<1>(b);
-  });
-  for (const auto& [limit, pattern] : ordered) {
-    const bool stream = pattern == "stream";
-    absl::StrAppend(&md, "### ", pattern,
-                    limit == 0 ? ", no CPU limit" : absl::StrFormat(", --cpu-limit %g", limit),
-                    stream ? " (frames/s; server CPU-s per million frames)"
-                    : pattern == "pingpong"
-                        ? " (round trip p50 / p99; server CPU-s per million round trips)"
-                        : " (latency from the intended send time p50 / p99; server "
-                          "CPU-s per million frames)",
-                    "\n\n| rate | clients |");
-    for (const auto& v : variants) absl::StrAppend(&md, " ", v, " |");
-    absl::StrAppend(
-        &md,
-        " balanced vs uds park (p99, CPU) | throttled (balanced / uds park) |\n| ---: | ---: |");
-    for (size_t i = 0; i < variants.size(); ++i) md += " ---: |";
-    md += " ---: | ---: |\n";
-    for (const auto& [rate, clients] : rows[{limit, pattern}]) {
-      absl::StrAppend(&md, "| ", rate > 0 ? Si(rate) : "-", " | ", clients, " |");
-      for (const auto& v : variants) {
-        const Json* r = find(limit, pattern, rate, clients, v);
-        if (r == nullptr) {
-          md += " - |";
-          continue;
-        }
-        const std::string cpu = Cpu(Num(*r, "server_cpu_s_per_mframe"));
-        if (stream) {
-          absl::StrAppend(&md, " ", Si(Num(*r, "frames_per_s")), "; ", cpu, " |");
-        } else {
-          absl::StrAppend(&md, " ", Ns(Num(*r, "latency_ns.p50")), " / ",
-                          Ns(Num(*r, "latency_ns.p99")), "; ", cpu, " |");
-        }
-      }
-      const Json* bal = find(limit, pattern, rate, clients, "shm balanced");
-      const Json* park = find(limit, pattern, rate, clients, "uds park");
-      if (bal != nullptr && park != nullptr && !stream) {
-        absl::StrAppend(
-            &md, " ", Ratio(Num(*bal, "latency_ns.p99"), Num(*park, "latency_ns.p99")), ", ",
-            Ratio(Num(*bal, "server_cpu_s_per_mframe"), Num(*park, "server_cpu_s_per_mframe")),
-            " |");
-      } else {
-        md += " - |";
-      }
-      auto share = [](const Json* r) {
-        const double s = r == nullptr ? std::nan("") : Num(*r, "throttle.share");
-        return std::isnan(s) ? std::string("-") : absl::StrFormat("%.0f%%", 100 * s);
-      };
-      absl::StrAppend(&md, " ", share(bal), " / ", share(park), " |\n");
-    }
-    md += "\n";
-  }
-  md +=
-      "Ratios are balanced / uds park (lower is better for shm: below 1.00x shm is faster or "
-      "cheaper). Throttled: the share of CFS periods in the window in which the run's cgroup ran "
-      "out of quota.\n\n";
-  return md;
-}
-
-absl::Status WriteWaitingPlots(const std::string& prefix, const std::vector<Json>& runs) {
-  const std::vector<std::string> variants = {"shm balanced", "shm latency", "shm efficiency",
-                                             "uds park", "uds adaptive"};
-  const double limits[] = {0, 1, 0.5};
-  std::ofstream dat(prefix + "-waiting.dat");
-  // One block per (limit, variant): rate, p99 (us), server CPU us per frame.
-  for (double limit : limits) {
-    for (const std::string& v : variants) {
-      dat << "\"" << v << "\"\n";
-      std::vector<const Json*> points;
-      for (const Json& r : runs) {
-        if (Str(r, "pattern") == "openloop" && Num(r, "clients") == 1 && CpuLimitOf(r) == limit &&
-            VariantOf(r) == v) {
-          points.push_back(&r);
-        }
-      }
-      std::sort(points.begin(), points.end(),
-                [](const Json* a, const Json* b) { return Num(*a, "rate") < Num(*b, "rate"); });
-      if (points.empty()) dat << "? ? ?\n";
-      for (const Json* r : points) {
-        // CPU-s per million frames is also microseconds per frame.
-        dat << Num(*r, "rate") << " " << Num(*r, "latency_ns.p99") / 1e3 << " "
-            << Num(*r, "server_cpu_s_per_mframe") << "\n";
-      }
-      dat << "\n\n";
-    }
-  }
-  dat.close();
-  const std::string gp_path = prefix + "-waiting.gp";
-  {
-    std::ofstream gp(gp_path);
-    gp << "prefix = \"" << prefix << "\"\n"
-       << "set terminal pngcairo size 1500,800 noenhanced font \"sans,9\"\n"
-          "set output prefix.\"-waiting.png\"\n"
-          "set datafile missing \"?\"\n"
-          "set grid\n"
-          "set logscale xy\n"
-          "set multiplot layout 2,3 title \"openloop, 1 client, 64 B: p99 latency from the "
-          "intended send time (top) and server CPU per frame (bottom) against the rate, per "
-          "wait strategy\"\n"
-          "titles = \"no_limit cpu-limit_1 cpu-limit_0.5\"\n"
-          "do for [l=0:2] {\n"
-          "  set title word(titles, l+1)\n"
-          "  set xlabel \"frames/s\"\n"
-          "  set ylabel \"p99 (us)\"\n"
-          "  if (l == 0) { set key top left font \",8\" } else { unset key }\n"
-          "  plot for [i=0:4] prefix.\"-waiting.dat\" index (l*5+i) using 1:2 with linespoints "
-          "pt 7 title columnheader(1)\n"
-          "}\n"
-          "do for [l=0:2] {\n"
-          "  set title word(titles, l+1)\n"
-          "  set ylabel \"server CPU us per frame\"\n"
-          "  unset key\n"
-          "  plot for [i=0:4] prefix.\"-waiting.dat\" index (l*5+i) using 1:3 with linespoints "
-          "pt 7 title columnheader(1)\n"
-          "}\n"
-          "unset multiplot\n";
-  }
-  const std::string command = absl::StrCat("gnuplot '", gp_path, "' 2>&1");
-  std::FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return absl::FailedPreconditionError("cannot run gnuplot");
-  std::string output;
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof(buf), pipe)) output.append(buf, n);
-  if (pclose(pipe) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("gnuplot failed (install gnuplot-nox, or pass --no-plots): ", output));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace shmlane::bench

@@ -11,53 +11,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/loadgen/report.h"
+#include "bench/loadgen/report_format.h"
 
 namespace shmlane::bench {
 namespace {
 
-constexpr const char* kOrder[] = {"shm", "uds", "pipe", "tcp", "grpc"};
-
-double Num(const Json& run, std::string_view path) { return NumberAt(run, path); }
-std::string Str(const Json& run, std::string_view key) { return StringAt(run, key); }
-
-std::string Si(double v) {
-  if (!(v >= 0)) return "-";
-  if (v >= 1e9) return absl::StrFormat("%.2fG", v / 1e9);
-  if (v >= 1e6) return absl::StrFormat("%.2fM", v / 1e6);
-  if (v >= 1e3) return absl::StrFormat("%.1fk", v / 1e3);
-  return absl::StrFormat("%.0f", v);
-}
-
-std::string Ns(double ns) {
-  if (std::isnan(ns)) return "-";
-  if (ns >= 1e9) return absl::StrFormat("%.2f s", ns / 1e9);
-  if (ns >= 1e6) return absl::StrFormat("%.2f ms", ns / 1e6);
-  if (ns >= 1e3) return absl::StrFormat("%.1f us", ns / 1e3);
-  return absl::StrFormat("%.0f ns", ns);
-}
-
-std::string Fixed(double v, int digits) {
-  return std::isnan(v) ? "-" : absl::StrFormat("%.*f", digits, v);
-}
-
-std::string Ratio(double num, double den) {
-  if (!(num > 0) || !(den > 0)) return "-";
-  return absl::StrFormat("%.2fx", num / den);
-}
-
-int BatchOf(const Json& run) {
-  const double b = Num(run, "batch");
-  return std::isnan(b) ? 1 : static_cast<int>(b);
-}
-
-void SetPath(Json* v, std::string_view dotted, double value) {
-  Json* at = v;
-  for (absl::string_view part :
-       absl::StrSplit(absl::string_view(dotted.data(), dotted.size()), '.')) {
-    at = &(*at)[std::string(part)];
-  }
-  *at = JsonNumber(value);
-}
+using namespace report_format;  // NOLINT(build/namespaces): the shared helpers
 
 double Per(double value, double count) { return count > 0 ? value / count : std::nan(""); }
 
@@ -172,7 +131,7 @@ std::string FanoutTables(const std::vector<Json>& runs) {
   std::set<std::string> present;
   for (const Json& r : medians) present.insert(Str(r, "transport"));
   std::vector<std::string> transports;
-  for (const char* t : kOrder) {
+  for (const char* t : kTransportOrder) {
     if (present.count(t)) transports.push_back(t);
   }
   // touch -> (frame, subscribers) -> transport -> best batch's median run.
@@ -280,7 +239,7 @@ void WriteFanoutData(const std::string& prefix, const std::vector<Json>& runs, i
   for (const auto& [suffix, f] : {std::pair<const char*, int>{"small", small}, {"large", large}}) {
     std::ofstream out(absl::StrCat(prefix, "-fanout-", suffix, ".dat"));
     bool any = false;
-    for (const char* t : kOrder) {
+    for (const char* t : kTransportOrder) {
       std::map<int, double> points;  // subscribers -> best batch's deliveries/s
       for (const Json& r : medians) {
         if (Str(r, "transport") != t || static_cast<int>(Num(r, "frame_bytes")) != f ||
