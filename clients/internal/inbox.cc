@@ -167,8 +167,7 @@ void Inbox::CheckControl() {
       if ((role_ == v1::ROLE_CONSUMER || role_ == v1::ROLE_SERVER) && !credential_.empty() &&
           !lanes_.empty()) {
         resume_pending_ = true;
-        resume_next_ns_ = CoarseNowNs();
-        resume_delay_ns_ = 5'000'000;
+        resume_backoff_.Start(CoarseNowNs());
       }
       return;
     }
@@ -258,12 +257,12 @@ size_t Inbox::Pass(FrameFn fn) {
 void Inbox::MaybeResume() {
   if (!resume_pending_) return;
   const int64_t now = CoarseNowNs();
-  if (now >= resume_next_ns_) TryResume(now);
+  if (resume_backoff_.Due(now)) TryResume(now);
 }
 
 absl::Time Inbox::ParkDeadline(absl::Time deadline) const {
   if (!resume_pending_) return deadline;
-  const int64_t wait_ns = std::max<int64_t>(resume_next_ns_ - CoarseNowNs(), 1'000'000);
+  const int64_t wait_ns = std::max<int64_t>(resume_backoff_.next_ns() - CoarseNowNs(), 1'000'000);
   return std::min(deadline, absl::Now() + absl::Nanoseconds(wait_ns));
 }
 
@@ -296,8 +295,7 @@ void Inbox::TryResume(int64_t now) {
       attach_status_ = absl::UnavailableError(result.status().message());
       return;
     }
-    resume_next_ns_ = now + resume_delay_ns_;
-    resume_delay_ns_ = std::min<int64_t>(resume_delay_ns_ * 2, 1'000'000'000);
+    resume_backoff_.Failed(now);
     return;
   }
   resume_pending_ = false;

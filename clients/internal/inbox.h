@@ -164,8 +164,7 @@ class Inbox {
   std::string client_name_;
   std::string credential_;
   bool resume_pending_ = false;
-  int64_t resume_next_ns_ = 0;
-  int64_t resume_delay_ns_ = 0;
+  ResumeBackoff resume_backoff_;  // 5 ms doubling to 1 s (attachment.h)
   uint64_t resumes_ = 0;
 };
 
