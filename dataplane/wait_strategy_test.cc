@@ -187,17 +187,24 @@ TEST(WaiterTest, PreferencesChooseTheBudget) {
   EXPECT_EQ(zero.SpinBudgetNs(Deadline::NowNs()), 0);
 }
 
-TEST(WaiterTest, BalancedLearnsToParkAndProbesBack) {
-  CpuPressure::Get().ResetForTest();
-  if (CpuPressure::Get().High(Deadline::NowNs())) {
-    GTEST_SKIP() << "this process is under CPU pressure (one CPU, a quota, or throttled): "
-                    "balanced never spins here";
+// Balanced's learning, on a machine where it may spin at all.
+class BalancedWaiterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CpuPressure::Get().ResetForTest();
+    if (CpuPressure::Get().High(Deadline::NowNs())) {
+      GTEST_SKIP() << "this process is under CPU pressure (one CPU, a quota, or throttled): "
+                      "balanced never spins here";
+    }
   }
-  Waiter w({.spin = absl::Microseconds(50)});
+  Waiter w{{.spin = absl::Microseconds(50)}};
   const int64_t now = Deadline::NowNs();
-  EXPECT_EQ(w.SpinBudgetNs(now), kBreakEvenNs) << "balanced spins at most the break-even time";
   const SpinOutcome miss{.ready = false, .spun_ns = kBreakEvenNs};
   const SpinOutcome hit{.ready = true, .spun_ns = 500};
+};
+
+TEST_F(BalancedWaiterTest, LearnsToParkAndProbesBack) {
+  EXPECT_EQ(w.SpinBudgetNs(now), kBreakEvenNs) << "balanced spins at most the break-even time";
   for (int i = 0; i < 3; ++i) w.Learn(kBreakEvenNs, miss);
   // Parking regime: park, except for one probe in kProbeEvery waits.
   int probes = 0;
@@ -209,16 +216,7 @@ TEST(WaiterTest, BalancedLearnsToParkAndProbesBack) {
 
 // Rare traffic: every probe misses, so probing backs off from one in
 // kProbeEvery waits to one in kMaxProbeEvery; a probe that wins resets it.
-TEST(WaiterTest, ProbesThatKeepMissingBackOff) {
-  CpuPressure::Get().ResetForTest();
-  if (CpuPressure::Get().High(Deadline::NowNs())) {
-    GTEST_SKIP() << "this process is under CPU pressure (one CPU, a quota, or throttled): "
-                    "balanced never spins here";
-  }
-  Waiter w({.spin = absl::Microseconds(50)});
-  const int64_t now = Deadline::NowNs();
-  const SpinOutcome miss{.ready = false, .spun_ns = kBreakEvenNs};
-  const SpinOutcome hit{.ready = true, .spun_ns = 500};
+TEST_F(BalancedWaiterTest, ProbesThatKeepMissingBackOff) {
   for (int i = 0; i < 3; ++i) w.Learn(kBreakEvenNs, miss);
   ASSERT_EQ(w.probe_every(), kProbeEvery);
   // 8 + 16 + 32 waits back off to 64; then five more intervals of 64.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -582,19 +583,40 @@ absl::Status WritePlots(const std::string& prefix, const std::vector<Json>& runs
        << "\nhas_fanout = " << (fan_small > 0 ? 1 : 0) << "\ntouch = \"" << touch << "\"\n"
        << kPlotsGp;
   }
+  return report_format::RunGnuplot(gp_path);
+}
+
+namespace report_format {
+
+absl::Status RunGnuplot(const std::string& gp_path) {
   const std::string command = absl::StrCat("gnuplot '", gp_path, "' 2>&1");
   std::FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return absl::FailedPreconditionError("cannot run gnuplot");
   std::string output;
   char buf[512];
   while (size_t n = std::fread(buf, 1, sizeof(buf), pipe)) output.append(buf, n);
-  const int status = pclose(pipe);
-  if (status != 0) {
+  if (pclose(pipe) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("gnuplot failed (install gnuplot-nox, or pass --no-plots): ", output));
   }
   return absl::OkStatus();
 }
+
+std::optional<ValueRange> MedianOf(const std::vector<const Json*>& runs, std::string_view path) {
+  std::vector<double> v;
+  for (const Json* r : runs) {
+    const double x = Num(*r, path);
+    if (!std::isnan(x)) v.push_back(x);
+  }
+  if (v.empty()) return std::nullopt;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return ValueRange{.median = n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2,
+                    .lo = v.front(),
+                    .hi = v.back()};
+}
+
+}  // namespace report_format
 
 Json LoadAverage() {
   std::ifstream in("/proc/loadavg");

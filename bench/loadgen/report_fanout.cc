@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -106,18 +107,11 @@ std::vector<Json> FanoutMedians(const std::vector<Json>& runs) {
     Json m = *cell.front();
     m["repeats"] = cell.size();
     for (const char* path : kMedianFields) {
-      std::vector<double> v;
-      for (const Json* r : cell) {
-        const double x = Num(*r, path);
-        if (!std::isnan(x)) v.push_back(x);
-      }
-      if (v.empty()) continue;
-      std::sort(v.begin(), v.end());
-      const double median =
-          v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-      SetPath(&m, path, median);
+      const std::optional<ValueRange> v = MedianOf(cell, path);
+      if (!v.has_value()) continue;
+      SetPath(&m, path, v->median);
       if (std::string_view(path) == "frames_per_s") {
-        m["frames_per_s_range"] = Json::array({JsonNumber(v.front()), JsonNumber(v.back())});
+        m["frames_per_s_range"] = Json::array({JsonNumber(v->lo), JsonNumber(v->hi)});
       }
     }
     out.push_back(std::move(m));

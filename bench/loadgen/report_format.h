@@ -6,10 +6,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -111,5 +113,16 @@ inline std::string RunName(const Json& run) {
   if (Str(run, "pattern") == "pingpong") return Str(run, "transport");
   return absl::StrCat(Str(run, "transport"), " b", BatchOf(run));
 }
+
+// The median and range of a field over repeated runs of one cell (runs
+// without the field are left out; nothing when none has it).
+struct ValueRange {
+  double median, lo, hi;
+};
+std::optional<ValueRange> MedianOf(const std::vector<const Json*>& runs, std::string_view path);
+
+// Runs gnuplot on a script the report wrote (report.cc); a clear error when
+// gnuplot is missing or fails.
+absl::Status RunGnuplot(const std::string& gp_path);
 
 }  // namespace shmlane::bench::report_format

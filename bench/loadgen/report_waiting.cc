@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -60,18 +61,11 @@ std::vector<Json> MedianRuns(const std::vector<Json>& runs) {
     m["repeats"] = cell.size();
     for (const char* path : {"frames_per_s", "latency_ns.p50", "latency_ns.p99",
                              "server_cpu_s_per_mframe", "throttle.share"}) {
-      std::vector<double> v;
-      for (const Json* r : cell) {
-        const double x = Num(*r, path);
-        if (!std::isnan(x)) v.push_back(x);
-      }
-      if (v.empty()) continue;
-      std::sort(v.begin(), v.end());
-      const double median =
-          v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-      SetPath(&m, path, median);
+      const std::optional<ValueRange> v = MedianOf(cell, path);
+      if (!v.has_value()) continue;
+      SetPath(&m, path, v->median);
       m[absl::StrReplaceAll(path, {{".", "_"}}) + std::string("_range")] =
-          Json::array({JsonNumber(v.front()), JsonNumber(v.back())});
+          Json::array({JsonNumber(v->lo), JsonNumber(v->hi)});
     }
     out.push_back(std::move(m));
   }
@@ -229,17 +223,7 @@ absl::Status WriteWaitingPlots(const std::string& prefix, const std::vector<Json
           "}\n"
           "unset multiplot\n";
   }
-  const std::string command = absl::StrCat("gnuplot '", gp_path, "' 2>&1");
-  std::FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return absl::FailedPreconditionError("cannot run gnuplot");
-  std::string output;
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof(buf), pipe)) output.append(buf, n);
-  if (pclose(pipe) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("gnuplot failed (install gnuplot-nox, or pass --no-plots): ", output));
-  }
-  return absl::OkStatus();
+  return RunGnuplot(gp_path);
 }
 
 }  // namespace shmlane::bench
