@@ -229,7 +229,10 @@ size_t Producer::TryWriteBatch(std::span<const std::span<const std::byte>> frame
 }
 
 Reservation Producer::Reserve(size_t n) {
-  MaybeCheckDaemon();
+  // Inside a batch (deferred commits not yet published) the daemon check
+  // waits for the batch's first Reserve after its Publish: a clock read per
+  // frame cost a 64-byte batch a fifth of its producer's time.
+  if (!lane_.has_value() || !lane_->has_unpublished()) MaybeCheckDaemon();
   if (!lane_.has_value() || ClosedCheckDue()) return Reservation{WriteResult::kClosed, {}};
   Reservation r = lane_->Reserve(n);
   if (r.result == WriteResult::kClosed) Note();

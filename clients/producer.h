@@ -89,7 +89,9 @@ class Producer {
   }
   // Writes as many leading frames as fit with one publication.
   size_t TryWriteBatch(std::span<const std::span<const std::byte>> frames, WriteResult* result);
-  // Zero-copy: reserve, fill, Commit. One reservation open at a time.
+  // Zero-copy: reserve, fill, Commit. One reservation open at a time. The
+  // daemon hang-up check runs at a Reserve outside a batch (no deferred
+  // commit waiting for Publish), so a batch pays for it once.
   Reservation Reserve(size_t n);
   void Commit(size_t used, PublishMode mode = PublishMode::kNow);
   void Publish();

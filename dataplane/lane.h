@@ -209,6 +209,9 @@ class Producer {
   void Commit(size_t used, PublishMode mode = PublishMode::kNow);
   // Makes every committed frame visible to the consumer (one release store).
   void Publish();
+  // Frames committed with kDefer that Publish() has not made visible yet:
+  // the producer is inside a batch.
+  bool has_unpublished() const { return tail_ != published_tail_; }
 
   // Marks the producer side closed; the consumer drains, then sees kClosed.
   void Close();
